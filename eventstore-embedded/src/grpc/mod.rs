@@ -1,0 +1,51 @@
+//! The gRPC front: wires the services onto a tonic server over tuned TCP.
+//!
+//! Protocol details (error shapes, feature negotiation, subscriptions) live in
+//! the submodules; this file only assembles them.
+
+mod cluster;
+mod convert;
+mod read;
+mod streams;
+mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proto::event_store::client::gossip::gossip_server::GossipServer;
+use crate::proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
+use crate::proto::event_store::client::streams::streams_server::StreamsServer;
+use crate::storage::Store;
+
+pub(crate) use cluster::SERVER_VERSION;
+
+/// Serves the event store on `listener` until `shutdown` resolves.
+///
+/// On shutdown, new connections are refused, open subscriptions and batch
+/// append calls end with `UNAVAILABLE`, and in-flight requests complete.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    max_append_size: usize,
+    advertised: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (closing_tx, closing) = watch::channel(false);
+    let streams = streams::StreamsService { store, max_append_size, closing };
+    // Room for the largest append in one message, plus framing.
+    let max_message = max_append_size.max(4 << 20) + (64 << 10);
+    let gossip = cluster::Gossip { instance_id: uuid::Uuid::new_v4(), advertised };
+    tonic::transport::Server::builder()
+        .add_service(StreamsServer::new(streams).max_decoding_message_size(max_message))
+        .add_service(ServerFeaturesServer::new(cluster::Features))
+        .add_service(GossipServer::new(gossip))
+        .serve_with_incoming_shutdown(transport::incoming(listener), async move {
+            shutdown.await;
+            closing_tx.send_replace(true);
+        })
+        .await
+}

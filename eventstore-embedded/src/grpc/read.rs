@@ -1,0 +1,387 @@
+//! Reads and subscriptions: one loop per request, feeding a bounded channel.
+//!
+//! A subscription is a read that does not stop at the end: it catches up page
+//! by page from the log, says `CaughtUp`, then waits for the store's head to
+//! move and reads again. Catch-up and live share this one path, so there is no
+//! hand-over window in which an event could be missed or sent twice. Each send
+//! waits for room in the response channel, so a slow subscriber slows only
+//! its own loop; the server never buffers more than a page per subscriber.
+
+use std::sync::Arc;
+
+use regex::Regex;
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+
+use super::convert::{self, IdFormat};
+use crate::proto::event_store::client::streams::read_req::options::{
+    self as opts, all_options::AllOption, filter_options, stream_options::RevisionOption, CountOption, FilterOption,
+    ReadDirection, StreamOption,
+};
+use crate::proto::event_store::client::streams::{read_resp, ReadResp};
+use crate::storage::{Direction, ReadError, ReadEvent, Store, StreamFrom};
+
+/// Responses buffered per read before the loop waits for the client.
+pub(crate) const CHANNEL_CAPACITY: usize = 64;
+/// Events read from the log per page.
+const PAGE: usize = 256;
+/// Events scanned per page when a filter rejects most of them.
+const MAX_SCAN: usize = 4096;
+/// The filter window when the client does not set one (EventStoreDB's default).
+const DEFAULT_WINDOW: u32 = 32;
+
+/// A parsed read request.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    target: Target,
+    direction: Direction,
+    /// `None` for a subscription.
+    count: Option<u64>,
+    filter: Option<Filter>,
+    ids: IdFormat,
+}
+
+#[derive(Debug)]
+enum Target {
+    Stream { name: String, from: StreamFrom },
+    All { from: AllFrom },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AllFrom {
+    Start,
+    End,
+    Position(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Filter {
+    on_stream: bool,
+    prefixes: Vec<String>,
+    regex: Option<Regex>,
+    /// Send a checkpoint after this many events scanned (subscriptions only).
+    checkpoint_every: u64,
+}
+
+impl Filter {
+    fn matches(&self, value: &str) -> bool {
+        (self.prefixes.is_empty() && self.regex.is_none())
+            || self.prefixes.iter().any(|p| value.starts_with(p.as_str()))
+            || self.regex.as_ref().is_some_and(|r| r.is_match(value))
+    }
+}
+
+impl Plan {
+    pub(crate) fn parse(options: crate::proto::event_store::client::streams::read_req::Options) -> Result<Plan, Status> {
+        let direction = match ReadDirection::try_from(options.read_direction) {
+            Ok(ReadDirection::Backwards) => Direction::Backwards,
+            _ => Direction::Forwards,
+        };
+        let count = match options.count_option {
+            Some(CountOption::Count(n)) => Some(n),
+            Some(CountOption::Subscription(_)) => None,
+            None => return Err(Status::invalid_argument("missing count or subscription option")),
+        };
+        if count.is_none() && direction == Direction::Backwards {
+            return Err(Status::invalid_argument("subscriptions can only go forwards"));
+        }
+        let target = match options.stream_option {
+            Some(StreamOption::Stream(s)) => {
+                let name = convert::stream_name(s.stream_identifier)?;
+                let from = match s.revision_option {
+                    Some(RevisionOption::Revision(r)) => StreamFrom::Revision(r),
+                    Some(RevisionOption::End(())) => StreamFrom::End,
+                    Some(RevisionOption::Start(())) | None => StreamFrom::Start,
+                };
+                Target::Stream { name, from }
+            }
+            Some(StreamOption::All(a)) => {
+                let from = match a.all_option {
+                    Some(AllOption::Position(p)) => AllFrom::Position(p.commit_position),
+                    Some(AllOption::End(())) => AllFrom::End,
+                    Some(AllOption::Start(())) | None => AllFrom::Start,
+                };
+                Target::All { from }
+            }
+            None => return Err(Status::invalid_argument("missing stream or $all option")),
+        };
+        let filter = match options.filter_option {
+            Some(FilterOption::Filter(f)) => Some(parse_filter(f)?),
+            Some(FilterOption::NoFilter(())) | None => None,
+        };
+        if filter.is_some() && matches!(target, Target::Stream { .. }) {
+            return Err(Status::invalid_argument("filters apply to $all only"));
+        }
+        let ids = match options.uuid_option.and_then(|u| u.content) {
+            Some(opts::uuid_option::Content::Structured(())) => IdFormat::Structured,
+            _ => IdFormat::String,
+        };
+        Ok(Plan { target, direction, count, filter, ids })
+    }
+}
+
+fn parse_filter(f: opts::FilterOptions) -> Result<Filter, Status> {
+    let (on_stream, expression) = match f.filter {
+        Some(filter_options::Filter::StreamIdentifier(e)) => (true, e),
+        Some(filter_options::Filter::EventType(e)) => (false, e),
+        None => return Err(Status::invalid_argument("filter has neither a stream nor an event-type expression")),
+    };
+    let regex = match expression.regex.as_str() {
+        "" => None,
+        pattern => Some(
+            Regex::new(pattern).map_err(|e| Status::invalid_argument(format!("invalid filter regex '{pattern}': {e}")))?,
+        ),
+    };
+    let window = match f.window {
+        Some(filter_options::Window::Max(n)) if n > 0 => n,
+        _ => DEFAULT_WINDOW,
+    };
+    let checkpoint_every = u64::from(window) * u64::from(f.checkpoint_interval_multiplier.max(1));
+    Ok(Filter { on_stream, prefixes: expression.prefix, regex, checkpoint_every })
+}
+
+type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+
+/// Why a read loop stopped early.
+enum Stop {
+    /// The client went away, or the server is shutting down.
+    Gone,
+    /// The read failed; the client gets this status.
+    Failed(Status),
+}
+
+/// Runs a read or subscription until it is complete, the client leaves, or the server closes.
+pub(crate) async fn run(plan: Plan, store: Arc<Store>, tx: Tx, closing: watch::Receiver<bool>) {
+    let mut session = Session { store, tx, closing, ids: plan.ids };
+    let outcome = match (&plan.target, plan.count) {
+        (Target::Stream { name, from }, Some(count)) => session.read_stream(name, *from, plan.direction, count).await,
+        (Target::All { from }, Some(count)) => {
+            session.read_all(*from, plan.direction, count, plan.filter.as_ref()).await
+        }
+        (Target::Stream { name, from }, None) => session.subscribe_stream(name, *from).await,
+        (Target::All { from }, None) => session.subscribe_all(*from, plan.filter.as_ref()).await,
+    };
+    if let Err(Stop::Failed(status)) = outcome {
+        let _ = session.tx.send(Err(status)).await;
+    }
+}
+
+struct Session {
+    store: Arc<Store>,
+    tx: Tx,
+    closing: watch::Receiver<bool>,
+    ids: IdFormat,
+}
+
+impl Session {
+    async fn send(&self, content: read_resp::Content) -> Result<(), Stop> {
+        self.tx.send(Ok(ReadResp { content: Some(content) })).await.map_err(|_| Stop::Gone)
+    }
+
+    async fn send_event(&self, event: &ReadEvent) -> Result<(), Stop> {
+        self.send(read_resp::Content::Event(convert::read_event(event, self.ids))).await
+    }
+
+    /// Runs a blocking store call off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<T, Stop> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Stop::Failed(Status::internal(format!("read task failed: {e}"))))
+    }
+
+    /// Waits until the head moves past `seen`, the client leaves, or the server closes.
+    async fn wait_for_more(&mut self, head: &mut watch::Receiver<u64>) -> Result<(), Stop> {
+        tokio::select! {
+            changed = head.changed() => changed.map_err(|_| Stop::Gone),
+            () = self.tx.closed() => Err(Stop::Gone),
+            _ = self.closing.wait_for(|closing| *closing) => {
+                Err(Stop::Failed(Status::unavailable("the server is shutting down")))
+            }
+        }
+    }
+
+    async fn read_stream(&self, name: &str, from: StreamFrom, direction: Direction, count: u64) -> Result<(), Stop> {
+        let mut from = from;
+        let mut left = count;
+        while left > 0 {
+            let limit = left.min(PAGE as u64) as usize;
+            let stream = name.to_owned();
+            let page = self.blocking(move |s| s.read_stream(&stream, from, direction, limit)).await?;
+            let events = match page {
+                Ok(events) => events,
+                Err(ReadError::NotFound) if left == count => {
+                    let not_found = read_resp::StreamNotFound { stream_identifier: Some(convert::stream_identifier(name)) };
+                    return self.send(read_resp::Content::StreamNotFound(not_found)).await;
+                }
+                Err(ReadError::NotFound) => return Ok(()),
+                Err(ReadError::Deleted) => return Err(Stop::Failed(convert::stream_deleted(name))),
+                Err(ReadError::Io(e)) => return Err(Stop::Failed(convert::unavailable(e))),
+            };
+            let Some(last) = events.last() else { return Ok(()) };
+            let last_revision = last.event.revision;
+            for event in &events {
+                self.send_event(event).await?;
+            }
+            left -= events.len() as u64;
+            from = match direction {
+                Direction::Forwards => StreamFrom::Revision(last_revision + 1),
+                Direction::Backwards if last_revision == 0 => return Ok(()),
+                Direction::Backwards => StreamFrom::Revision(last_revision - 1),
+            };
+        }
+        Ok(())
+    }
+
+    async fn read_all(&self, from: AllFrom, direction: Direction, count: u64, filter: Option<&Filter>) -> Result<(), Stop> {
+        let mut cursor = self.all_cursor(from, direction, false).await?;
+        let mut left = count;
+        while left > 0 {
+            let (page, matched) = self.scan(cursor, direction, left.min(PAGE as u64) as usize, filter).await?;
+            for event in &matched {
+                self.send_event(event).await?;
+            }
+            left -= matched.len() as u64;
+            if page.scanned == 0 {
+                break;
+            }
+            cursor = page.next;
+        }
+        Ok(())
+    }
+
+    async fn subscribe_stream(&mut self, name: &str, from: StreamFrom) -> Result<(), Stop> {
+        let mut head = self.store.watch_head();
+        head.borrow_and_update();
+        let stream = name.to_owned();
+        let mut next = match from {
+            StreamFrom::Start => 0,
+            StreamFrom::Revision(r) => r.saturating_add(1),
+            StreamFrom::End => self.blocking(move |s| s.last_revision(&stream).map_or(0, |r| r + 1)).await?,
+        };
+        self.confirm().await?;
+        let mut caught_up = false;
+        loop {
+            head.borrow_and_update();
+            let stream = name.to_owned();
+            let page = self.blocking(move |s| s.read_stream(&stream, StreamFrom::Revision(next), Direction::Forwards, PAGE)).await?;
+            let events = match page {
+                Ok(events) => events,
+                Err(ReadError::NotFound) => Vec::new(),
+                Err(ReadError::Deleted) => return Err(Stop::Failed(convert::stream_deleted(name))),
+                Err(ReadError::Io(e)) => return Err(Stop::Failed(convert::unavailable(e))),
+            };
+            for event in &events {
+                self.send_event(event).await?;
+                next = event.event.revision + 1;
+            }
+            if events.len() < PAGE {
+                if !caught_up {
+                    self.send(read_resp::Content::CaughtUp(read_resp::CaughtUp {})).await?;
+                    caught_up = true;
+                }
+                if events.is_empty() {
+                    self.wait_for_more(&mut head).await?;
+                }
+            }
+        }
+    }
+
+    async fn subscribe_all(&mut self, from: AllFrom, filter: Option<&Filter>) -> Result<(), Stop> {
+        let mut head = self.store.watch_head();
+        head.borrow_and_update();
+        let mut cursor = self.all_cursor(from, Direction::Forwards, true).await?;
+        self.confirm().await?;
+        let mut caught_up = false;
+        let mut since_checkpoint = 0u64;
+        let mut unreported: Option<u64> = None;
+        loop {
+            head.borrow_and_update();
+            let (page, matched) = self.scan(cursor, Direction::Forwards, PAGE, filter).await?;
+            cursor = page.next;
+            let mut matched = matched.into_iter().peekable();
+            if let Some(filter) = filter {
+                // Walk the scanned range in order, interleaving checkpoints
+                // every `checkpoint_every` scanned events.
+                since_checkpoint += page.scanned as u64;
+                for event in matched.by_ref() {
+                    self.send_event(&event).await?;
+                }
+                if let Some(last) = page.last_scanned {
+                    unreported = Some(last);
+                }
+                if since_checkpoint >= filter.checkpoint_every {
+                    if let Some(position) = unreported.take() {
+                        self.checkpoint(position).await?;
+                    }
+                    since_checkpoint = 0;
+                }
+            } else {
+                for event in matched {
+                    self.send_event(&event).await?;
+                }
+            }
+            if page.scanned == 0 {
+                if !caught_up {
+                    if let (Some(_), Some(position)) = (filter, unreported.take()) {
+                        self.checkpoint(position).await?;
+                        since_checkpoint = 0;
+                    }
+                    self.send(read_resp::Content::CaughtUp(read_resp::CaughtUp {})).await?;
+                    caught_up = true;
+                }
+                self.wait_for_more(&mut head).await?;
+            }
+        }
+    }
+
+    async fn confirm(&self) -> Result<(), Stop> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.send(read_resp::Content::Confirmation(read_resp::SubscriptionConfirmation { subscription_id: id })).await
+    }
+
+    async fn checkpoint(&self, position: u64) -> Result<(), Stop> {
+        self.send(read_resp::Content::Checkpoint(read_resp::Checkpoint { commit_position: position, prepare_position: position }))
+            .await
+    }
+
+    /// The `$all` cursor for a start point. Reads include the event at a given
+    /// position (forwards) or stop just before it (backwards); subscriptions
+    /// start after it.
+    async fn all_cursor(&self, from: AllFrom, direction: Direction, exclusive: bool) -> Result<u64, Stop> {
+        self.blocking(move |s| match (from, direction) {
+            (AllFrom::Start, Direction::Forwards) => 0,
+            (AllFrom::Start, Direction::Backwards) => 0,
+            (AllFrom::End, _) => s.head(),
+            (AllFrom::Position(p), Direction::Forwards) if exclusive => s.seq_after(p),
+            (AllFrom::Position(p), _) => s.seq_at_or_after(p),
+        })
+        .await
+    }
+
+    /// Scans one page of `$all` and applies the filter.
+    async fn scan(
+        &self,
+        cursor: u64,
+        direction: Direction,
+        limit: usize,
+        filter: Option<&Filter>,
+    ) -> Result<(crate::storage::AllPage, Vec<ReadEvent>), Stop> {
+        let stream_filter = filter.filter(|f| f.on_stream).cloned();
+        let mut page = self
+            .blocking(move |s| {
+                let keep = |name: &str| stream_filter.as_ref().is_none_or(|f| f.matches(name));
+                s.scan_all(cursor, direction, limit, MAX_SCAN, &keep)
+            })
+            .await?
+            .map_err(|e| Stop::Failed(convert::unavailable(e)))?;
+        let mut matched = std::mem::take(&mut page.events);
+        if let Some(f) = filter.filter(|f| !f.on_stream) {
+            matched.retain(|e| f.matches(&e.event.event_type));
+        }
+        Ok((page, matched))
+    }
+}

@@ -1,0 +1,99 @@
+//! Accepted TCP connections tuned for request/response latency.
+//!
+//! The 4.0 Rust client does not set `TCP_NODELAY`, so its small HTTP/2 writes
+//! are held by Nagle's algorithm until the previous segment is acknowledged.
+//! A peer that delays its ACKs (Linux does, up to 40 ms) then stalls every
+//! append. This side therefore disables Nagle for its own writes and re-arms
+//! `TCP_QUICKACK` after every read (the kernel clears it again by itself), so
+//! the client's segments are acknowledged at once.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// A TCP connection that acknowledges reads immediately.
+#[derive(Debug)]
+pub(crate) struct QuickAckStream {
+    inner: TcpStream,
+}
+
+impl QuickAckStream {
+    pub(crate) fn new(inner: TcpStream) -> Self {
+        if let Err(e) = inner.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let stream = QuickAckStream { inner };
+        stream.rearm_quickack();
+        stream
+    }
+
+    fn rearm_quickack(&self) {
+        // Best effort: failure only costs latency.
+        let _ = SockRef::from(&self.inner).set_quickack(true);
+    }
+}
+
+impl AsyncRead for QuickAckStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.rearm_quickack();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for QuickAckStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl Connected for QuickAckStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// Accepted connections from `listener`. Accept errors (e.g. out of file
+/// descriptors) are logged and retried after a short pause rather than ending
+/// the server.
+pub(crate) fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<QuickAckStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => return Some((Ok(QuickAckStream::new(stream)), listener)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,175 @@
+//! A single-node server that speaks the EventStoreDB gRPC protocol.
+//!
+//! Projector always reads and writes events through the official clients.
+//! Where no EventStoreDB/KurrentDB cluster is at hand (a laptop, CI, a small
+//! deployment), this crate is the server they talk to: streams with optimistic
+//! concurrency, `$all`, catch-up and live subscriptions with server-side
+//! filters, soft and hard deletes, all durable in one append-only log.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use eventstore_embedded::{Config, EmbeddedServer};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = EmbeddedServer::start(listener, Config::new("./data")).await?;
+//! let client = server.client()?; // an `eventstore::Client`
+//! # drop(client);
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What it deliberately does not do: clustering, TLS and authentication,
+//! persistent subscriptions, server-side projections, scavenging, and `$maxAge`
+//! / `$maxCount` enforcement. Those RPCs answer `UNIMPLEMENTED`, which the
+//! clients report as an unsupported feature.
+#![deny(missing_docs)]
+
+mod grpc;
+mod proto;
+pub mod storage;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use storage::{Store, StoreError};
+
+/// The default largest append: 1 MiB, as in EventStoreDB.
+pub const DEFAULT_MAX_APPEND_SIZE: usize = 1024 * 1024;
+
+/// How long a shutdown waits for open calls before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The EventStoreDB version the server reports to clients.
+pub const SERVER_VERSION: &str = grpc::SERVER_VERSION;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory for the event log; created if missing.
+    pub data_dir: PathBuf,
+    /// Largest append accepted, counting event data, metadata and type.
+    pub max_append_size: usize,
+}
+
+impl Config {
+    /// Settings with defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config { data_dir: data_dir.into(), max_append_size: DEFAULT_MAX_APPEND_SIZE }
+    }
+}
+
+/// Errors starting or stopping the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened (see [`StoreError`]).
+    #[error("cannot open the event store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener or the gRPC transport failed.
+    #[error("event store transport: {0}")]
+    Transport(String),
+    /// The client could not be built from the server's address.
+    #[error("cannot build an eventstore client: {0}")]
+    Client(String),
+}
+
+/// A running server. Dropping it starts a shutdown; [`EmbeddedServer::shutdown`]
+/// also waits for it to finish.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl EmbeddedServer {
+    /// Opens the store in `config.data_dir` (recovering it after a crash) and
+    /// serves it on `listener` in the background.
+    pub async fn start(listener: TcpListener, config: Config) -> Result<EmbeddedServer, Error> {
+        let addr = listener.local_addr().map_err(|e| Error::Transport(e.to_string()))?;
+        let store_config = storage::StoreConfig {
+            data_dir: config.data_dir.clone(),
+            max_append_size: config.max_append_size,
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))??;
+        let store = Arc::new(store);
+        let advertised = if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(grpc::serve(listener, store.clone(), config.max_append_size, advertised, async move {
+            let _ = stopped.await;
+        }));
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "event store listening");
+        Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task) })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A connection string for the official clients, e.g. `esdb://127.0.0.1:2113?tls=false`.
+    pub fn connection_string(&self) -> String {
+        let host = if self.addr.ip().is_unspecified() { Ipv4Addr::LOCALHOST.into() } else { self.addr.ip() };
+        format!("esdb://{}?tls=false", SocketAddr::new(host, self.addr.port()))
+    }
+
+    /// An official Rust client connected to this server.
+    pub fn client(&self) -> Result<eventstore::Client, Error> {
+        let settings: eventstore::ClientSettings =
+            self.connection_string().parse().map_err(|e| Error::Client(format!("{e}")))?;
+        eventstore::Client::new(settings).map_err(|e| Error::Client(format!("{e}")))
+    }
+
+    /// The store behind the server, for in-process inspection.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops accepting connections, ends open subscriptions, waits for
+    /// in-flight requests (at most a few seconds), then closes the log.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut result = Ok(());
+        if let Some(mut task) = self.task.take() {
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => result = Err(Error::Transport(e.to_string())),
+                Ok(Err(e)) => result = Err(Error::Transport(e.to_string())),
+                Err(_) => {
+                    tracing::warn!("open calls did not finish within {SHUTDOWN_GRACE:?}; cutting them off");
+                    task.abort();
+                }
+            }
+        }
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        tracing::info!("event store stopped");
+        result
+    }
+}
+
+impl Drop for EmbeddedServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then stops it cleanly.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let server = EmbeddedServer::start(listener, config).await?;
+    shutdown.await;
+    server.shutdown().await
+}
