@@ -1,1 +1,97 @@
+//! Helpers shared by the integration tests: a server in a temporary
+//! directory on a loopback port, clients for it, and event builders.
+//!
+//! Nothing here sleeps to wait for readiness: `EmbeddedServer::start` returns
+//! once the store is open and the listener is bound.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eventstore::{EventData, ReadStream, ResolvedEvent};
+use eventstore_embedded::{Config, EmbeddedServer};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// An embedded event store in its own temporary directory.
+#[derive(Debug)]
+pub struct TestEnv {
+    dir: TempDir,
+    config: Config,
+    server: Option<EmbeddedServer>,
+}
+
+impl TestEnv {
+    /// A server with default settings.
+    pub async fn start() -> TestEnv {
+        TestEnv::start_with(|_| {}).await
+    }
+
+    /// A server with settings adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestEnv {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::new(dir.path().join("eventstore"));
+        adjust(&mut config);
+        let server = start_server(config.clone()).await;
+        TestEnv { dir, config, server: Some(server) }
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &EmbeddedServer {
+        self.server.as_ref().expect("server is running")
+    }
+
+    /// A new official Rust client for the running server.
+    pub fn client(&self) -> eventstore::Client {
+        self.server().client().expect("client")
+    }
+
+    /// The event log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.config.data_dir.join("events.log")
+    }
+
+    /// The temporary directory everything lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server cleanly, leaving its data in place.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Starts the server again on the same data (on a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(start_server(self.config.clone()).await);
+    }
+}
+
+async fn start_server(config: Config) -> EmbeddedServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    EmbeddedServer::start(listener, config).await.expect("server starts")
+}
+
+/// A JSON event of `event_type` with `payload`.
+pub fn json_event(event_type: &str, payload: serde_json::Value) -> EventData {
+    EventData::json(event_type, &payload).expect("serialisable payload")
+}
+
+/// Reads every remaining event of a read.
+pub async fn collect(mut read: ReadStream) -> eventstore::Result<Vec<ResolvedEvent>> {
+    let mut events = Vec::new();
+    while let Some(event) = read.next().await? {
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// Awaits `future`, failing the test if it takes longer than a generous bound.
+/// A guard against hangs, not a timing assertion.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}

@@ -1,1 +1,14 @@
-fn main(){}
+//! Integration tests: one binary, real components, loopback only.
+//!
+//! Table of contents
+//! - `eventstore::append`    appends, expected revisions, idempotency, size limit, concurrency
+//! - `eventstore::read`      stream and `$all` reads, deleted / tombstoned / missing streams
+//! - `eventstore::subscribe` catch-up -> caught-up -> live, filters and checkpoints, many subscribers
+//! - `eventstore::durability` restart, torn and corrupt tails
+//! - `eventstore::protocol`  server features, gossip, transport latency path
+//! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`)
+//!
+//! Every test starts its own server on `127.0.0.1:0` in a temporary directory
+//! and talks to it through the official `eventstore` client.
+
+mod eventstore;

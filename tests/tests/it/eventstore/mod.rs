@@ -1,0 +1,8 @@
+//! The embedded event store, driven by the official clients.
+
+mod append;
+mod durability;
+mod node;
+mod protocol;
+mod read;
+mod subscribe;

@@ -1,0 +1,142 @@
+//! Reads: one stream and `$all`, both directions, every start point, counts,
+//! and the errors for missing, soft-deleted and tombstoned streams.
+
+use eventstore::{
+    DeleteStreamOptions, Error, ExpectedRevision, Position, ReadAllOptions, ReadStreamOptions, StreamPosition,
+    TombstoneStreamOptions,
+};
+use projector_tests::{collect, json_event, TestEnv};
+use serde_json::json;
+
+fn numbers(events: &[eventstore::ResolvedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&e.get_original_event().data).expect("json")["n"].as_u64().expect("n"))
+        .collect()
+}
+
+async fn seed(client: &eventstore::Client, stream: &str, range: std::ops::Range<u64>) {
+    let events = range.map(|n| json_event("Counted", json!({"n": n}))).collect::<Vec<_>>();
+    client.append_to_stream(stream, &Default::default(), events).await.expect("seed");
+}
+
+#[tokio::test]
+async fn a_stream_reads_in_both_directions_from_every_start_point() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "counter", 0..1000).await;
+    let read = |options: ReadStreamOptions| {
+        let client = client.clone();
+        async move { numbers(&collect(client.read_stream("counter", &options).await.expect("read")).await.expect("events")) }
+    };
+    let base = ReadStreamOptions::default();
+
+    assert_eq!(read(base.clone().max_count(usize::MAX)).await, (0..1000).collect::<Vec<_>>(), "all, paged internally");
+    assert_eq!(read(base.clone().position(StreamPosition::Position(10)).max_count(3)).await, vec![10, 11, 12]);
+    assert_eq!(read(base.clone().position(StreamPosition::End).max_count(3)).await, Vec::<u64>::new());
+    assert_eq!(read(base.clone().backwards().position(StreamPosition::End).max_count(3)).await, vec![999, 998, 997]);
+    assert_eq!(read(base.clone().backwards().position(StreamPosition::Position(2)).max_count(10)).await, vec![2, 1, 0]);
+    assert_eq!(read(base.clone().backwards().position(StreamPosition::Start).max_count(10)).await, vec![0]);
+    assert_eq!(read(base.clone().position(StreamPosition::Position(5000)).max_count(10)).await, Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn all_reads_in_both_directions_from_positions() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "a", 0..3).await;
+    seed(&client, "b", 3..6).await;
+
+    let forwards = collect(client.read_all(&ReadAllOptions::default().max_count(100)).await.expect("read")).await.expect("all");
+    assert_eq!(numbers(&forwards), vec![0, 1, 2, 3, 4, 5]);
+    let positions: Vec<Position> = forwards.iter().map(|e| e.get_original_event().position).collect();
+    assert!(positions.windows(2).all(|w| w[0].commit < w[1].commit), "positions increase: {positions:?}");
+    assert!(positions.iter().all(|p| p.commit == p.prepare));
+
+    let backwards = collect(client.read_all(&ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(4)).await.expect("read"))
+        .await
+        .expect("all");
+    assert_eq!(numbers(&backwards), vec![5, 4, 3, 2]);
+
+    // Forwards from a position includes the event there; backwards stops before it.
+    let from = ReadAllOptions::default().position(StreamPosition::Position(positions[3])).max_count(2);
+    assert_eq!(numbers(&collect(client.read_all(&from).await.expect("read")).await.expect("all")), vec![3, 4]);
+    let before = ReadAllOptions::default().backwards().position(StreamPosition::Position(positions[3])).max_count(10);
+    assert_eq!(numbers(&collect(client.read_all(&before).await.expect("read")).await.expect("all")), vec![2, 1, 0]);
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_not_found() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let err = client.read_stream("nobody", &Default::default()).await.expect("read").next().await.unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_soft_deleted_stream_is_not_found_and_can_be_recreated() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "cart-1", 0..3).await;
+    let deleted = client.delete_stream("cart-1", &DeleteStreamOptions::default().expected_revision(ExpectedRevision::Exact(2))).await.expect("delete");
+    assert!(deleted.is_some(), "delete reports its position");
+
+    let err = client.read_stream("cart-1", &Default::default()).await.expect("read").next().await.unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound), "{err:?}");
+
+    // Appending again recreates it; revisions continue and old events stay hidden.
+    let written = client.append_to_stream("cart-1", &Default::default(), json_event("Counted", json!({"n": 3}))).await.expect("recreate");
+    assert_eq!(written.next_expected_version, 3);
+    let events = collect(client.read_stream("cart-1", &Default::default()).await.expect("read")).await.expect("events");
+    assert_eq!(numbers(&events), vec![3]);
+    assert_eq!(events[0].get_original_event().revision, 3);
+
+    // Deleting with a stale expected revision is refused and changes nothing.
+    let err = client.delete_stream("cart-1", &DeleteStreamOptions::default().expected_revision(ExpectedRevision::Exact(0))).await.unwrap_err();
+    assert!(matches!(err, Error::Grpc { code: tonic::Code::FailedPrecondition, .. }), "{err:?}");
+    assert_eq!(collect(client.read_stream("cart-1", &Default::default()).await.expect("read")).await.expect("events").len(), 1);
+}
+
+#[tokio::test]
+async fn a_tombstoned_stream_is_deleted_for_reads_writes_and_deletes() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "gone", 0..2).await;
+    client.tombstone_stream("gone", &TombstoneStreamOptions::default()).await.expect("tombstone");
+
+    let err = client.read_stream("gone", &Default::default()).await.expect("read").next().await.unwrap_err();
+    assert!(matches!(err, Error::ResourceDeleted), "read: {err:?}");
+    let err = client.append_to_stream("gone", &Default::default(), json_event("Counted", json!({"n": 9}))).await.unwrap_err();
+    assert!(matches!(err, Error::ResourceDeleted), "append: {err:?}");
+    let err = client.delete_stream("gone", &Default::default()).await.unwrap_err();
+    assert!(matches!(err, Error::ResourceDeleted), "delete: {err:?}");
+    let err = client.tombstone_stream("gone", &Default::default()).await.unwrap_err();
+    assert!(matches!(err, Error::ResourceDeleted), "tombstone: {err:?}");
+    let metadata = client.get_stream_metadata("gone", &Default::default()).await;
+    assert!(metadata.is_ok(), "the metadata stream is separate: {metadata:?}");
+
+    // The tombstone shows in $all as EventStoreDB writes it.
+    let last = collect(client.read_all(&ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1)).await.expect("read"))
+        .await
+        .expect("all");
+    let tombstone = last[0].get_original_event();
+    assert_eq!((tombstone.stream_id.as_str(), tombstone.event_type.as_str(), tombstone.revision), ("gone", "$streamDeleted", i64::MAX as u64));
+}
+
+#[tokio::test]
+async fn stream_metadata_round_trips_and_truncate_before_hides_events() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "trimmed", 0..5).await;
+    let metadata = eventstore::StreamMetadata::builder().truncate_before(3).max_count(100).build();
+    client.set_stream_metadata("trimmed", &Default::default(), &metadata).await.expect("set metadata");
+    let events = collect(client.read_stream("trimmed", &Default::default()).await.expect("read")).await.expect("events");
+    assert_eq!(numbers(&events), vec![3, 4]);
+    match client.get_stream_metadata("trimmed", &Default::default()).await.expect("get metadata") {
+        eventstore::StreamMetadataResult::Success(read) => {
+            assert_eq!(read.metadata().truncate_before, Some(3));
+            assert_eq!(read.metadata().max_count, Some(100));
+        }
+        other => panic!("expected metadata, got {other:?}"),
+    }
+}

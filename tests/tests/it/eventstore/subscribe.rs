@@ -1,0 +1,195 @@
+//! Subscriptions: confirmation, catch-up, caught-up, live; exclusive start
+//! points; server-side filters with checkpoints; many concurrent subscribers;
+//! a stalled subscriber does not hold up anyone else.
+
+use eventstore::{
+    Position, StreamPosition, SubscribeToAllOptions, SubscribeToStreamOptions, Subscription, SubscriptionEvent,
+    SubscriptionFilter,
+};
+use projector_tests::{json_event, within, TestEnv};
+use serde_json::json;
+
+async fn append_numbers(client: &eventstore::Client, stream: &str, range: std::ops::Range<u64>) {
+    let events = range.map(|n| json_event("Counted", json!({"n": n}))).collect::<Vec<_>>();
+    client.append_to_stream(stream, &Default::default(), events).await.expect("append");
+}
+
+fn number(event: &eventstore::ResolvedEvent) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(&event.get_original_event().data).expect("json")["n"].as_u64().expect("n")
+}
+
+/// What a subscription delivers, simplified for comparison.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Confirmed,
+    Event(String, u64),
+    CaughtUp,
+    Checkpoint,
+}
+
+async fn next_seen(subscription: &mut Subscription) -> (Seen, Option<Position>) {
+    let event = within("a subscription message", subscription.next_subscription_event()).await.expect("subscription");
+    match event {
+        SubscriptionEvent::Confirmed(_) => (Seen::Confirmed, None),
+        SubscriptionEvent::EventAppeared(e) => {
+            let stream = e.get_original_event().stream_id.clone();
+            (Seen::Event(stream, number(&e)), Some(e.get_original_event().position))
+        }
+        SubscriptionEvent::CaughtUp => (Seen::CaughtUp, None),
+        SubscriptionEvent::Checkpoint(p) => (Seen::Checkpoint, Some(p)),
+        other => panic!("unexpected subscription message {other:?}"),
+    }
+}
+
+async fn take(subscription: &mut Subscription, n: usize) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(next_seen(subscription).await.0);
+    }
+    seen
+}
+
+fn ev(stream: &str, n: u64) -> Seen {
+    Seen::Event(stream.into(), n)
+}
+
+#[tokio::test]
+async fn a_stream_subscription_catches_up_then_goes_live() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    append_numbers(&client, "tick", 0..3).await;
+    append_numbers(&client, "other", 100..101).await;
+
+    let mut sub = client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::Start)).await;
+    assert_eq!(take(&mut sub, 5).await, vec![Seen::Confirmed, ev("tick", 0), ev("tick", 1), ev("tick", 2), Seen::CaughtUp]);
+
+    append_numbers(&client, "other", 101..102).await;
+    append_numbers(&client, "tick", 3..5).await;
+    assert_eq!(take(&mut sub, 2).await, vec![ev("tick", 3), ev("tick", 4)], "live events of this stream only");
+
+    // Starting at a revision is exclusive; starting at the end sees only new events.
+    let mut from_one = client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1))).await;
+    assert_eq!(take(&mut from_one, 5).await, vec![Seen::Confirmed, ev("tick", 2), ev("tick", 3), ev("tick", 4), Seen::CaughtUp]);
+    let mut from_end = client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::End)).await;
+    assert_eq!(take(&mut from_end, 2).await, vec![Seen::Confirmed, Seen::CaughtUp]);
+    append_numbers(&client, "tick", 5..6).await;
+    assert_eq!(take(&mut from_end, 1).await, vec![ev("tick", 5)]);
+}
+
+#[tokio::test]
+async fn a_subscription_to_a_stream_that_does_not_exist_yet_waits_for_it() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let mut sub = client.subscribe_to_stream("later", &Default::default()).await;
+    assert_eq!(take(&mut sub, 2).await, vec![Seen::Confirmed, Seen::CaughtUp]);
+    append_numbers(&client, "later", 0..1).await;
+    assert_eq!(take(&mut sub, 1).await, vec![ev("later", 0)]);
+}
+
+#[tokio::test]
+async fn an_all_subscription_resumes_exclusively_after_a_position() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    append_numbers(&client, "a", 0..2).await;
+    append_numbers(&client, "b", 2..4).await;
+
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default()).await;
+    let mut positions = Vec::new();
+    assert_eq!(next_seen(&mut sub).await.0, Seen::Confirmed);
+    for expected in [ev("a", 0), ev("a", 1), ev("b", 2), ev("b", 3)] {
+        let (seen, position) = next_seen(&mut sub).await;
+        assert_eq!(seen, expected);
+        positions.push(position.expect("event position"));
+    }
+    assert_eq!(next_seen(&mut sub).await.0, Seen::CaughtUp);
+    append_numbers(&client, "c", 4..5).await;
+    assert_eq!(next_seen(&mut sub).await.0, ev("c", 4));
+
+    let mut resumed = client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Position(positions[1]))).await;
+    assert_eq!(take(&mut resumed, 5).await, vec![Seen::Confirmed, ev("b", 2), ev("b", 3), ev("c", 4), Seen::CaughtUp]);
+}
+
+#[tokio::test]
+async fn filtered_all_subscriptions_match_by_prefix_or_regex_and_send_checkpoints() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    // 40 events that do not match, then one that does, then 40 more that do not.
+    append_numbers(&client, "noise-1", 0..40).await;
+    append_numbers(&client, "user-1", 40..41).await;
+    append_numbers(&client, "noise-2", 41..81).await;
+
+    let by_prefix = SubscriptionFilter::on_stream_name().add_prefix("user-").max(10);
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(by_prefix)).await;
+    let mut seen = Vec::new();
+    let mut checkpoints = Vec::new();
+    loop {
+        let (message, position) = next_seen(&mut sub).await;
+        if message == Seen::Checkpoint {
+            checkpoints.push(position.expect("checkpoint position"));
+            continue;
+        }
+        if message == Seen::CaughtUp {
+            break;
+        }
+        seen.push(message);
+    }
+    assert_eq!(seen, vec![Seen::Confirmed, ev("user-1", 40)]);
+    assert!(checkpoints.len() >= 2, "a checkpoint per window of scanned events, got {checkpoints:?}");
+    assert!(checkpoints.windows(2).all(|w| w[0].commit < w[1].commit), "checkpoints move forward");
+
+    // The last checkpoint covers the trailing non-matching events, so a
+    // resumed subscription does not rescan them.
+    let last_noise = last_position(&client).await;
+    assert_eq!(checkpoints.last().map(|p| p.commit), Some(last_noise.commit));
+
+    let by_regex = SubscriptionFilter::on_stream_name().regex("^noise-2$");
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(by_regex)).await;
+    let messages = take(&mut sub, 3).await;
+    assert_eq!(messages, vec![Seen::Confirmed, ev("noise-2", 41), ev("noise-2", 42)]);
+
+    let by_type = SubscriptionFilter::on_event_type().add_prefix("Other");
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(by_type)).await;
+    client.append_to_stream("x", &Default::default(), json_event("OtherThing", json!({"n": 500}))).await.expect("append");
+    let mut events = Vec::new();
+    while events.is_empty() {
+        if let (Seen::Event(stream, n), _) = next_seen(&mut sub).await {
+            events.push((stream, n));
+        }
+    }
+    assert_eq!(events, vec![("x".to_owned(), 500)]);
+}
+
+async fn last_position(client: &eventstore::Client) -> Position {
+    let options = eventstore::ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1);
+    let mut read = client.read_all(&options).await.expect("read");
+    read.next().await.expect("read").expect("an event").get_original_event().position
+}
+
+#[tokio::test]
+async fn many_subscribers_each_receive_every_event_while_a_stalled_one_waits() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    // A subscriber that never reads: the server must neither buffer without
+    // bound for it nor slow down the others.
+    let stalled = client.subscribe_to_all(&Default::default()).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..20 {
+        subscribers.push(client.subscribe_to_stream("fanout", &Default::default()).await);
+    }
+    append_numbers(&client, "fanout", 0..500).await;
+    let readers = subscribers.into_iter().map(|mut sub| {
+        tokio::spawn(async move {
+            let mut numbers = Vec::new();
+            while numbers.len() < 500 {
+                if let (Seen::Event(_, n), _) = next_seen(&mut sub).await {
+                    numbers.push(n);
+                }
+            }
+            numbers
+        })
+    });
+    for reader in readers {
+        assert_eq!(reader.await.expect("reader"), (0..500).collect::<Vec<_>>());
+    }
+    drop(stalled);
+}
