@@ -240,7 +240,8 @@ impl Session {
         let mut cursor = self.all_cursor(from, direction, false).await?;
         let mut left = count;
         while left > 0 {
-            let (page, matched) = self.scan(cursor, direction, left.min(PAGE as u64) as usize, filter).await?;
+            let limit = left.min(PAGE as u64) as usize;
+            let (page, matched) = self.scan(cursor, direction, limit, MAX_SCAN, filter).await?;
             for event in &matched {
                 self.send_event(event).await?;
             }
@@ -300,28 +301,23 @@ impl Session {
         let mut unreported: Option<u64> = None;
         loop {
             head.borrow_and_update();
-            let (page, matched) = self.scan(cursor, Direction::Forwards, PAGE, filter).await?;
+            // With a filter, pages end on checkpoint boundaries.
+            let max_scan = filter.map_or(MAX_SCAN, |f| (f.checkpoint_every - since_checkpoint) as usize);
+            let (page, matched) = self.scan(cursor, Direction::Forwards, PAGE, max_scan, filter).await?;
             cursor = page.next;
-            let mut matched = matched.into_iter().peekable();
+            for event in &matched {
+                self.send_event(event).await?;
+            }
             if let Some(filter) = filter {
-                // Walk the scanned range in order, interleaving checkpoints
-                // every `checkpoint_every` scanned events.
                 since_checkpoint += page.scanned as u64;
-                for event in matched.by_ref() {
-                    self.send_event(&event).await?;
-                }
-                if let Some(last) = page.last_scanned {
-                    unreported = Some(last);
+                if page.last_scanned.is_some() {
+                    unreported = page.last_scanned;
                 }
                 if since_checkpoint >= filter.checkpoint_every {
                     if let Some(position) = unreported.take() {
                         self.checkpoint(position).await?;
                     }
                     since_checkpoint = 0;
-                }
-            } else {
-                for event in matched {
-                    self.send_event(&event).await?;
                 }
             }
             if page.scanned == 0 {
@@ -368,13 +364,14 @@ impl Session {
         cursor: u64,
         direction: Direction,
         limit: usize,
+        max_scan: usize,
         filter: Option<&Filter>,
     ) -> Result<(crate::storage::AllPage, Vec<ReadEvent>), Stop> {
         let stream_filter = filter.filter(|f| f.on_stream).cloned();
         let mut page = self
             .blocking(move |s| {
                 let keep = |name: &str| stream_filter.as_ref().is_none_or(|f| f.matches(name));
-                s.scan_all(cursor, direction, limit, MAX_SCAN, &keep)
+                s.scan_all(cursor, direction, limit, max_scan, &keep)
             })
             .await?
             .map_err(|e| Stop::Failed(convert::unavailable(e)))?;

@@ -140,11 +140,17 @@ async fn filtered_all_subscriptions_match_by_prefix_or_regex_and_send_checkpoint
     // The last checkpoint covers the trailing non-matching events, so a
     // resumed subscription does not rescan them.
     let last_noise = last_position(&client).await;
-    assert_eq!(checkpoints.last().map(|p| p.commit), Some(last_noise.commit));
+    assert_eq!(checkpoints.last().map(|p| p.commit), Some(last_noise.commit), "checkpoints {checkpoints:?}");
 
     let by_regex = SubscriptionFilter::on_stream_name().regex("^noise-2$");
     let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(by_regex)).await;
-    let messages = take(&mut sub, 3).await;
+    let mut messages = Vec::new();
+    while messages.len() < 3 {
+        match next_seen(&mut sub).await.0 {
+            Seen::Checkpoint => {}
+            other => messages.push(other),
+        }
+    }
     assert_eq!(messages, vec![Seen::Confirmed, ev("noise-2", 41), ev("noise-2", 42)]);
 
     let by_type = SubscriptionFilter::on_event_type().add_prefix("Other");
@@ -170,11 +176,18 @@ async fn many_subscribers_each_receive_every_event_while_a_stalled_one_waits() {
     let env = TestEnv::start().await;
     let client = env.client();
     // A subscriber that never reads: the server must neither buffer without
-    // bound for it nor slow down the others.
-    let stalled = client.subscribe_to_all(&Default::default()).await;
+    // bound for it nor hold up the others. It has its own client (so its own
+    // HTTP/2 connection: on a shared one, its unread data would use up the
+    // connection's flow-control window, which is the client's affair).
+    let stalled_client = env.client();
+    let mut stalled = stalled_client.subscribe_to_all(&Default::default()).await;
+    assert_eq!(next_seen(&mut stalled).await.0, Seen::Confirmed);
+    // Twenty live subscribers, each confirmed and caught up before the writes.
     let mut subscribers = Vec::new();
     for _ in 0..20 {
-        subscribers.push(client.subscribe_to_stream("fanout", &Default::default()).await);
+        let mut sub = client.subscribe_to_stream("fanout", &SubscribeToStreamOptions::default().start_from(StreamPosition::End)).await;
+        assert_eq!(take(&mut sub, 2).await, vec![Seen::Confirmed, Seen::CaughtUp]);
+        subscribers.push(sub);
     }
     append_numbers(&client, "fanout", 0..500).await;
     let readers = subscribers.into_iter().map(|mut sub| {
