@@ -1,0 +1,145 @@
+// Conformance checks for the embedded event store, run with the official
+// Node.js client. Usage: node conformance.mjs <connection string>
+// Exits non-zero with a message on the first failed check.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import {
+  EventStoreDBClient,
+  jsonEvent,
+  binaryEvent,
+  NO_STREAM,
+  STREAM_EXISTS,
+  START,
+  END,
+  FORWARDS,
+  BACKWARDS,
+  streamNameFilter,
+  WrongExpectedVersionError,
+  StreamNotFoundError,
+  StreamDeletedError,
+  MaxAppendSizeExceededError,
+} from "@eventstore/db-client";
+
+const connectionString = process.argv[2];
+if (!connectionString) {
+  console.error("usage: node conformance.mjs <connection string>");
+  process.exit(2);
+}
+const client = EventStoreDBClient.connectionString(connectionString);
+
+async function collect(read) {
+  const events = [];
+  for await (const resolved of read) events.push(resolved.event);
+  return events;
+}
+
+async function check(name, body) {
+  try {
+    await body();
+    console.log(`ok   ${name}`);
+  } catch (error) {
+    console.error(`FAIL ${name}\n`, error);
+    process.exit(1);
+  }
+}
+
+const run = randomUUID().slice(0, 8);
+const stream = `order-${run}`;
+
+await check("append with no_stream through BatchAppend, and read back every field", async () => {
+  const id = randomUUID();
+  const result = await client.appendToStream(
+    stream,
+    [jsonEvent({ id, type: "OrderPlaced", data: { total: 42 }, metadata: { v: 2 } }), jsonEvent({ type: "OrderPaid", data: {} })],
+    { expectedRevision: NO_STREAM },
+  );
+  assert.equal(result.success, true);
+  assert.equal(result.nextExpectedRevision, 1n);
+  const events = await collect(client.readStream(stream, { fromRevision: START, direction: FORWARDS, maxCount: 10 }));
+  assert.equal(events.length, 2);
+  assert.equal(events[0].id, id);
+  assert.equal(events[0].type, "OrderPlaced");
+  assert.equal(events[0].streamId, stream);
+  assert.equal(events[0].revision, 0n);
+  assert.deepEqual(events[0].data, { total: 42 });
+  assert.deepEqual(events[0].metadata, { v: 2 });
+  assert.equal(events[0].isJson, true);
+  assert.ok(Math.abs(events[0].created - Date.now()) < 600_000, "created is now");
+  assert.equal(events[1].position.commit, result.position.commit);
+});
+
+await check("a wrong expected revision is a WrongExpectedVersionError with both revisions", async () => {
+  await assert.rejects(
+    client.appendToStream(stream, jsonEvent({ type: "Late", data: {} }), { expectedRevision: 0n }),
+    (error) => error instanceof WrongExpectedVersionError && error.expectedVersion === 0n && error.actualVersion === 1n,
+  );
+  await assert.rejects(
+    client.appendToStream(`missing-${run}`, jsonEvent({ type: "X", data: {} }), { expectedRevision: STREAM_EXISTS }),
+    (error) => error instanceof WrongExpectedVersionError,
+  );
+});
+
+await check("a retried append with the same ids writes nothing new", async () => {
+  const events = [jsonEvent({ id: randomUUID(), type: "A", data: {} }), jsonEvent({ id: randomUUID(), type: "B", data: {} })];
+  const target = `retry-${run}`;
+  const first = await client.appendToStream(target, events, { expectedRevision: NO_STREAM });
+  const again = await client.appendToStream(target, events, { expectedRevision: NO_STREAM });
+  assert.equal(again.position.commit, first.position.commit);
+  assert.equal((await collect(client.readStream(target))).length, 2);
+});
+
+await check("an append over the size limit is a MaxAppendSizeExceededError", async () => {
+  const huge = binaryEvent({ type: "Blob", data: new Uint8Array(1100 * 1024) });
+  await assert.rejects(client.appendToStream(`blob-${run}`, huge), (error) => error instanceof MaxAppendSizeExceededError);
+});
+
+await check("an append split over several BatchAppend messages lands whole", async () => {
+  const target = `chunked-${run}`;
+  const events = Array.from({ length: 40 }, (_, n) => jsonEvent({ type: "Chunk", data: { n, pad: "x".repeat(2000) } }));
+  const result = await client.appendToStream(target, events, { batchAppendSize: 16 * 1024 });
+  assert.equal(result.nextExpectedRevision, 39n);
+  const read = await collect(client.readStream(target));
+  assert.deepEqual(read.map((e) => e.data.n), Array.from({ length: 40 }, (_, n) => n));
+});
+
+await check("reading a missing stream is a StreamNotFoundError", async () => {
+  await assert.rejects(collect(client.readStream(`nobody-${run}`)), (error) => error instanceof StreamNotFoundError);
+});
+
+await check("$all reads backwards from the end", async () => {
+  const events = await collect(client.readAll({ fromPosition: END, direction: BACKWARDS, maxCount: 3 }));
+  assert.equal(events.length, 3);
+  assert.ok(events[0].position.commit > events[1].position.commit);
+});
+
+await check("a soft-deleted stream reads as not found; a tombstoned one as deleted", async () => {
+  await client.deleteStream(stream);
+  await assert.rejects(collect(client.readStream(stream)), (error) => error instanceof StreamNotFoundError);
+  const gone = `gone-${run}`;
+  await client.appendToStream(gone, jsonEvent({ type: "X", data: {} }));
+  await client.tombstoneStream(gone);
+  await assert.rejects(collect(client.readStream(gone)), (error) => error instanceof StreamDeletedError);
+  await assert.rejects(client.appendToStream(gone, jsonEvent({ type: "X", data: {} })), (error) => error instanceof StreamDeletedError);
+});
+
+await check("a filtered $all subscription catches up, then receives live events", async () => {
+  const prefix = `live-${run}-`;
+  await client.appendToStream(`${prefix}1`, jsonEvent({ type: "Before", data: { n: 1 } }));
+  const subscription = client.subscribeToAll({ fromPosition: START, filter: streamNameFilter({ prefixes: [prefix] }) });
+  const seen = [];
+  let caughtUp = false;
+  subscription.on("caughtUp", () => {
+    caughtUp = true;
+    client.appendToStream(`${prefix}2`, jsonEvent({ type: "After", data: { n: 2 } }));
+  });
+  for await (const resolved of subscription) {
+    seen.push(resolved.event.data.n);
+    if (seen.length === 2) break;
+  }
+  await subscription.unsubscribe();
+  assert.ok(caughtUp, "caughtUp was emitted");
+  assert.deepEqual(seen, [1, 2]);
+});
+
+await client.dispose();
+console.log("all checks passed");
