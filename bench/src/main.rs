@@ -1,1 +1,59 @@
-fn main(){}
+//! Benchmarks that print figures beside their targets.
+//!
+//! `cargo run --release -p bench -- eventstore` measures the embedded event
+//! store through the official Rust client over loopback. The server runs in a
+//! child process (this same binary, hidden `serve` subcommand) so that its
+//! memory and startup time are measured alone. Figures, not assertions: the
+//! test suite never checks timings.
+
+mod eventstore_bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Projector benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append, read, subscription, latency, memory and startup figures of the embedded event store.
+    Eventstore(eventstore_bench::Args),
+    /// Runs an event store for the benchmark (internal).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Eventstore(args) => runtime.block_on(eventstore_bench::run(args)),
+        Command::Serve { listen, data } => runtime.block_on(eventstore_bench::serve(listen, data)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -87,6 +87,7 @@ pub struct EmbeddedServer {
     store: Arc<Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    in_flight: grpc::InFlight,
 }
 
 impl EmbeddedServer {
@@ -104,11 +105,13 @@ impl EmbeddedServer {
         let store = Arc::new(store);
         let advertised = if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(grpc::serve(listener, store.clone(), config.max_append_size, advertised, async move {
+        let in_flight = grpc::InFlight::new();
+        let serving = grpc::serve(listener, store.clone(), config.max_append_size, advertised, in_flight.clone(), async move {
             let _ = stopped.await;
-        }));
+        });
+        let task = tokio::spawn(serving);
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "event store listening");
-        Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task) })
+        Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task), in_flight })
     }
 
     /// The address the server listens on.
@@ -140,16 +143,21 @@ impl EmbeddedServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Subscriptions and batch-append sessions end on the stop signal;
+        // wait for the calls still doing work, then drop idle connections.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.in_flight.idle()).await.is_err() {
+            tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}; cutting them off");
+        }
         let mut result = Ok(());
-        if let Some(mut task) = self.task.take() {
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => result = Err(Error::Transport(e.to_string())),
-                Ok(Err(e)) => result = Err(Error::Transport(e.to_string())),
-                Err(_) => {
-                    tracing::warn!("open calls did not finish within {SHUTDOWN_GRACE:?}; cutting them off");
-                    task.abort();
+        if let Some(task) = self.task.take() {
+            if task.is_finished() {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => result = Err(Error::Transport(e.to_string())),
+                    Err(e) => result = Err(Error::Transport(e.to_string())),
                 }
+            } else {
+                task.abort();
             }
         }
         let store = self.store.clone();

@@ -1,1 +1,84 @@
-fn main(){}
+//! Project automation, in Rust rather than shell: the README's two commands.
+//!
+//! - `cargo xtask run [ARGS...]`: builds the release binary and runs
+//!   `projector` (by default the embedded event store) with `ARGS`.
+//! - `cargo xtask test`: installs what the tests need that cargo does not
+//!   (the wasm target, the Node.js client), then runs every test.
+//!
+//! Both start with `rustup target add wasm32-unknown-unknown`: these machines
+//! set `RUSTUP_AUTO_INSTALL=0`, so the target listed in `rust-toolchain.toml`
+//! is not installed by itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask run [projector args...] | cargo xtask test [cargo test args...]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn step(what: &str, command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {what}");
+    let status = command.status().with_context(|| format!("cannot start: {command:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn add_wasm_target() -> anyhow::Result<()> {
+    step("rustup target add wasm32-unknown-unknown", Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    add_wasm_target()?;
+    let mut command = Command::new(cargo());
+    command.current_dir(root()).args(["run", "--release", "--bin", "projector", "--"]);
+    if args.is_empty() {
+        command.arg("eventstore");
+    } else {
+        command.args(args);
+    }
+    step("cargo run --release --bin projector", &mut command)
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    add_wasm_target()?;
+    let node_dir = root().join("tests/node");
+    step(
+        "npm ci (the official Node.js client, for the conformance test)",
+        Command::new("npm").current_dir(&node_dir).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
+    )?;
+    step(
+        "cargo test --workspace",
+        Command::new(cargo())
+            .current_dir(root())
+            .args(["test", "--workspace"])
+            .args(args)
+            .env("PROJECTOR_NODE_TESTS", "1"),
+    )
+}

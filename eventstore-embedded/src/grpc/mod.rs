@@ -23,6 +23,39 @@ use crate::storage::Store;
 
 pub(crate) use cluster::SERVER_VERSION;
 
+/// Counts calls that are still doing work (a handler, a read loop, a batch
+/// append session), so a shutdown can wait for them and no longer: idle
+/// HTTP/2 connections would otherwise hold a graceful shutdown open.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight(Arc<watch::Sender<usize>>);
+
+/// Held while a call is in flight.
+#[derive(Debug)]
+pub(crate) struct InFlightGuard(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    pub(crate) fn new() -> Self {
+        InFlight(Arc::new(watch::channel(0).0))
+    }
+
+    pub(crate) fn enter(&self) -> InFlightGuard {
+        self.0.send_modify(|n| *n += 1);
+        InFlightGuard(self.0.clone())
+    }
+
+    /// Resolves once no call is in flight.
+    pub(crate) async fn idle(&self) {
+        let mut count = self.0.subscribe();
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
 /// Serves the event store on `listener` until `shutdown` resolves.
 ///
 /// On shutdown, new connections are refused, open subscriptions and batch
@@ -32,10 +65,11 @@ pub(crate) async fn serve(
     store: Arc<Store>,
     max_append_size: usize,
     advertised: SocketAddr,
+    in_flight: InFlight,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = watch::channel(false);
-    let streams = streams::StreamsService { store, max_append_size, closing };
+    let streams = streams::StreamsService { store, max_append_size, closing, in_flight };
     // Room for the largest append in one message, plus framing.
     let max_message = max_append_size.max(4 << 20) + (64 << 10);
     let gossip = cluster::Gossip { instance_id: uuid::Uuid::new_v4(), advertised };

@@ -33,6 +33,7 @@ pub(crate) struct StreamsService {
     pub(crate) store: Arc<Store>,
     pub(crate) max_append_size: usize,
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
+    pub(crate) in_flight: super::InFlight,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -46,11 +47,17 @@ impl streams_server::Streams for StreamsService {
         let options = request.into_inner().options.ok_or_else(|| Status::invalid_argument("missing read options"))?;
         let plan = read::Plan::parse(options)?;
         let (tx, rx) = mpsc::channel(read::CHANNEL_CAPACITY);
-        tokio::spawn(read::run(plan, self.store.clone(), tx, self.closing.clone()));
+        let guard = self.in_flight.enter();
+        let session = read::run(plan, self.store.clone(), tx, self.closing.clone());
+        tokio::spawn(async move {
+            session.await;
+            drop(guard);
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Result<Response<AppendResp>, Status> {
+        let _guard = self.in_flight.enter();
         let mut inbound = request.into_inner();
         let Some(AppendReq { content: Some(append_req::Content::Options(options)) }) = inbound.message().await? else {
             return Err(Status::invalid_argument("the first append message must carry the options"));
@@ -88,6 +95,7 @@ impl streams_server::Streams for StreamsService {
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
         use delete_req::options::ExpectedStreamRevision as E;
+        let _guard = self.in_flight.enter();
         let options = request.into_inner().options.ok_or_else(|| Status::invalid_argument("missing options"))?;
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = match options.expected_stream_revision {
@@ -106,6 +114,7 @@ impl streams_server::Streams for StreamsService {
 
     async fn tombstone(&self, request: Request<TombstoneReq>) -> Result<Response<TombstoneResp>, Status> {
         use tombstone_req::options::ExpectedStreamRevision as E;
+        let _guard = self.in_flight.enter();
         let options = request.into_inner().options.ok_or_else(|| Status::invalid_argument("missing options"))?;
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = match options.expected_stream_revision {
@@ -131,7 +140,12 @@ impl streams_server::Streams for StreamsService {
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_BATCHES_IN_FLIGHT);
-        tokio::spawn(run_batch_appends(self.clone(), inbound, tx));
+        let guard = self.in_flight.enter();
+        let session = run_batch_appends(self.clone(), inbound, tx);
+        tokio::spawn(async move {
+            session.await;
+            drop(guard);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -101,17 +101,21 @@ impl Writer {
             let mut draft = Draft { index: &index, streams: HashMap::new(), ids: HashMap::new() };
             let mut reader = EventReader::new(&self.shared.file, 4096);
             for (write, reply) in group {
-                let outcome = draft.plan(write, created, &mut reader).map(|(events, result)| {
-                    let mut last = None;
+                let outcome = draft.plan(write, created, &mut reader).map(|(events, known)| {
+                    let mut written = None;
                     for event in events {
                         let position = self.end + self.buf.len() as u64;
                         self.buf.reserve(event.encoded_len());
                         event.encode_into(&mut self.buf);
                         draft.note(&event, position);
-                        last = Some(position);
+                        written = Some(WriteResult {
+                            current_revision: CurrentRevision::Current(event.revision),
+                            position: Some(position),
+                        });
                         planned.push((event, position));
                     }
-                    result.unwrap_or(WriteResult { current_revision: draft.current(&planned.last().map(|(e, _)| e.stream.clone()).unwrap_or_default()), position: last })
+                    // A plan either writes events or already knows its answer.
+                    known.or(written).unwrap_or(WriteResult { current_revision: CurrentRevision::NoStream, position: None })
                 });
                 outcomes.push((outcome, reply));
             }
@@ -222,7 +226,6 @@ impl Draft<'_> {
     fn current(&self, name: &str) -> CurrentRevision {
         self.stream(name).current()
     }
-
     /// Decides what a write puts in the log. `Some(result)` in the plan means
     /// the answer is already known (an idempotent retry, or an empty append).
     fn plan(&self, write: Write, created: i64, reader: &mut EventReader<'_>) -> Result<Planned, WriteError> {

@@ -1,0 +1,279 @@
+//! The event store benchmark: each figure beside the target the project set
+//! for a 2-core machine.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use eventstore::{
+    AppendToStreamOptions, Client, EventData, ExpectedRevision, ReadAllOptions, StreamPosition, SubscribeToAllOptions,
+    SubscriptionEvent,
+};
+use tokio::sync::Mutex;
+
+/// Flags of `bench eventstore`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Events preloaded for the read, catch-up, memory and startup figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Tiny sizes: checks that every measurement produces a number.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Runs the store in this process until stdin closes, printing `READY <addr>`
+/// once the log is open and the port is served.
+pub(crate) async fn serve(listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let server = eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(data)).await?;
+    println!("READY {}", server.local_addr());
+    // The parent closes our stdin to stop us.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+    })
+    .await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    started_in: Duration,
+}
+
+impl ServerProcess {
+    fn start(data: &Path) -> anyhow::Result<ServerProcess> {
+        let started = Instant::now();
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("cannot start the server process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("READY ") else { bail!("server did not start: {line:?}") };
+        Ok(ServerProcess { addr: addr.parse()?, started_in: started.elapsed(), child })
+    }
+
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(format!("esdb://{}?tls=false", self.addr).parse()?)?)
+    }
+
+    fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .context("no VmRSS")?
+            .parse()?;
+        Ok(kb * 1024)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// A realistic ~300-byte JSON event (sent as bytes: the store does not parse payloads).
+fn event(n: u64) -> EventData {
+    let payload = payload(n);
+    EventData::binary("UserRegistered", payload.into_bytes().into()).id(uuid::Uuid::new_v4())
+}
+
+fn payload(n: u64) -> String {
+    format!(
+        r#"{{"userId":"{:032x}","email":"user{n}@example.com","username":"user_{n}","registeredAt":"2026-11-23T12:00:00Z","passwordHash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA","source":"bench","n":{n}}}"#,
+        n
+    )
+}
+
+struct Row {
+    metric: &'static str,
+    value: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Appends `total` events in batches of `batch` from `concurrency` tasks; events/s.
+async fn append_throughput(client: &Client, total: u64, batch: u64, concurrency: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let per_task = total / concurrency;
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("bench-{batch}-{task}-{}", uuid::Uuid::new_v4().simple());
+            let mut written = 0;
+            while written < per_task {
+                let n = batch.min(per_task - written);
+                let events: Vec<EventData> = (written..written + n).map(event).collect();
+                client.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), events).await?;
+                written += n;
+            }
+            anyhow::Ok(written)
+        }));
+    }
+    let mut appended = 0;
+    for task in tasks {
+        appended += task.await??;
+    }
+    Ok(appended as f64 / started.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let events = if args.quick { 2_000 } else { args.events };
+    let scale = |full: u64, quick: u64| if args.quick { quick } else { full };
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("eventstore");
+    let server = ServerProcess::start(&data)?;
+    let client = server.client()?;
+    client.append_to_stream("warmup", &AppendToStreamOptions::default(), event(0)).await?;
+    let mut rows = Vec::new();
+
+    // Single-append latency: one client, one event at a time, durable.
+    let mut latencies = Vec::new();
+    for n in 0..scale(2_000, 50) {
+        let started = Instant::now();
+        client.append_to_stream("single", &AppendToStreamOptions::default().expected_revision(ExpectedRevision::Any), event(n)).await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let p50 = percentile(&latencies, 0.5);
+    rows.push(Row { metric: "single append latency p50", value: ms(p50), target: "<= 2 ms", met: Some(p50 <= Duration::from_millis(2)) });
+    rows.push(Row { metric: "single append latency p99", value: ms(percentile(&latencies, 0.99)), target: "", met: None });
+
+    let mut total = 1 + latencies.len() as u64;
+    let (n, rate) = (scale(50_000, 512), append_throughput(&client, scale(50_000, 512), 1, 64).await?);
+    total += n;
+    rows.push(Row { metric: "append, batch 1 (64 concurrent writers)", value: format!("{rate:.0} events/s"), target: "", met: None });
+    let (n, rate) = (scale(200_000, 800), append_throughput(&client, scale(200_000, 800), 100, 8).await?);
+    total += n;
+    rows.push(Row { metric: "append, batch 100 (8 writers)", value: format!("{rate:.0} events/s"), target: ">= 200k events/s", met: Some(rate >= 200_000.0) });
+
+    // Load up to `events` in batches of 1000: the batch-1000 figure.
+    let n = events.saturating_sub(total).max(4_000) / 4000 * 4000;
+    let rate = append_throughput(&client, n, 1000, 4).await?;
+    total += n;
+    rows.push(Row { metric: "append, batch 1000 (4 writers)", value: format!("{rate:.0} events/s"), target: ">= 200k events/s", met: Some(rate >= 200_000.0) });
+
+    // read_all over everything.
+    let started = Instant::now();
+    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
+    let mut count = 0u64;
+    while read.next().await?.is_some() {
+        count += 1;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    rows.push(Row { metric: "read_all", value: format!("{rate:.0} events/s ({count} events)"), target: ">= 300k events/s", met: Some(rate >= 300_000.0) });
+
+    // Catch-up subscription over everything.
+    let started = Instant::now();
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start)).await;
+    let mut count = 0u64;
+    loop {
+        match sub.next_subscription_event().await? {
+            SubscriptionEvent::EventAppeared(_) => count += 1,
+            SubscriptionEvent::CaughtUp => break,
+            _ => {}
+        }
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    rows.push(Row { metric: "catch-up subscription to $all", value: format!("{rate:.0} events/s ({count} events)"), target: ">= 300k events/s", met: Some(rate >= 300_000.0) });
+    drop(sub);
+
+    // Live latency: append -> delivered to a live $all subscriber.
+    let sent: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();
+    let mut live = client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::End)).await;
+    loop {
+        if let SubscriptionEvent::CaughtUp = live.next_subscription_event().await? {
+            break;
+        }
+    }
+    let samples = scale(2_000, 50) as usize;
+    let receiver = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut delays = Vec::with_capacity(samples);
+            while delays.len() < samples {
+                if let SubscriptionEvent::EventAppeared(e) = live.next_subscription_event().await? {
+                    let received = Instant::now();
+                    if let Some(at) = sent.lock().await.remove(&e.get_original_event().id) {
+                        delays.push(received - at);
+                    }
+                }
+            }
+            anyhow::Ok(delays)
+        })
+    };
+    for n in 0..samples as u64 {
+        let e = event(n);
+        let id = uuid::Uuid::new_v4();
+        sent.lock().await.insert(id, Instant::now());
+        client.append_to_stream("live", &AppendToStreamOptions::default(), e.id(id)).await?;
+    }
+    let mut delays = receiver.await??;
+    delays.sort();
+    rows.push(Row { metric: "live append -> subscriber p50", value: ms(percentile(&delays, 0.5)), target: "", met: None });
+    rows.push(Row { metric: "live append -> subscriber p99", value: ms(percentile(&delays, 0.99)), target: "", met: None });
+
+    let rss = server.rss_bytes()?;
+    let log_bytes = std::fs::metadata(data.join("events.log"))?.len();
+    rows.push(Row {
+        metric: "server RSS after load",
+        value: format!("{:.1} MiB ({total} events)", rss as f64 / 1048576.0),
+        target: "well under 1 GB for 1M x 300 B",
+        met: Some(rss < 1 << 30),
+    });
+    rows.push(Row { metric: "log size per event", value: format!("{:.0} B", log_bytes as f64 / total.max(1) as f64), target: "", met: None });
+    server.stop()?;
+
+    let restarted = ServerProcess::start(&data)?;
+    rows.push(Row {
+        metric: "startup (open + recover index)",
+        value: format!("{} for {total} events", ms(restarted.started_in)),
+        target: "seconds, not minutes",
+        met: Some(restarted.started_in < Duration::from_secs(10)),
+    });
+    restarted.stop()?;
+
+    println!("| figure | measured | target | met |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        println!("| {} | {} | {} | {} |", row.metric, row.value, row.target, met);
+    }
+    Ok(())
+}
+
