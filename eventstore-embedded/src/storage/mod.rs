@@ -426,14 +426,18 @@ impl Store {
         self.shared.head.subscribe()
     }
 
-    /// Stops the writer after the writes already queued, and waits for it.
-    /// Blocks: call it from a blocking context.
+    /// Stops the writer after the writes already queued, waits for it, and
+    /// releases the log's lock so another server may open the directory.
+    /// Later writes fail with `UNAVAILABLE`. Blocks: call it from a blocking context.
     pub fn close(&self) {
         if let Some(handle) = self.writer.lock().take() {
             if self.commands.try_send(Command::Shutdown).is_err() {
                 let _ = self.commands.blocking_send(Command::Shutdown);
             }
             let _ = handle.join();
+            if let Err(e) = self.shared.file.unlock() {
+                tracing::warn!(error = %e, "cannot unlock the event log");
+            }
         }
     }
 }
