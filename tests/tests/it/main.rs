@@ -11,4 +11,7 @@
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
 //! and talks to it through the official `eventstore` client.
 
+// Tests assert on the error they expect.
+#![allow(clippy::unwrap_used)]
+
 mod eventstore;
