@@ -128,15 +128,18 @@ await check("a filtered $all subscription catches up, then receives live events"
   const subscription = client.subscribeToAll({ fromPosition: START, filter: streamNameFilter({ prefixes: [prefix] }) });
   const seen = [];
   let caughtUp = false;
+  let liveAppend;
   subscription.on("caughtUp", () => {
     caughtUp = true;
-    client.appendToStream(`${prefix}2`, jsonEvent({ type: "After", data: { n: 2 } }));
+    liveAppend = client.appendToStream(`${prefix}2`, jsonEvent({ type: "After", data: { n: 2 } }));
   });
   for await (const resolved of subscription) {
     seen.push(resolved.event.data.n);
     if (seen.length === 2) break;
   }
   await subscription.unsubscribe();
+  // The event can reach the subscriber before the append's own answer.
+  await liveAppend;
   assert.ok(caughtUp, "caughtUp was emitted");
   assert.deepEqual(seen, [1, 2]);
 });

@@ -21,8 +21,10 @@ use crate::proto::event_store::client::streams::read_req::options::{
 use crate::proto::event_store::client::streams::{read_resp, ReadResp};
 use crate::storage::{Direction, ReadError, ReadEvent, Store, StreamFrom};
 
-/// Responses buffered per read before the loop waits for the client.
-pub(crate) const CHANNEL_CAPACITY: usize = 64;
+/// Batches of responses queued per read before the loop waits for the client.
+/// Responses travel in batches (about a page each) to keep the per-event
+/// cost of the channel out of the hot path.
+pub(crate) const CHANNEL_CAPACITY: usize = 4;
 /// Events read from the log per page.
 const PAGE: usize = 256;
 /// Events scanned per page when a filter rejects most of them.
@@ -140,7 +142,7 @@ fn parse_filter(f: opts::FilterOptions) -> Result<Filter, Status> {
     Ok(Filter { on_stream, prefixes: expression.prefix, regex, checkpoint_every })
 }
 
-type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+pub(crate) type Tx = mpsc::Sender<Vec<Result<ReadResp, Status>>>;
 
 /// Why a read loop stopped early.
 enum Stop {
@@ -152,7 +154,7 @@ enum Stop {
 
 /// Runs a read or subscription until it is complete, the client leaves, or the server closes.
 pub(crate) async fn run(plan: Plan, store: Arc<Store>, tx: Tx, closing: watch::Receiver<bool>) {
-    let mut session = Session { store, tx, closing, ids: plan.ids };
+    let mut session = Session { store, tx, closing, ids: plan.ids, pending: Vec::new() };
     let outcome = match (&plan.target, plan.count) {
         (Target::Stream { name, from }, Some(count)) => session.read_stream(name, *from, plan.direction, count).await,
         (Target::All { from }, Some(count)) => {
@@ -162,8 +164,9 @@ pub(crate) async fn run(plan: Plan, store: Arc<Store>, tx: Tx, closing: watch::R
         (Target::All { from }, None) => session.subscribe_all(*from, plan.filter.as_ref()).await,
     };
     if let Err(Stop::Failed(status)) = outcome {
-        let _ = session.tx.send(Err(status)).await;
+        session.pending.push(Err(status));
     }
+    let _ = session.flush().await;
 }
 
 struct Session {
@@ -171,15 +174,32 @@ struct Session {
     tx: Tx,
     closing: watch::Receiver<bool>,
     ids: IdFormat,
+    /// Responses not yet handed to the channel.
+    pending: Vec<Result<ReadResp, Status>>,
 }
 
 impl Session {
-    async fn send(&self, content: read_resp::Content) -> Result<(), Stop> {
-        self.tx.send(Ok(ReadResp { content: Some(content) })).await.map_err(|_| Stop::Gone)
+    /// Queues a response; it goes out at the next flush (at the latest at
+    /// the end of the page being processed).
+    async fn send(&mut self, content: read_resp::Content) -> Result<(), Stop> {
+        self.pending.push(Ok(ReadResp { content: Some(content) }));
+        if self.pending.len() >= PAGE {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
-    async fn send_event(&self, event: &ReadEvent) -> Result<(), Stop> {
+    async fn send_event(&mut self, event: &ReadEvent) -> Result<(), Stop> {
         self.send(read_resp::Content::Event(convert::read_event(event, self.ids))).await
+    }
+
+    /// Hands the queued responses to the client, waiting for room.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(PAGE));
+        self.tx.send(batch).await.map_err(|_| Stop::Gone)
     }
 
     /// Runs a blocking store call off the async threads.
@@ -195,6 +215,7 @@ impl Session {
 
     /// Waits until the head moves past `seen`, the client leaves, or the server closes.
     async fn wait_for_more(&mut self, head: &mut watch::Receiver<u64>) -> Result<(), Stop> {
+        self.flush().await?;
         tokio::select! {
             changed = head.changed() => changed.map_err(|_| Stop::Gone),
             () = self.tx.closed() => Err(Stop::Gone),
@@ -204,7 +225,7 @@ impl Session {
         }
     }
 
-    async fn read_stream(&self, name: &str, from: StreamFrom, direction: Direction, count: u64) -> Result<(), Stop> {
+    async fn read_stream(&mut self, name: &str, from: StreamFrom, direction: Direction, count: u64) -> Result<(), Stop> {
         let mut from = from;
         let mut left = count;
         while left > 0 {
@@ -236,7 +257,7 @@ impl Session {
         Ok(())
     }
 
-    async fn read_all(&self, from: AllFrom, direction: Direction, count: u64, filter: Option<&Filter>) -> Result<(), Stop> {
+    async fn read_all(&mut self, from: AllFrom, direction: Direction, count: u64, filter: Option<&Filter>) -> Result<(), Stop> {
         let mut cursor = self.all_cursor(from, direction, false).await?;
         let mut left = count;
         while left > 0 {
@@ -279,6 +300,7 @@ impl Session {
                 self.send_event(event).await?;
                 next = event.event.revision + 1;
             }
+            self.flush().await?;
             if events.len() < PAGE {
                 if !caught_up {
                     self.send(read_resp::Content::CaughtUp(read_resp::CaughtUp {})).await?;
@@ -308,6 +330,7 @@ impl Session {
             for event in &matched {
                 self.send_event(event).await?;
             }
+            self.flush().await?;
             if let Some(filter) = filter {
                 since_checkpoint += page.scanned as u64;
                 if page.last_scanned.is_some() {
@@ -334,12 +357,12 @@ impl Session {
         }
     }
 
-    async fn confirm(&self) -> Result<(), Stop> {
+    async fn confirm(&mut self) -> Result<(), Stop> {
         let id = uuid::Uuid::new_v4().to_string();
         self.send(read_resp::Content::Confirmation(read_resp::SubscriptionConfirmation { subscription_id: id })).await
     }
 
-    async fn checkpoint(&self, position: u64) -> Result<(), Stop> {
+    async fn checkpoint(&mut self, position: u64) -> Result<(), Stop> {
         self.send(read_resp::Content::Checkpoint(read_resp::Checkpoint { commit_position: position, prepare_position: position }))
             .await
     }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -40,7 +40,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl streams_server::Streams for StreamsService {
-    type ReadStream = ReceiverStream<Result<ReadResp, Status>>;
+    type ReadStream = ResponseStream<ReadResp>;
     type BatchAppendStream = ResponseStream<BatchAppendResp>;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
@@ -53,7 +53,8 @@ impl streams_server::Streams for StreamsService {
             session.await;
             drop(guard);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let responses = ReceiverStream::new(rx).flat_map(futures::stream::iter);
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Result<Response<AppendResp>, Status> {

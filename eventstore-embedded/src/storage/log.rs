@@ -11,6 +11,8 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use super::index::Index;
 use super::record::{self, DecodeError, StoredEvent, HEADER_LEN};
 use super::StoreError;
@@ -138,7 +140,8 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[derive(Debug)]
 pub(crate) struct EventReader<'a> {
     file: &'a File,
-    buf: Vec<u8>,
+    /// Shared with the events decoded from it, which point into it.
+    buf: Bytes,
     buf_start: u64,
     chunk: usize,
 }
@@ -146,7 +149,7 @@ pub(crate) struct EventReader<'a> {
 impl<'a> EventReader<'a> {
     /// A reader that fetches at least `chunk` bytes per system call.
     pub(crate) fn new(file: &'a File, chunk: usize) -> Self {
-        EventReader { file, buf: Vec::new(), buf_start: 0, chunk }
+        EventReader { file, buf: Bytes::new(), buf_start: 0, chunk }
     }
 
     /// Decodes the record that starts at `position`.
@@ -156,7 +159,7 @@ impl<'a> EventReader<'a> {
             let cached = position >= self.buf_start && position < self.buf_start + self.buf.len() as u64;
             if cached {
                 let offset = (position - self.buf_start) as usize;
-                match StoredEvent::decode(&self.buf[offset..]) {
+                match StoredEvent::decode_in(&self.buf[offset..], Some(&self.buf)) {
                     Ok((event, _)) => return Ok(event),
                     Err(DecodeError::Incomplete { needed }) => wanted = wanted.max(needed),
                     Err(DecodeError::Corrupt(reason)) => {
@@ -170,17 +173,19 @@ impl<'a> EventReader<'a> {
     }
 
     fn fill(&mut self, position: u64, len: usize) -> io::Result<()> {
-        self.buf.resize(len, 0);
+        // A fresh buffer each time: events from the previous one may still be in use.
+        let mut buf = vec![0; len];
         let mut filled = 0;
         while filled < len {
-            match self.file.read_at(&mut self.buf[filled..], position + filled as u64) {
+            match self.file.read_at(&mut buf[filled..], position + filled as u64) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        self.buf.truncate(filled);
+        buf.truncate(filled);
+        self.buf = Bytes::from(buf);
         self.buf_start = position;
         Ok(())
     }

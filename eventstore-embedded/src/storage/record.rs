@@ -91,6 +91,16 @@ impl StoredEvent {
 
     /// Decodes the record at the start of `buf`, returning it and its total length.
     pub(crate) fn decode(buf: &[u8]) -> Result<(StoredEvent, usize), DecodeError> {
+        Self::decode_in(buf, None)
+    }
+
+    /// Like [`StoredEvent::decode`], but when `buf` lies inside `source` the
+    /// payload and metadata share `source`'s memory instead of being copied.
+    pub(crate) fn decode_in(buf: &[u8], source: Option<&Bytes>) -> Result<(StoredEvent, usize), DecodeError> {
+        let share = |part: &[u8]| match source {
+            Some(source) => source.slice_ref(part),
+            None => Bytes::copy_from_slice(part),
+        };
         let body = body_of(buf)?;
         let total = HEADER_LEN + body.len();
         let mut r = Reader(body);
@@ -103,8 +113,8 @@ impl StoredEvent {
         let stream = r.short_str()?;
         let event_type = r.short_str()?;
         let content_type = r.short_str()?;
-        let metadata = Bytes::copy_from_slice(r.long()?);
-        let data = Bytes::copy_from_slice(r.long()?);
+        let metadata = share(r.long()?);
+        let data = share(r.long()?);
         if !r.0.is_empty() {
             return Err(DecodeError::Corrupt("trailing bytes in record"));
         }
