@@ -31,9 +31,13 @@ pub(crate) struct Args {
 
 /// Runs the store in this process until stdin closes, printing `READY <addr>`
 /// once the log is open and the port is served.
-pub(crate) async fn serve(listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
+pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let server = eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(data)).await?;
+    let mut config = eventstore_embedded::Config::new(data);
+    if plain_tcp {
+        config.tcp_tuning = eventstore_embedded::TcpTuning::SystemDefault;
+    }
+    let server = eventstore_embedded::EmbeddedServer::start(listener, config).await?;
     println!("READY {}", server.local_addr());
     // The parent closes our stdin to stop us.
     tokio::task::spawn_blocking(|| {
@@ -53,10 +57,15 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data: &Path) -> anyhow::Result<ServerProcess> {
+        Self::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -156,6 +165,22 @@ fn ms(d: Duration) -> String {
 }
 
 /// Appends `total` events in batches of `batch` from `concurrency` tasks; events/s.
+/// Single-append latencies against a server whose sockets are left at the OS defaults.
+async fn single_append_latencies(data: &Path, samples: u64) -> anyhow::Result<Vec<Duration>> {
+    let server = ServerProcess::start_with(data, &["--plain-tcp"])?;
+    let client = server.client()?;
+    client.append_to_stream("warmup", &AppendToStreamOptions::default(), event(0)).await?;
+    let mut latencies = Vec::new();
+    for n in 0..samples {
+        let started = Instant::now();
+        client.append_to_stream("single", &AppendToStreamOptions::default(), event(n)).await?;
+        latencies.push(started.elapsed());
+    }
+    server.stop()?;
+    latencies.sort();
+    Ok(latencies)
+}
+
 async fn append_throughput(client: &Client, total: u64, batch: u64, concurrency: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let per_task = total / concurrency;
@@ -202,6 +227,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let p50 = percentile(&latencies, 0.5);
     rows.push(Row { metric: "single append latency p50", value: ms(p50), target: "<= 2 ms", met: Some(p50 <= Duration::from_millis(2)) });
     rows.push(Row { metric: "single append latency p99", value: ms(percentile(&latencies, 0.99)), target: "", met: None });
+    let baseline = single_append_latencies(&dir.path().join("plain-tcp"), scale(100, 10)).await?;
+    rows.push(Row {
+        metric: "baseline: same, server sockets at OS defaults",
+        value: format!("p50 {}, p99 {}", ms(percentile(&baseline, 0.5)), ms(percentile(&baseline, 0.99))),
+        target: "(why the server sets NODELAY/QUICKACK)",
+        met: None,
+    });
 
     let mut total = 1 + latencies.len() as u64;
     let mut meter = Meter::start(&server)?;

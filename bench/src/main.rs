@@ -33,6 +33,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         data: PathBuf,
+        /// Leave accepted sockets at the OS defaults (the latency baseline).
+        #[arg(long)]
+        plain_tcp: bool,
     },
 }
 
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Eventstore(args) => runtime.block_on(eventstore_bench::run(args)),
-        Command::Serve { listen, data } => runtime.block_on(eventstore_bench::serve(listen, data)),
+        Command::Serve { listen, data, plain_tcp } => runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

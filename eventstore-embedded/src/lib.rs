@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use grpc::TcpTuning;
 pub use storage::{Store, StoreError};
 
 /// The default largest append: 1 MiB, as in EventStoreDB.
@@ -56,12 +57,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Largest append accepted, counting event data, metadata and type.
     pub max_append_size: usize,
+    /// Socket options of accepted connections.
+    pub tcp_tuning: TcpTuning,
 }
 
 impl Config {
     /// Settings with defaults for everything but the data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Config { data_dir: data_dir.into(), max_append_size: DEFAULT_MAX_APPEND_SIZE }
+        Config { data_dir: data_dir.into(), max_append_size: DEFAULT_MAX_APPEND_SIZE, tcp_tuning: TcpTuning::default() }
     }
 }
 
@@ -106,7 +109,7 @@ impl EmbeddedServer {
         let advertised = if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
         let (stop, stopped) = oneshot::channel::<()>();
         let in_flight = grpc::InFlight::new();
-        let serving = grpc::serve(listener, store.clone(), config.max_append_size, advertised, in_flight.clone(), async move {
+        let serving = grpc::serve(listener, store.clone(), config.max_append_size, advertised, in_flight.clone(), config.tcp_tuning, async move {
             let _ = stopped.await;
         });
         let task = tokio::spawn(serving);

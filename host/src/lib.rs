@@ -24,7 +24,10 @@ async fn run_eventstore(args: EventstoreArgs, shutdown: impl Future<Output = ()>
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let config = eventstore_embedded::Config { data_dir: args.data, max_append_size: args.max_append_size };
+    let config = eventstore_embedded::Config {
+        max_append_size: args.max_append_size,
+        ..eventstore_embedded::Config::new(args.data)
+    };
     eventstore_embedded::serve(listener, config, shutdown).await.context("event store failed")
 }
 

@@ -25,6 +25,7 @@ use crate::proto::event_store::client::streams::streams_server::StreamsServer;
 use crate::storage::Store;
 
 pub(crate) use cluster::SERVER_VERSION;
+pub use transport::TcpTuning;
 
 /// Counts calls that are still doing work (a handler, a read loop, a batch
 /// append session), so a shutdown can wait for them and no longer: idle
@@ -69,6 +70,7 @@ pub(crate) async fn serve(
     max_append_size: usize,
     advertised: SocketAddr,
     in_flight: InFlight,
+    tuning: TcpTuning,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = watch::channel(false);
@@ -80,7 +82,7 @@ pub(crate) async fn serve(
         .add_service(StreamsServer::new(streams).max_decoding_message_size(max_message))
         .add_service(ServerFeaturesServer::new(cluster::Features))
         .add_service(GossipServer::new(gossip))
-        .serve_with_incoming_shutdown(transport::incoming(listener), async move {
+        .serve_with_incoming_shutdown(transport::incoming(listener, tuning), async move {
             shutdown.await;
             closing_tx.send_replace(true);
         })

@@ -17,25 +17,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// How accepted connections are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcpTuning {
+    /// `TCP_NODELAY`, and `TCP_QUICKACK` re-armed after every read (the default).
+    #[default]
+    LowLatency,
+    /// The operating system's defaults; only useful as a benchmark baseline.
+    SystemDefault,
+}
+
 /// A TCP connection that acknowledges reads immediately.
 #[derive(Debug)]
 pub(crate) struct QuickAckStream {
     inner: TcpStream,
+    quickack: bool,
 }
 
 impl QuickAckStream {
-    pub(crate) fn new(inner: TcpStream) -> Self {
-        if let Err(e) = inner.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    pub(crate) fn new(inner: TcpStream, tuning: TcpTuning) -> Self {
+        let quickack = tuning == TcpTuning::LowLatency;
+        if quickack {
+            if let Err(e) = inner.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
         }
-        let stream = QuickAckStream { inner };
+        let stream = QuickAckStream { inner, quickack };
         stream.rearm_quickack();
         stream
     }
 
     fn rearm_quickack(&self) {
-        // Best effort: failure only costs latency.
-        let _ = SockRef::from(&self.inner).set_quickack(true);
+        if self.quickack {
+            // Best effort: failure only costs latency.
+            let _ = SockRef::from(&self.inner).set_quickack(true);
+        }
     }
 }
 
@@ -84,11 +100,11 @@ impl Connected for QuickAckStream {
 /// Accepted connections from `listener`. Accept errors (e.g. out of file
 /// descriptors) are logged and retried after a short pause rather than ending
 /// the server.
-pub(crate) fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<QuickAckStream>> {
-    futures::stream::unfold(listener, |listener| async move {
+pub(crate) fn incoming(listener: TcpListener, tuning: TcpTuning) -> impl Stream<Item = io::Result<QuickAckStream>> {
+    futures::stream::unfold(listener, move |listener| async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => return Some((Ok(QuickAckStream::new(stream)), listener)),
+                Ok((stream, _)) => return Some((Ok(QuickAckStream::new(stream, tuning)), listener)),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
