@@ -102,6 +102,19 @@ async fn retrying_an_append_with_the_same_event_ids_writes_nothing_new() {
 }
 
 #[tokio::test]
+async fn a_retry_that_only_partly_matches_what_was_written_is_a_conflict() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let event = |id: Uuid| json_event("Happened", json!({})).id(id);
+    client.append_to_stream("partial", &expect(ExpectedRevision::NoStream), vec![event(a), event(b)]).await.expect("first");
+    let err = client.append_to_stream("partial", &expect(ExpectedRevision::NoStream), vec![event(a), event(c)]).await.unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(1), .. }), "{err:?}");
+    let events = collect(client.read_stream("partial", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    assert_eq!(events.iter().map(|e| e.get_original_event().id).collect::<Vec<_>>(), vec![a, b]);
+}
+
+#[tokio::test]
 async fn an_append_over_the_size_limit_is_refused_whole() {
     let env = TestEnv::start_with(|c| c.max_append_size = 64 * 1024).await;
     let client = env.client();
