@@ -55,10 +55,7 @@ fn protos_from_cargo_metadata() -> Option<PathBuf> {
         .output()
         .ok()?;
     if !output.status.success() {
-        println!(
-            "cargo:warning=cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        println!("cargo:warning=cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr).trim());
         return None;
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;

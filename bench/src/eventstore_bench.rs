@@ -220,13 +220,29 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     for n in 0..scale(2_000, 50) {
         let started = Instant::now();
-        client.append_to_stream("single", &AppendToStreamOptions::default().expected_revision(ExpectedRevision::Any), event(n)).await?;
+        client
+            .append_to_stream(
+                "single",
+                &AppendToStreamOptions::default().expected_revision(ExpectedRevision::Any),
+                event(n),
+            )
+            .await?;
         latencies.push(started.elapsed());
     }
     latencies.sort();
     let p50 = percentile(&latencies, 0.5);
-    rows.push(Row { metric: "single append latency p50", value: ms(p50), target: "<= 2 ms", met: Some(p50 <= Duration::from_millis(2)) });
-    rows.push(Row { metric: "single append latency p99", value: ms(percentile(&latencies, 0.99)), target: "", met: None });
+    rows.push(Row {
+        metric: "single append latency p50",
+        value: ms(p50),
+        target: "<= 2 ms",
+        met: Some(p50 <= Duration::from_millis(2)),
+    });
+    rows.push(Row {
+        metric: "single append latency p99",
+        value: ms(percentile(&latencies, 0.99)),
+        target: "",
+        met: None,
+    });
     let baseline = single_append_latencies(&dir.path().join("plain-tcp"), scale(100, 10)).await?;
     rows.push(Row {
         metric: "baseline: same, server sockets at OS defaults",
@@ -240,18 +256,33 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let n = scale(50_000, 512);
     let rate = append_throughput(&client, n, 1, 64).await?;
     total += n;
-    rows.push(Row { metric: "append, batch 1 (64 concurrent writers)", value: meter.rate(&server, rate)?, target: "", met: None });
+    rows.push(Row {
+        metric: "append, batch 1 (64 concurrent writers)",
+        value: meter.rate(&server, rate)?,
+        target: "",
+        met: None,
+    });
 
     let n = scale(200_000, 800);
     let rate = append_throughput(&client, n, 100, 8).await?;
     total += n;
-    rows.push(Row { metric: "append, batch 100 (8 writers)", value: meter.rate(&server, rate)?, target: ">= 200k events/s", met: Some(rate >= 200_000.0) });
+    rows.push(Row {
+        metric: "append, batch 100 (8 writers)",
+        value: meter.rate(&server, rate)?,
+        target: ">= 200k events/s",
+        met: Some(rate >= 200_000.0),
+    });
 
     // Load up to `events` in batches of 1000: the batch-1000 figure.
     let n = events.saturating_sub(total).max(4_000) / 4000 * 4000;
     let rate = append_throughput(&client, n, 1000, 4).await?;
     total += n;
-    rows.push(Row { metric: "append, batch 1000 (4 writers)", value: meter.rate(&server, rate)?, target: ">= 200k events/s", met: Some(rate >= 200_000.0) });
+    rows.push(Row {
+        metric: "append, batch 1000 (4 writers)",
+        value: meter.rate(&server, rate)?,
+        target: ">= 200k events/s",
+        met: Some(rate >= 200_000.0),
+    });
 
     // read_all over everything.
     let started = Instant::now();
@@ -261,7 +292,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         count += 1;
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    rows.push(Row { metric: "read_all", value: meter.rate(&server, rate)?, target: ">= 300k events/s", met: Some(rate >= 300_000.0) });
+    rows.push(Row {
+        metric: "read_all",
+        value: meter.rate(&server, rate)?,
+        target: ">= 300k events/s",
+        met: Some(rate >= 300_000.0),
+    });
 
     // Catch-up subscription over everything.
     let started = Instant::now();
@@ -275,7 +311,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    rows.push(Row { metric: "catch-up subscription to $all", value: meter.rate(&server, rate)?, target: ">= 300k events/s", met: Some(rate >= 300_000.0) });
+    rows.push(Row {
+        metric: "catch-up subscription to $all",
+        value: meter.rate(&server, rate)?,
+        target: ">= 300k events/s",
+        met: Some(rate >= 300_000.0),
+    });
     drop(sub);
 
     // Live latency: append -> delivered to a live $all subscriber.
@@ -310,8 +351,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut delays = receiver.await??;
     delays.sort();
-    rows.push(Row { metric: "live append -> subscriber p50", value: ms(percentile(&delays, 0.5)), target: "", met: None });
-    rows.push(Row { metric: "live append -> subscriber p99", value: ms(percentile(&delays, 0.99)), target: "", met: None });
+    rows.push(Row {
+        metric: "live append -> subscriber p50",
+        value: ms(percentile(&delays, 0.5)),
+        target: "",
+        met: None,
+    });
+    rows.push(Row {
+        metric: "live append -> subscriber p99",
+        value: ms(percentile(&delays, 0.99)),
+        target: "",
+        met: None,
+    });
 
     let rss = server.rss_bytes()?;
     let log_bytes = std::fs::metadata(data.join("events.log"))?.len();
@@ -321,7 +372,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         target: "well under 1 GB for 1M x 300 B",
         met: Some(rss < 1 << 30),
     });
-    rows.push(Row { metric: "log size per event", value: format!("{:.0} B", log_bytes as f64 / total.max(1) as f64), target: "", met: None });
+    rows.push(Row {
+        metric: "log size per event",
+        value: format!("{:.0} B", log_bytes as f64 / total.max(1) as f64),
+        target: "",
+        met: None,
+    });
     server.stop()?;
 
     let restarted = ServerProcess::start(&data)?;
@@ -345,4 +401,3 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

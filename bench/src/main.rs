@@ -50,7 +50,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Eventstore(args) => runtime.block_on(eventstore_bench::run(args)),
-        Command::Serve { listen, data, plain_tcp } => runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp)),
+        Command::Serve { listen, data, plain_tcp } => {
+            runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

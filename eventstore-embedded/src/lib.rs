@@ -98,20 +98,27 @@ impl EmbeddedServer {
     /// serves it on `listener` in the background.
     pub async fn start(listener: TcpListener, config: Config) -> Result<EmbeddedServer, Error> {
         let addr = listener.local_addr().map_err(|e| Error::Transport(e.to_string()))?;
-        let store_config = storage::StoreConfig {
-            data_dir: config.data_dir.clone(),
-            max_append_size: config.max_append_size,
-        };
+        let store_config =
+            storage::StoreConfig { data_dir: config.data_dir.clone(), max_append_size: config.max_append_size };
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await
             .map_err(|e| Error::Transport(e.to_string()))??;
         let store = Arc::new(store);
-        let advertised = if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
+        let advertised =
+            if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
         let (stop, stopped) = oneshot::channel::<()>();
         let in_flight = grpc::InFlight::new();
-        let serving = grpc::serve(listener, store.clone(), config.max_append_size, advertised, in_flight.clone(), config.tcp_tuning, async move {
-            let _ = stopped.await;
-        });
+        let serving = grpc::serve(
+            listener,
+            store.clone(),
+            config.max_append_size,
+            advertised,
+            in_flight.clone(),
+            config.tcp_tuning,
+            async move {
+                let _ = stopped.await;
+            },
+        );
         let task = tokio::spawn(serving);
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "event store listening");
         Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task), in_flight })

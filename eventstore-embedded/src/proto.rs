@@ -3,14 +3,7 @@
 //! The module tree mirrors the protobuf packages because the generated code
 //! refers to its neighbours by relative path. Nothing outside `grpc/` uses
 //! these types; storage speaks its own domain types.
-#![allow(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    clippy::all,
-    dead_code,
-    rust_2018_idioms
-)]
+#![allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, dead_code, rust_2018_idioms)]
 
 pub mod event_store {
     pub mod client {

@@ -21,9 +21,7 @@ pub async fn run(command: Command, shutdown: impl Future<Output = ()>) -> anyhow
 }
 
 async fn run_eventstore(args: EventstoreArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let config = eventstore_embedded::Config {
         max_append_size: args.max_append_size,
         ..eventstore_embedded::Config::new(args.data)

@@ -46,7 +46,8 @@ fn terminate(mut child: Child, mut stderr: BufReader<std::process::ChildStderr>)
 async fn projector_eventstore_serves_the_client_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, addr, stderr) = start(dir.path());
-    let client = eventstore::Client::new(format!("esdb://{addr}?tls=false").parse().expect("settings")).expect("client");
+    let client =
+        eventstore::Client::new(format!("esdb://{addr}?tls=false").parse().expect("settings")).expect("client");
     let event = EventData::json("Started", &serde_json::json!({"ok": true})).expect("event");
     client.append_to_stream("binary", &Default::default(), event).await.expect("append");
     // The client stays connected: an idle connection must not hold up the shutdown.
@@ -56,7 +57,8 @@ async fn projector_eventstore_serves_the_client_and_stops_cleanly_on_sigterm() {
 
     // Restarted on the same data, the acknowledged event is there.
     let (child, addr, stderr) = start(dir.path());
-    let client = eventstore::Client::new(format!("esdb://{addr}?tls=false").parse().expect("settings")).expect("client");
+    let client =
+        eventstore::Client::new(format!("esdb://{addr}?tls=false").parse().expect("settings")).expect("client");
     let mut read = client.read_stream("binary", &ReadStreamOptions::default()).await.expect("read");
     let event = read.next().await.expect("read").expect("one event");
     assert_eq!(event.get_original_event().event_type, "Started");

@@ -51,7 +51,10 @@ fn step(what: &str, command: &mut Command) -> anyhow::Result<()> {
 }
 
 fn add_wasm_target() -> anyhow::Result<()> {
-    step("rustup target add wasm32-unknown-unknown", Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+    step(
+        "rustup target add wasm32-unknown-unknown",
+        Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]),
+    )
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {

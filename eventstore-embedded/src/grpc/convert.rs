@@ -28,8 +28,7 @@ pub(crate) enum IdFormat {
 
 pub(crate) fn stream_name(id: Option<shared::StreamIdentifier>) -> Result<String, Status> {
     let id = id.ok_or_else(|| Status::invalid_argument("missing stream identifier"))?;
-    String::from_utf8(id.stream_name.to_vec())
-        .map_err(|_| Status::invalid_argument("stream name is not valid UTF-8"))
+    String::from_utf8(id.stream_name.to_vec()).map_err(|_| Status::invalid_argument("stream name is not valid UTF-8"))
 }
 
 pub(crate) fn stream_identifier(name: &str) -> shared::StreamIdentifier {
@@ -144,7 +143,11 @@ pub(crate) fn write_error_status(stream: &str, error: WriteError) -> Status {
     match error {
         WriteError::WrongExpectedVersion { current, expected } => exception(
             Code::FailedPrecondition,
-            format!("Append failed due to WrongExpectedVersion. Stream: {stream}, Expected version: {}, Actual version: {}", expected_text(expected), current_text(current)),
+            format!(
+                "Append failed due to WrongExpectedVersion. Stream: {stream}, Expected version: {}, Actual version: {}",
+                expected_text(expected),
+                current_text(current)
+            ),
             "wrong-expected-version",
             &[
                 ("stream-name", stream.to_owned()),

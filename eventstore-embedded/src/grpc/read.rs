@@ -74,7 +74,9 @@ impl Filter {
 }
 
 impl Plan {
-    pub(crate) fn parse(options: crate::proto::event_store::client::streams::read_req::Options) -> Result<Plan, Status> {
+    pub(crate) fn parse(
+        options: crate::proto::event_store::client::streams::read_req::Options,
+    ) -> Result<Plan, Status> {
         let direction = match ReadDirection::try_from(options.read_direction) {
             Ok(ReadDirection::Backwards) => Direction::Backwards,
             _ => Direction::Forwards,
@@ -131,7 +133,8 @@ fn parse_filter(f: opts::FilterOptions) -> Result<Filter, Status> {
     let regex = match expression.regex.as_str() {
         "" => None,
         pattern => Some(
-            Regex::new(pattern).map_err(|e| Status::invalid_argument(format!("invalid filter regex '{pattern}': {e}")))?,
+            Regex::new(pattern)
+                .map_err(|e| Status::invalid_argument(format!("invalid filter regex '{pattern}': {e}")))?,
         ),
     };
     let window = match f.window {
@@ -203,10 +206,7 @@ impl Session {
     }
 
     /// Runs a blocking store call off the async threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> T + Send + 'static,
-    ) -> Result<T, Stop> {
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> Result<T, Stop> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
@@ -225,7 +225,13 @@ impl Session {
         }
     }
 
-    async fn read_stream(&mut self, name: &str, from: StreamFrom, direction: Direction, count: u64) -> Result<(), Stop> {
+    async fn read_stream(
+        &mut self,
+        name: &str,
+        from: StreamFrom,
+        direction: Direction,
+        count: u64,
+    ) -> Result<(), Stop> {
         let mut from = from;
         let mut left = count;
         while left > 0 {
@@ -235,7 +241,8 @@ impl Session {
             let events = match page {
                 Ok(events) => events,
                 Err(ReadError::NotFound) if left == count => {
-                    let not_found = read_resp::StreamNotFound { stream_identifier: Some(convert::stream_identifier(name)) };
+                    let not_found =
+                        read_resp::StreamNotFound { stream_identifier: Some(convert::stream_identifier(name)) };
                     return self.send(read_resp::Content::StreamNotFound(not_found)).await;
                 }
                 Err(ReadError::NotFound) => return Ok(()),
@@ -257,7 +264,13 @@ impl Session {
         Ok(())
     }
 
-    async fn read_all(&mut self, from: AllFrom, direction: Direction, count: u64, filter: Option<&Filter>) -> Result<(), Stop> {
+    async fn read_all(
+        &mut self,
+        from: AllFrom,
+        direction: Direction,
+        count: u64,
+        filter: Option<&Filter>,
+    ) -> Result<(), Stop> {
         let mut cursor = self.all_cursor(from, direction, false).await?;
         let mut left = count;
         while left > 0 {
@@ -289,7 +302,9 @@ impl Session {
         loop {
             head.borrow_and_update();
             let stream = name.to_owned();
-            let page = self.blocking(move |s| s.read_stream(&stream, StreamFrom::Revision(next), Direction::Forwards, PAGE)).await?;
+            let page = self
+                .blocking(move |s| s.read_stream(&stream, StreamFrom::Revision(next), Direction::Forwards, PAGE))
+                .await?;
             let events = match page {
                 Ok(events) => events,
                 Err(ReadError::NotFound) => Vec::new(),
@@ -363,8 +378,11 @@ impl Session {
     }
 
     async fn checkpoint(&mut self, position: u64) -> Result<(), Stop> {
-        self.send(read_resp::Content::Checkpoint(read_resp::Checkpoint { commit_position: position, prepare_position: position }))
-            .await
+        self.send(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+            commit_position: position,
+            prepare_position: position,
+        }))
+        .await
     }
 
     /// The `$all` cursor for a start point. Reads include the event at a given

@@ -105,9 +105,12 @@ impl streams_server::Streams for StreamsService {
             Some(E::StreamExists(())) => ExpectedRevision::StreamExists,
             Some(E::Any(())) | None => ExpectedRevision::Any,
         };
-        let written = self.store.delete(&stream, expected).await.map_err(|e| convert::write_error_status(&stream, e))?;
+        let written =
+            self.store.delete(&stream, expected).await.map_err(|e| convert::write_error_status(&stream, e))?;
         let position_option = Some(match written.position {
-            Some(p) => delete_resp::PositionOption::Position(delete_resp::Position { commit_position: p, prepare_position: p }),
+            Some(p) => {
+                delete_resp::PositionOption::Position(delete_resp::Position { commit_position: p, prepare_position: p })
+            }
             None => delete_resp::PositionOption::NoPosition(()),
         });
         Ok(Response::new(DeleteResp { position_option }))
@@ -127,9 +130,10 @@ impl streams_server::Streams for StreamsService {
         let written =
             self.store.tombstone(&stream, expected).await.map_err(|e| convert::write_error_status(&stream, e))?;
         let position_option = Some(match written.position {
-            Some(p) => {
-                tombstone_resp::PositionOption::Position(tombstone_resp::Position { commit_position: p, prepare_position: p })
-            }
+            Some(p) => tombstone_resp::PositionOption::Position(tombstone_resp::Position {
+                commit_position: p,
+                prepare_position: p,
+            }),
             None => tombstone_resp::PositionOption::NoPosition(()),
         });
         Ok(Response::new(TombstoneResp { position_option }))
@@ -197,7 +201,8 @@ async fn run_batch_appends(
                 break;
             }
         };
-        if let Err(status) = accept_chunk(&service, &mut open, correlation, request.options, request.proposed_messages) {
+        if let Err(status) = accept_chunk(&service, &mut open, correlation, request.options, request.proposed_messages)
+        {
             let _ = tx.send(Err(status)).await;
             break;
         }
@@ -231,7 +236,9 @@ fn accept_chunk(
 ) -> Result<(), Status> {
     if let Some(options) = options {
         if open.len() >= MAX_OPEN_BATCHES {
-            return Err(Status::resource_exhausted(format!("more than {MAX_OPEN_BATCHES} unfinished batches on one call")));
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_OPEN_BATCHES} unfinished batches on one call"
+            )));
         }
         let stream = convert::stream_name(options.stream_identifier)?;
         use batch_append_req::options::{DeadlineOption, ExpectedStreamPosition as In};
@@ -243,8 +250,12 @@ fn accept_chunk(
             Some(In::Any(())) | None => (ExpectedRevision::Any, Out::Any(())),
         };
         let deadline = match options.deadline_option {
-            Some(DeadlineOption::Deadline(d)) => Some(UNIX_EPOCH + Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)),
-            Some(DeadlineOption::Deadline21100(t)) => Some(UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)),
+            Some(DeadlineOption::Deadline(d)) => {
+                Some(UNIX_EPOCH + Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+            }
+            Some(DeadlineOption::Deadline21100(t)) => {
+                Some(UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32))
+            }
             None => None,
         };
         let batch = OpenBatch { stream, expected, wire_expected, deadline, events: Vec::new(), size: 0, failed: None };
@@ -331,13 +342,17 @@ fn batch_success(written: WriteResult) -> batch_append_resp::Success {
 fn wrong_expected_version(current: CurrentRevision, expected: ExpectedRevision) -> append_resp::WrongExpectedVersion {
     use append_resp::wrong_expected_version::*;
     let (current_new, current_old) = match current {
-        CurrentRevision::NoStream => (CurrentRevisionOption::CurrentNoStream(()), CurrentRevisionOption2060::NoStream2060(())),
+        CurrentRevision::NoStream => {
+            (CurrentRevisionOption::CurrentNoStream(()), CurrentRevisionOption2060::NoStream2060(()))
+        }
         CurrentRevision::Current(n) => {
             (CurrentRevisionOption::CurrentRevision(n), CurrentRevisionOption2060::CurrentRevision2060(n))
         }
     };
     let (expected_new, expected_old) = match expected {
-        ExpectedRevision::Any => (ExpectedRevisionOption::ExpectedAny(()), Some(ExpectedRevisionOption2060::Any2060(()))),
+        ExpectedRevision::Any => {
+            (ExpectedRevisionOption::ExpectedAny(()), Some(ExpectedRevisionOption2060::Any2060(())))
+        }
         ExpectedRevision::NoStream => (ExpectedRevisionOption::ExpectedNoStream(()), None),
         ExpectedRevision::StreamExists => {
             (ExpectedRevisionOption::ExpectedStreamExists(()), Some(ExpectedRevisionOption2060::StreamExists2060(())))

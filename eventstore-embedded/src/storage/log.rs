@@ -163,7 +163,10 @@ impl<'a> EventReader<'a> {
                     Ok((event, _)) => return Ok(event),
                     Err(DecodeError::Incomplete { needed }) => wanted = wanted.max(needed),
                     Err(DecodeError::Corrupt(reason)) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("record at {position}: {reason}")))
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("record at {position}: {reason}"),
+                        ))
                     }
                 }
             }

@@ -22,10 +22,10 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-pub use self::log::TruncatedTail;
-pub use self::record::StoredEvent;
 use self::index::Index;
 use self::log::EventReader;
+pub use self::log::TruncatedTail;
+pub use self::record::StoredEvent;
 use self::writer::{Command, Write};
 
 /// Errors opening or running the store.
@@ -238,8 +238,8 @@ impl Store {
         let (head, _) = watch::channel(events);
         let shared = Arc::new(Shared { index: RwLock::new(recovered.index), file: recovered.file, head });
         let (commands, receiver) = mpsc::channel(4096);
-        let writer = writer::spawn(shared.clone(), receiver, recovered.end)
-            .map_err(|e| StoreError::io(&config.data_dir, e))?;
+        let writer =
+            writer::spawn(shared.clone(), receiver, recovered.end).map_err(|e| StoreError::io(&config.data_dir, e))?;
         Ok(Store {
             shared,
             commands,
@@ -340,10 +340,7 @@ impl Store {
             range.into_iter().map(|r| entry.positions[r as usize]).collect::<Vec<_>>()
         };
         let mut reader = EventReader::new(&self.shared.file, 4096);
-        positions
-            .into_iter()
-            .map(|position| Ok(ReadEvent { position, event: reader.read(position)? }))
-            .collect()
+        positions.into_iter().map(|position| Ok(ReadEvent { position, event: reader.read(position)? })).collect()
     }
 
     /// Whether the stream is tombstoned.

@@ -115,7 +115,9 @@ impl Writer {
                         planned.push((event, position));
                     }
                     // A plan either writes events or already knows its answer.
-                    known.or(written).unwrap_or(WriteResult { current_revision: CurrentRevision::NoStream, position: None })
+                    known
+                        .or(written)
+                        .unwrap_or(WriteResult { current_revision: CurrentRevision::NoStream, position: None })
                 });
                 outcomes.push((outcome, reply));
             }

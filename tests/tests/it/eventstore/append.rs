@@ -24,7 +24,9 @@ async fn appended_events_read_back_with_every_field() {
     let written = client.append_to_stream("user-1", &expect(ExpectedRevision::NoStream), event).await.expect("append");
     assert_eq!(written.next_expected_version, 0);
 
-    let events = collect(client.read_stream("user-1", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    let events = collect(client.read_stream("user-1", &ReadStreamOptions::default()).await.expect("read"))
+        .await
+        .expect("events");
     assert_eq!(events.len(), 1);
     let recorded = events[0].get_original_event();
     assert_eq!(recorded.id, id);
@@ -33,8 +35,14 @@ async fn appended_events_read_back_with_every_field() {
     assert_eq!(recorded.event_type, "UserRegistered");
     assert!(recorded.is_json);
     assert_eq!(recorded.position, written.position);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&recorded.data).expect("json"), json!({"email": "ada@example.com"}));
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&recorded.custom_metadata).expect("json"), json!({"schemaVersion": 2}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&recorded.data).expect("json"),
+        json!({"email": "ada@example.com"})
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&recorded.custom_metadata).expect("json"),
+        json!({"schemaVersion": 2})
+    );
     let age = chrono_age_secs(recorded.created.timestamp());
     assert!(age < 600, "created time should be now, was {age}s ago");
 }
@@ -52,16 +60,46 @@ async fn each_expected_revision_mode_is_enforced() {
 
     // stream_exists on a missing stream
     let err = client.append_to_stream("s", &expect(ExpectedRevision::StreamExists), ev()).await.unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::NoStream, expected: ExpectedRevision::StreamExists }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                current: CurrentRevision::NoStream,
+                expected: ExpectedRevision::StreamExists
+            }
+        ),
+        "{err:?}"
+    );
     // exact on a missing stream
     let err = client.append_to_stream("s", &expect(ExpectedRevision::Exact(0)), ev()).await.unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::NoStream, expected: ExpectedRevision::Exact(0) }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::WrongExpectedVersion { current: CurrentRevision::NoStream, expected: ExpectedRevision::Exact(0) }
+        ),
+        "{err:?}"
+    );
 
-    client.append_to_stream("s", &expect(ExpectedRevision::NoStream), vec![ev(), ev()]).await.expect("no_stream on new stream");
+    client
+        .append_to_stream("s", &expect(ExpectedRevision::NoStream), vec![ev(), ev()])
+        .await
+        .expect("no_stream on new stream");
     let err = client.append_to_stream("s", &expect(ExpectedRevision::NoStream), ev()).await.unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(1), expected: ExpectedRevision::NoStream }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::WrongExpectedVersion { current: CurrentRevision::Current(1), expected: ExpectedRevision::NoStream }
+        ),
+        "{err:?}"
+    );
     let err = client.append_to_stream("s", &expect(ExpectedRevision::Exact(0)), ev()).await.unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(1), expected: ExpectedRevision::Exact(0) }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::WrongExpectedVersion { current: CurrentRevision::Current(1), expected: ExpectedRevision::Exact(0) }
+        ),
+        "{err:?}"
+    );
 
     let w = client.append_to_stream("s", &expect(ExpectedRevision::Exact(1)), ev()).await.expect("exact");
     assert_eq!(w.next_expected_version, 2);
@@ -70,7 +108,8 @@ async fn each_expected_revision_mode_is_enforced() {
     let w = client.append_to_stream("s", &expect(ExpectedRevision::Any), ev()).await.expect("any");
     assert_eq!(w.next_expected_version, 4);
 
-    let events = collect(client.read_stream("s", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    let events =
+        collect(client.read_stream("s", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
     assert_eq!(events.len(), 5, "refused appends must write nothing");
 }
 
@@ -79,7 +118,9 @@ async fn retrying_an_append_with_the_same_event_ids_writes_nothing_new() {
     let env = TestEnv::start().await;
     let client = env.client();
     let ids = [Uuid::new_v4(), Uuid::new_v4()];
-    let batch = || ids.iter().map(|id| json_event("Happened", json!({"id": id.to_string()})).id(*id)).collect::<Vec<EventData>>();
+    let batch = || {
+        ids.iter().map(|id| json_event("Happened", json!({"id": id.to_string()})).id(*id)).collect::<Vec<EventData>>()
+    };
 
     let first = client.append_to_stream("orders-1", &expect(ExpectedRevision::NoStream), batch()).await.expect("first");
     // Same ids, same expected revision: a retry, answered with the original result.
@@ -87,17 +128,23 @@ async fn retrying_an_append_with_the_same_event_ids_writes_nothing_new() {
     assert_eq!(retry.next_expected_version, first.next_expected_version);
     assert_eq!(retry.position, first.position);
     // With `any` too.
-    let retry_any = client.append_to_stream("orders-1", &expect(ExpectedRevision::Any), batch()).await.expect("retry any");
+    let retry_any =
+        client.append_to_stream("orders-1", &expect(ExpectedRevision::Any), batch()).await.expect("retry any");
     assert_eq!(retry_any.position, first.position);
 
-    let events = collect(client.read_stream("orders-1", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    let events = collect(client.read_stream("orders-1", &ReadStreamOptions::default()).await.expect("read"))
+        .await
+        .expect("events");
     assert_eq!(events.iter().map(|e| e.get_original_event().id).collect::<Vec<_>>(), ids.to_vec());
 
     // The same ids sent through the batch-append RPC are idempotent as well.
     let batch_client = client.batch_append(&Default::default()).await.expect("batch client");
-    let again = batch_client.append_to_stream("orders-1", ExpectedRevision::NoStream, batch()).await.expect("batch retry");
+    let again =
+        batch_client.append_to_stream("orders-1", ExpectedRevision::NoStream, batch()).await.expect("batch retry");
     assert_eq!(again.current_revision(), Some(1));
-    let events = collect(client.read_stream("orders-1", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    let events = collect(client.read_stream("orders-1", &ReadStreamOptions::default()).await.expect("read"))
+        .await
+        .expect("events");
     assert_eq!(events.len(), 2);
 }
 
@@ -107,10 +154,18 @@ async fn a_retry_that_only_partly_matches_what_was_written_is_a_conflict() {
     let client = env.client();
     let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let event = |id: Uuid| json_event("Happened", json!({})).id(id);
-    client.append_to_stream("partial", &expect(ExpectedRevision::NoStream), vec![event(a), event(b)]).await.expect("first");
-    let err = client.append_to_stream("partial", &expect(ExpectedRevision::NoStream), vec![event(a), event(c)]).await.unwrap_err();
+    client
+        .append_to_stream("partial", &expect(ExpectedRevision::NoStream), vec![event(a), event(b)])
+        .await
+        .expect("first");
+    let err = client
+        .append_to_stream("partial", &expect(ExpectedRevision::NoStream), vec![event(a), event(c)])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(1), .. }), "{err:?}");
-    let events = collect(client.read_stream("partial", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    let events = collect(client.read_stream("partial", &ReadStreamOptions::default()).await.expect("read"))
+        .await
+        .expect("events");
     assert_eq!(events.iter().map(|e| e.get_original_event().id).collect::<Vec<_>>(), vec![a, b]);
 }
 
@@ -144,14 +199,21 @@ async fn an_append_over_the_size_limit_is_refused_whole() {
 async fn concurrent_appenders_expecting_the_same_revision_have_exactly_one_winner() {
     let env = TestEnv::start().await;
     let client = env.client();
-    client.append_to_stream("race", &expect(ExpectedRevision::NoStream), json_event("Opened", json!({}))).await.expect("seed");
+    client
+        .append_to_stream("race", &expect(ExpectedRevision::NoStream), json_event("Opened", json!({})))
+        .await
+        .expect("seed");
 
     let mut tasks = Vec::new();
     for writer in 0..20 {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             client
-                .append_to_stream("race", &expect(ExpectedRevision::Exact(0)), json_event("Claimed", json!({"writer": writer})))
+                .append_to_stream(
+                    "race",
+                    &expect(ExpectedRevision::Exact(0)),
+                    json_event("Claimed", json!({"writer": writer})),
+                )
                 .await
         }));
     }
@@ -163,9 +225,10 @@ async fn concurrent_appenders_expecting_the_same_revision_have_exactly_one_winne
                 assert_eq!(w.next_expected_version, 1);
                 wins += 1;
             }
-            Err(Error::WrongExpectedVersion { current: CurrentRevision::Current(1), expected: ExpectedRevision::Exact(0) }) => {
-                conflicts += 1
-            }
+            Err(Error::WrongExpectedVersion {
+                current: CurrentRevision::Current(1),
+                expected: ExpectedRevision::Exact(0),
+            }) => conflicts += 1,
             Err(other) => panic!("unexpected error {other:?}"),
         }
     }
@@ -182,8 +245,12 @@ async fn concurrent_appenders_expecting_the_same_revision_have_exactly_one_winne
 async fn system_streams_are_ordinary_streams() {
     let env = TestEnv::start().await;
     let client = env.client();
-    client.append_to_stream("$settings-x", &Default::default(), json_event("$config", json!({"a": 1}))).await.expect("append");
-    let events = collect(client.read_stream("$settings-x", &Default::default()).await.expect("read")).await.expect("events");
+    client
+        .append_to_stream("$settings-x", &Default::default(), json_event("$config", json!({"a": 1})))
+        .await
+        .expect("append");
+    let events =
+        collect(client.read_stream("$settings-x", &Default::default()).await.expect("read")).await.expect("events");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].get_original_event().event_type, "$config");
 }

@@ -40,7 +40,11 @@ async fn acknowledged_events_survive_a_restart_at_the_same_positions() {
     assert_eq!(all_events(&client).await, before);
     // The recovered index enforces expected revisions and continues positions.
     let written = client
-        .append_to_stream("s-3", &eventstore::AppendToStreamOptions::default().expected_revision(eventstore::ExpectedRevision::Exact(19)), json_event("Counted", json!({})))
+        .append_to_stream(
+            "s-3",
+            &eventstore::AppendToStreamOptions::default().expected_revision(eventstore::ExpectedRevision::Exact(19)),
+            json_event("Counted", json!({})),
+        )
         .await
         .expect("append after restart");
     assert_eq!(written.next_expected_version, 20);
@@ -70,7 +74,11 @@ async fn a_torn_tail_is_truncated_to_the_last_complete_record() {
     assert_eq!(all_events(&env.client()).await, before);
 
     // New appends go where the torn record was.
-    let written = env.client().append_to_stream("s-0", &Default::default(), json_event("Counted", json!({}))).await.expect("append");
+    let written = env
+        .client()
+        .append_to_stream("s-0", &Default::default(), json_event("Counted", json!({})))
+        .await
+        .expect("append");
     assert_eq!(written.position.commit, complete_len);
 }
 

@@ -17,11 +17,18 @@ async fn the_server_advertises_a_version_and_batch_append() {
     // server lists the method, so a successful batch append proves it is advertised.
     let batch = client.batch_append(&Default::default()).await.expect("batch append is supported");
     let written = batch
-        .append_to_stream("batched", ExpectedRevision::NoStream, vec![json_event("A", json!({})), json_event("B", json!({}))])
+        .append_to_stream(
+            "batched",
+            ExpectedRevision::NoStream,
+            vec![json_event("A", json!({})), json_event("B", json!({}))],
+        )
         .await
         .expect("batch append");
     assert_eq!(written.current_revision(), Some(1));
-    let err = batch.append_to_stream("batched", ExpectedRevision::NoStream, vec![json_event("C", json!({}))]).await.unwrap_err();
+    let err = batch
+        .append_to_stream("batched", ExpectedRevision::NoStream, vec![json_event("C", json!({}))])
+        .await
+        .unwrap_err();
     assert!(matches!(err, eventstore::Error::Grpc { code: tonic::Code::FailedPrecondition, .. }), "{err:?}");
 }
 
@@ -31,8 +38,13 @@ async fn a_cluster_connection_string_discovers_the_single_node_through_gossip() 
     let addr = env.server().local_addr();
     let settings: ClientSettings = format!("esdb+discover://{addr}?tls=false").parse().expect("settings");
     let client = eventstore::Client::new(settings).expect("client");
-    client.append_to_stream("via-gossip", &Default::default(), json_event("Found", json!({}))).await.expect("append via gossip");
-    let events = collect(client.read_stream("via-gossip", &ReadStreamOptions::default()).await.expect("read")).await.expect("events");
+    client
+        .append_to_stream("via-gossip", &Default::default(), json_event("Found", json!({})))
+        .await
+        .expect("append via gossip");
+    let events = collect(client.read_stream("via-gossip", &ReadStreamOptions::default()).await.expect("read"))
+        .await
+        .expect("events");
     assert_eq!(events.len(), 1);
 }
 

@@ -11,7 +11,11 @@ use serde_json::json;
 fn numbers(events: &[eventstore::ResolvedEvent]) -> Vec<u64> {
     events
         .iter()
-        .map(|e| serde_json::from_slice::<serde_json::Value>(&e.get_original_event().data).expect("json")["n"].as_u64().expect("n"))
+        .map(|e| {
+            serde_json::from_slice::<serde_json::Value>(&e.get_original_event().data).expect("json")["n"]
+                .as_u64()
+                .expect("n")
+        })
         .collect()
 }
 
@@ -48,15 +52,21 @@ async fn all_reads_in_both_directions_from_positions() {
     seed(&client, "a", 0..3).await;
     seed(&client, "b", 3..6).await;
 
-    let forwards = collect(client.read_all(&ReadAllOptions::default().max_count(100)).await.expect("read")).await.expect("all");
+    let forwards =
+        collect(client.read_all(&ReadAllOptions::default().max_count(100)).await.expect("read")).await.expect("all");
     assert_eq!(numbers(&forwards), vec![0, 1, 2, 3, 4, 5]);
     let positions: Vec<Position> = forwards.iter().map(|e| e.get_original_event().position).collect();
     assert!(positions.windows(2).all(|w| w[0].commit < w[1].commit), "positions increase: {positions:?}");
     assert!(positions.iter().all(|p| p.commit == p.prepare));
 
-    let backwards = collect(client.read_all(&ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(4)).await.expect("read"))
-        .await
-        .expect("all");
+    let backwards = collect(
+        client
+            .read_all(&ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(4))
+            .await
+            .expect("read"),
+    )
+    .await
+    .expect("all");
     assert_eq!(numbers(&backwards), vec![5, 4, 3, 2]);
 
     // Forwards from a position includes the event there; backwards stops before it.
@@ -79,23 +89,35 @@ async fn a_soft_deleted_stream_is_not_found_and_can_be_recreated() {
     let env = TestEnv::start().await;
     let client = env.client();
     seed(&client, "cart-1", 0..3).await;
-    let deleted = client.delete_stream("cart-1", &DeleteStreamOptions::default().expected_revision(ExpectedRevision::Exact(2))).await.expect("delete");
+    let deleted = client
+        .delete_stream("cart-1", &DeleteStreamOptions::default().expected_revision(ExpectedRevision::Exact(2)))
+        .await
+        .expect("delete");
     assert!(deleted.is_some(), "delete reports its position");
 
     let err = client.read_stream("cart-1", &Default::default()).await.expect("read").next().await.unwrap_err();
     assert!(matches!(err, Error::ResourceNotFound), "{err:?}");
 
     // Appending again recreates it; revisions continue and old events stay hidden.
-    let written = client.append_to_stream("cart-1", &Default::default(), json_event("Counted", json!({"n": 3}))).await.expect("recreate");
+    let written = client
+        .append_to_stream("cart-1", &Default::default(), json_event("Counted", json!({"n": 3})))
+        .await
+        .expect("recreate");
     assert_eq!(written.next_expected_version, 3);
     let events = collect(client.read_stream("cart-1", &Default::default()).await.expect("read")).await.expect("events");
     assert_eq!(numbers(&events), vec![3]);
     assert_eq!(events[0].get_original_event().revision, 3);
 
     // Deleting with a stale expected revision is refused and changes nothing.
-    let err = client.delete_stream("cart-1", &DeleteStreamOptions::default().expected_revision(ExpectedRevision::Exact(0))).await.unwrap_err();
+    let err = client
+        .delete_stream("cart-1", &DeleteStreamOptions::default().expected_revision(ExpectedRevision::Exact(0)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Grpc { code: tonic::Code::FailedPrecondition, .. }), "{err:?}");
-    assert_eq!(collect(client.read_stream("cart-1", &Default::default()).await.expect("read")).await.expect("events").len(), 1);
+    assert_eq!(
+        collect(client.read_stream("cart-1", &Default::default()).await.expect("read")).await.expect("events").len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -107,7 +129,8 @@ async fn a_tombstoned_stream_is_deleted_for_reads_writes_and_deletes() {
 
     let err = client.read_stream("gone", &Default::default()).await.expect("read").next().await.unwrap_err();
     assert!(matches!(err, Error::ResourceDeleted), "read: {err:?}");
-    let err = client.append_to_stream("gone", &Default::default(), json_event("Counted", json!({"n": 9}))).await.unwrap_err();
+    let err =
+        client.append_to_stream("gone", &Default::default(), json_event("Counted", json!({"n": 9}))).await.unwrap_err();
     assert!(matches!(err, Error::ResourceDeleted), "append: {err:?}");
     let err = client.delete_stream("gone", &Default::default()).await.unwrap_err();
     assert!(matches!(err, Error::ResourceDeleted), "delete: {err:?}");
@@ -117,11 +140,19 @@ async fn a_tombstoned_stream_is_deleted_for_reads_writes_and_deletes() {
     assert!(metadata.is_ok(), "the metadata stream is separate: {metadata:?}");
 
     // The tombstone shows in $all as EventStoreDB writes it.
-    let last = collect(client.read_all(&ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1)).await.expect("read"))
-        .await
-        .expect("all");
+    let last = collect(
+        client
+            .read_all(&ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1))
+            .await
+            .expect("read"),
+    )
+    .await
+    .expect("all");
     let tombstone = last[0].get_original_event();
-    assert_eq!((tombstone.stream_id.as_str(), tombstone.event_type.as_str(), tombstone.revision), ("gone", "$streamDeleted", i64::MAX as u64));
+    assert_eq!(
+        (tombstone.stream_id.as_str(), tombstone.event_type.as_str(), tombstone.revision),
+        ("gone", "$streamDeleted", i64::MAX as u64)
+    );
 }
 
 #[tokio::test]
@@ -131,7 +162,8 @@ async fn stream_metadata_round_trips_and_truncate_before_hides_events() {
     seed(&client, "trimmed", 0..5).await;
     let metadata = eventstore::StreamMetadata::builder().truncate_before(3).max_count(100).build();
     client.set_stream_metadata("trimmed", &Default::default(), &metadata).await.expect("set metadata");
-    let events = collect(client.read_stream("trimmed", &Default::default()).await.expect("read")).await.expect("events");
+    let events =
+        collect(client.read_stream("trimmed", &Default::default()).await.expect("read")).await.expect("events");
     assert_eq!(numbers(&events), vec![3, 4]);
     match client.get_stream_metadata("trimmed", &Default::default()).await.expect("get metadata") {
         eventstore::StreamMetadataResult::Success(read) => {

@@ -15,7 +15,9 @@ async fn append_numbers(client: &eventstore::Client, stream: &str, range: std::o
 }
 
 fn number(event: &eventstore::ResolvedEvent) -> u64 {
-    serde_json::from_slice::<serde_json::Value>(&event.get_original_event().data).expect("json")["n"].as_u64().expect("n")
+    serde_json::from_slice::<serde_json::Value>(&event.get_original_event().data).expect("json")["n"]
+        .as_u64()
+        .expect("n")
 }
 
 /// What a subscription delivers, simplified for comparison.
@@ -60,17 +62,28 @@ async fn a_stream_subscription_catches_up_then_goes_live() {
     append_numbers(&client, "tick", 0..3).await;
     append_numbers(&client, "other", 100..101).await;
 
-    let mut sub = client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::Start)).await;
-    assert_eq!(take(&mut sub, 5).await, vec![Seen::Confirmed, ev("tick", 0), ev("tick", 1), ev("tick", 2), Seen::CaughtUp]);
+    let mut sub = client
+        .subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::Start))
+        .await;
+    assert_eq!(
+        take(&mut sub, 5).await,
+        vec![Seen::Confirmed, ev("tick", 0), ev("tick", 1), ev("tick", 2), Seen::CaughtUp]
+    );
 
     append_numbers(&client, "other", 101..102).await;
     append_numbers(&client, "tick", 3..5).await;
     assert_eq!(take(&mut sub, 2).await, vec![ev("tick", 3), ev("tick", 4)], "live events of this stream only");
 
     // Starting at a revision is exclusive; starting at the end sees only new events.
-    let mut from_one = client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1))).await;
-    assert_eq!(take(&mut from_one, 5).await, vec![Seen::Confirmed, ev("tick", 2), ev("tick", 3), ev("tick", 4), Seen::CaughtUp]);
-    let mut from_end = client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::End)).await;
+    let mut from_one = client
+        .subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1)))
+        .await;
+    assert_eq!(
+        take(&mut from_one, 5).await,
+        vec![Seen::Confirmed, ev("tick", 2), ev("tick", 3), ev("tick", 4), Seen::CaughtUp]
+    );
+    let mut from_end =
+        client.subscribe_to_stream("tick", &SubscribeToStreamOptions::default().start_from(StreamPosition::End)).await;
     assert_eq!(take(&mut from_end, 2).await, vec![Seen::Confirmed, Seen::CaughtUp]);
     append_numbers(&client, "tick", 5..6).await;
     assert_eq!(take(&mut from_end, 1).await, vec![ev("tick", 5)]);
@@ -105,7 +118,9 @@ async fn an_all_subscription_resumes_exclusively_after_a_position() {
     append_numbers(&client, "c", 4..5).await;
     assert_eq!(next_seen(&mut sub).await.0, ev("c", 4));
 
-    let mut resumed = client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Position(positions[1]))).await;
+    let mut resumed = client
+        .subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Position(positions[1])))
+        .await;
     assert_eq!(take(&mut resumed, 5).await, vec![Seen::Confirmed, ev("b", 2), ev("b", 3), ev("c", 4), Seen::CaughtUp]);
 }
 
@@ -155,7 +170,10 @@ async fn filtered_all_subscriptions_match_by_prefix_or_regex_and_send_checkpoint
 
     let by_type = SubscriptionFilter::on_event_type().add_prefix("Other");
     let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(by_type)).await;
-    client.append_to_stream("x", &Default::default(), json_event("OtherThing", json!({"n": 500}))).await.expect("append");
+    client
+        .append_to_stream("x", &Default::default(), json_event("OtherThing", json!({"n": 500})))
+        .await
+        .expect("append");
     let mut events = Vec::new();
     while events.is_empty() {
         if let (Seen::Event(stream, n), _) = next_seen(&mut sub).await {
@@ -185,7 +203,9 @@ async fn many_subscribers_each_receive_every_event_while_a_stalled_one_waits() {
     // Twenty live subscribers, each confirmed and caught up before the writes.
     let mut subscribers = Vec::new();
     for _ in 0..20 {
-        let mut sub = client.subscribe_to_stream("fanout", &SubscribeToStreamOptions::default().start_from(StreamPosition::End)).await;
+        let mut sub = client
+            .subscribe_to_stream("fanout", &SubscribeToStreamOptions::default().start_from(StreamPosition::End))
+            .await;
         assert_eq!(take(&mut sub, 2).await, vec![Seen::Confirmed, Seen::CaughtUp]);
         subscribers.push(sub);
     }
