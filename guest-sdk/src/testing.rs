@@ -1,0 +1,210 @@
+//! A native test harness: given events, expect documents.
+//!
+//! The harness behaves like the host where a projection can tell: it delivers
+//! only the events the description asks for (never `$`-system events), gives
+//! them increasing positions and per-stream revisions, validates documents as
+//! the host does, and applies each `given` call as one batch that is
+//! discarded whole if any event fails.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::{Backend, Level, WriteError};
+use crate::{apply_batch, BatchError, Event, Projection, ReadModel};
+
+/// The document size limit the host applies by default.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+thread_local! {
+    static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn record_log(level: Level, message: &str) {
+    LOGS.with(|logs| logs.borrow_mut().push((level, message.to_owned())));
+}
+
+/// An event to feed the harness, built fluently.
+#[derive(Debug, Clone)]
+pub struct TestEvent {
+    stream_id: String,
+    event_type: String,
+    content_type: String,
+    data: Vec<u8>,
+    metadata: Vec<u8>,
+    created_ms: i64,
+}
+
+impl TestEvent {
+    /// A JSON event of type `event_type` in stream `test`.
+    pub fn json<T: Serialize + ?Sized>(event_type: &str, payload: &T) -> Self {
+        TestEvent {
+            stream_id: "test".into(),
+            event_type: event_type.into(),
+            content_type: "application/json".into(),
+            data: serde_json::to_vec(payload).unwrap_or_default(),
+            metadata: Vec::new(),
+            created_ms: 0,
+        }
+    }
+
+    /// An event with a raw payload (e.g. deliberately malformed JSON).
+    pub fn raw(event_type: &str, data: impl Into<Vec<u8>>) -> Self {
+        TestEvent { data: data.into(), ..TestEvent::json(event_type, &()) }
+    }
+
+    /// Puts the event in `stream`.
+    pub fn stream(mut self, stream: &str) -> Self {
+        self.stream_id = stream.into();
+        self
+    }
+
+    /// Sets the metadata to `metadata` as JSON.
+    pub fn metadata<T: Serialize + ?Sized>(mut self, metadata: &T) -> Self {
+        self.metadata = serde_json::to_vec(metadata).unwrap_or_default();
+        self
+    }
+
+    /// Sets `schemaVersion` in the metadata.
+    pub fn schema_version(self, version: u32) -> Self {
+        self.metadata(&serde_json::json!({ "schemaVersion": version }))
+    }
+
+    /// Sets the stored time, in milliseconds since the Unix epoch.
+    pub fn created_ms(mut self, created_ms: i64) -> Self {
+        self.created_ms = created_ms;
+        self
+    }
+}
+
+/// Runs a projection natively over given events and exposes its documents.
+#[derive(Debug)]
+pub struct Harness<P> {
+    documents: BTreeMap<String, BTreeMap<String, Value>>,
+    revisions: HashMap<String, u64>,
+    position: u64,
+    max_document_bytes: usize,
+    projection: PhantomData<P>,
+}
+
+impl<P: Projection> Default for Harness<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Projection> Harness<P> {
+    /// An empty read model.
+    pub fn new() -> Self {
+        LOGS.with(|logs| logs.borrow_mut().clear());
+        Harness {
+            documents: BTreeMap::new(),
+            revisions: HashMap::new(),
+            position: 0,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            projection: PhantomData,
+        }
+    }
+
+    /// Sets the document size limit (the host's `--max-document-bytes`).
+    pub fn max_document_bytes(mut self, limit: usize) -> Self {
+        self.max_document_bytes = limit;
+        self
+    }
+
+    /// Applies `events` as one batch. On error nothing of the batch is kept;
+    /// `event_index` counts only the events the projection was given.
+    pub fn given(&mut self, events: impl IntoIterator<Item = TestEvent>) -> Result<(), BatchError> {
+        let description = P::description();
+        let mut delivered = Vec::new();
+        for test in events {
+            // Every event takes a revision and a position, delivered or not.
+            let revision = self.revisions.entry(test.stream_id.clone()).or_insert(0);
+            let stream_revision = *revision;
+            *revision += 1;
+            self.position += 1;
+            if !description.wants(&test.stream_id, &test.event_type) {
+                continue;
+            }
+            delivered.push(Event {
+                event_id: format!("00000000-0000-4000-8000-{:012x}", self.position),
+                stream_id: test.stream_id,
+                event_type: test.event_type,
+                stream_revision,
+                commit_position: self.position,
+                created_ms: test.created_ms,
+                content_type: test.content_type,
+                data: test.data,
+                metadata: test.metadata,
+            });
+        }
+        let mut scratch = Scratch { base: &self.documents, writes: BTreeMap::new(), limit: self.max_document_bytes };
+        apply_batch::<P>(&delivered, &mut ReadModel::new(&mut scratch))?;
+        let writes = scratch.writes;
+        for ((collection, key), write) in writes {
+            let documents = self.documents.entry(collection).or_default();
+            match write {
+                Some(value) => documents.insert(key, value),
+                None => documents.remove(&key),
+            };
+        }
+        self.documents.retain(|_, documents| !documents.is_empty());
+        Ok(())
+    }
+
+    /// The document under `key` in `collection`.
+    pub fn document(&self, collection: &str, key: &str) -> Option<&Value> {
+        self.documents.get(collection)?.get(key)
+    }
+
+    /// Every document of `collection`, by key.
+    pub fn collection(&self, collection: &str) -> BTreeMap<String, Value> {
+        self.documents.get(collection).cloned().unwrap_or_default()
+    }
+
+    /// The names of the collections that hold documents.
+    pub fn collections(&self) -> Vec<String> {
+        self.documents.keys().cloned().collect()
+    }
+
+    /// The log lines written so far on this thread, oldest first; clears them.
+    pub fn take_logs(&self) -> Vec<(Level, String)> {
+        LOGS.with(|logs| std::mem::take(&mut *logs.borrow_mut()))
+    }
+}
+
+/// The batch's writes over the committed documents.
+struct Scratch<'a> {
+    base: &'a BTreeMap<String, BTreeMap<String, Value>>,
+    writes: BTreeMap<(String, String), Option<Value>>,
+    limit: usize,
+}
+
+impl Backend for Scratch<'_> {
+    fn get(&mut self, collection: &str, key: &str) -> Option<String> {
+        let value = match self.writes.get(&(collection.to_owned(), key.to_owned())) {
+            Some(write) => write.clone(),
+            None => self.base.get(collection).and_then(|c| c.get(key)).cloned(),
+        };
+        value.map(|v| v.to_string())
+    }
+
+    fn put(&mut self, collection: &str, key: &str, document: String) -> Result<(), WriteError> {
+        if collection.is_empty() || key.is_empty() {
+            return Err(WriteError::InvalidName("collection and key must not be empty".into()));
+        }
+        if document.len() > self.limit {
+            return Err(WriteError::TooLarge(self.limit as u64));
+        }
+        let value: Value = serde_json::from_str(&document).map_err(|e| WriteError::InvalidJson(e.to_string()))?;
+        self.writes.insert((collection.to_owned(), key.to_owned()), Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, collection: &str, key: &str) {
+        self.writes.insert((collection.to_owned(), key.to_owned()), None);
+    }
+}
