@@ -23,6 +23,7 @@ thread_local! {
     static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_log(level: Level, message: &str) {
     LOGS.with(|logs| logs.borrow_mut().push((level, message.to_owned())));
 }

@@ -3,7 +3,11 @@
 //! - `cargo xtask run [ARGS...]`: builds the release binary and runs
 //!   `projector` (by default the embedded event store) with `ARGS`.
 //! - `cargo xtask test`: installs what the tests need that cargo does not
-//!   (the wasm target, the Node.js client), then runs every test.
+//!   (the wasm target, the Node.js client), builds the example projections
+//!   to WebAssembly, then runs every test.
+//! - `cargo xtask guests`: builds the example projections to WebAssembly
+//!   (into `target-guests/`, a separate target dir so it never waits on the
+//!   host build's lock).
 //!
 //! Both start with `rustup target add wasm32-unknown-unknown`: these machines
 //! set `RUSTUP_AUTO_INSTALL=0`, so the target listed in `rust-toolchain.toml`
@@ -19,8 +23,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("guests") => add_wasm_target().and_then(|()| build_guests()),
         _ => {
-            eprintln!("usage: cargo xtask run [projector args...] | cargo xtask test [cargo test args...]");
+            eprintln!("usage: cargo xtask run [projector args...] | test [cargo test args...] | guests");
             return ExitCode::from(2);
         }
     };
@@ -69,8 +74,24 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     step("cargo run --release --bin projector", &mut command)
 }
 
+/// The example projections, built as WebAssembly modules.
+const GUESTS: &[&str] = &["user-directory", "signup-stats", "inventory"];
+
+fn build_guests() -> anyhow::Result<()> {
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", root().join("target-guests"))
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"]);
+    for guest in GUESTS {
+        command.args(["--package", guest]);
+    }
+    step("cargo build --target wasm32-unknown-unknown (example projections)", &mut command)
+}
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     add_wasm_target()?;
+    build_guests()?;
     let node_dir = root().join("tests/node");
     step(
         "npm ci (the official Node.js client, for the conformance test)",
