@@ -5,6 +5,7 @@
 //! builds on it.
 
 pub mod cli;
+pub mod runtime;
 
 use std::future::Future;
 

@@ -7,6 +7,7 @@
 //! - `eventstore::durability` restart, torn and corrupt tails
 //! - `eventstore::protocol`  server features, gossip, transport latency path
 //! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`)
+//! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
 //!
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
 //! and talks to it through the official `eventstore` client.
@@ -15,3 +16,4 @@
 #![allow(clippy::unwrap_used)]
 
 mod eventstore;
+mod runtime;

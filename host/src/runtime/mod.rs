@@ -1,0 +1,338 @@
+//! The WebAssembly runtime: compiles projection modules and runs their
+//! batches inside a sandbox.
+//!
+//! A module is compiled once, at deploy, into a wasmtime component (a plain
+//! core module built for `wasm32-unknown-unknown` is wrapped into a component
+//! first). Each batch runs under a deadline (epoch interruption), a memory
+//! cap, and a document size cap. The batch's writes are collected in an
+//! overlay that reads see; the caller commits them, with the checkpoint, only
+//! if the batch succeeds. This module does not store anything and does not
+//! subscribe to anything: storage and the event feed are the caller's.
+
+mod bindings;
+mod host;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+
+use bindings::projector::projection::types as wit;
+pub use host::DocumentSource;
+use host::HostState;
+
+/// How often the epoch ticks; batch deadlines are counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sandbox limits for each projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a single batch may run.
+    pub batch_deadline: Duration,
+    /// Largest linear memory a module may have.
+    pub memory_bytes: usize,
+    /// Largest document a module may write.
+    pub document_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { batch_deadline: Duration::from_secs(5), memory_bytes: 64 << 20, document_bytes: 1 << 20 }
+    }
+}
+
+/// Why a module cannot be deployed. Surfaces as HTTP 400/422 at deploy.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The bytes are not WebAssembly.
+    #[error("not a WebAssembly module or component")]
+    NotWasm,
+    /// The module imports something outside the contract.
+    #[error("module imports `{0}`, which is outside the projection contract")]
+    ForbiddenImport(String),
+    /// The module is WebAssembly but does not implement the contract.
+    #[error("module does not implement the projection contract: {0}")]
+    Invalid(String),
+}
+
+/// Why a batch failed. The caller discards the batch's writes and faults the
+/// projection with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The guest reported an error for one of the events.
+    #[error("event {event_index} of the batch failed: {message}")]
+    Guest {
+        /// Index of the failing event in the batch.
+        event_index: usize,
+        /// The guest's error, e.g. `invalid event: ...`.
+        message: String,
+    },
+    /// The batch ran past its deadline.
+    #[error("the batch ran longer than {0:?}")]
+    Timeout(Duration),
+    /// The module tried to grow its memory past the limit.
+    #[error("the module exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The module trapped (a panic, an out-of-bounds access, a host failure).
+    #[error("the module trapped: {0}")]
+    Trap(String),
+}
+
+/// One event handed to a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Stream id.
+    pub stream_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Event id (UUID text).
+    pub event_id: String,
+    /// Revision in the stream.
+    pub stream_revision: u64,
+    /// Commit position in `$all`.
+    pub commit_position: u64,
+    /// Stored time, ms since the epoch.
+    pub created_ms: i64,
+    /// Content type.
+    pub content_type: String,
+    /// Payload.
+    pub data: Vec<u8>,
+    /// Metadata.
+    pub metadata: Vec<u8>,
+}
+
+/// What a module says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// Projection name.
+    pub name: String,
+    /// Version of its logic.
+    pub version: String,
+    /// Event-type prefixes it wants (all if empty).
+    pub event_type_prefixes: Vec<String>,
+    /// Stream prefixes it wants (all if empty).
+    pub stream_prefixes: Vec<String>,
+    /// Indexes as (collection, dotted field path).
+    pub indexes: Vec<(String, String)>,
+}
+
+/// A batch's writes: `Some(json)` to store, `None` to delete.
+pub type Writes = BTreeMap<(String, String), Option<String>>;
+
+/// The engine shared by every projection.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// A compiled module, ready to instantiate.
+#[derive(Clone)]
+pub struct Module {
+    component: Component,
+    description: Description,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("description", &self.description).finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    /// What the module said about itself at deploy.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+}
+
+impl Runtime {
+    /// An engine with the given default limits, and the thread that ticks its epoch.
+    pub fn new(limits: Limits) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(wasm_error)?;
+        spawn_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        bindings::Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(wasm_error)?;
+        Ok(Runtime { engine, linker, limits })
+    }
+
+    /// Compiles `bytes` (a core module or a component), checks it against
+    /// the contract, and asks it to describe itself.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Module, DeployError> {
+        let component_bytes = to_component(bytes)?;
+        let component =
+            Component::new(&self.engine, &component_bytes).map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if !name.starts_with("projector:projection/") {
+                return Err(DeployError::ForbiddenImport(name.to_owned()));
+            }
+        }
+        let mut module = Module { component, description: Description::default_for_compile() };
+        let mut instance =
+            self.instantiate(&module).map_err(|fault| DeployError::Invalid(format!("cannot instantiate: {fault}")))?;
+        module.description =
+            instance.describe().map_err(|fault| DeployError::Invalid(format!("describe failed: {fault}")))?;
+        Ok(module)
+    }
+
+    /// A fresh instance of `module` with this runtime's limits.
+    pub fn instantiate(&self, module: &Module) -> Result<Instance, Fault> {
+        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
+        let state = HostState::new(limits, self.limits.document_bytes, module.description.name.clone());
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
+        let bindings = bindings::Projection::instantiate(&mut store, &module.component, &self.linker)
+            .map_err(|e| classify(e, &self.limits))?;
+        Ok(Instance { store, bindings, limits: self.limits })
+    }
+}
+
+impl Description {
+    fn default_for_compile() -> Self {
+        Description {
+            name: String::new(),
+            version: String::new(),
+            event_type_prefixes: Vec::new(),
+            stream_prefixes: Vec::new(),
+            indexes: Vec::new(),
+        }
+    }
+}
+
+/// A running module. Not `Sync`; one batch at a time.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Projection,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    fn describe(&mut self) -> Result<Description, Fault> {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
+        let d = self.bindings.call_describe(&mut self.store).map_err(|e| classify(e, &self.limits))?;
+        Ok(Description {
+            name: d.name,
+            version: d.version,
+            event_type_prefixes: d.event_type_prefixes,
+            stream_prefixes: d.stream_prefixes,
+            indexes: d.indexes.into_iter().map(|i| (i.collection, i.field)).collect(),
+        })
+    }
+
+    /// Runs one batch over `source` and returns its writes. On any failure
+    /// the writes are dropped; after a trap the instance must not be reused.
+    pub fn handle_batch(&mut self, events: &[Event], source: Arc<dyn DocumentSource>) -> Result<Writes, Fault> {
+        let batch: Vec<wit::Event> = events
+            .iter()
+            .map(|e| wit::Event {
+                stream_id: e.stream_id.clone(),
+                event_type: e.event_type.clone(),
+                event_id: e.event_id.clone(),
+                stream_revision: e.stream_revision,
+                commit_position: e.commit_position,
+                created_ms: e.created_ms,
+                content_type: e.content_type.clone(),
+                data: e.data.clone(),
+                metadata: e.metadata.clone(),
+            })
+            .collect();
+        self.store.data_mut().begin_batch(source);
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
+        let outcome = self.bindings.call_handle_batch(&mut self.store, &batch);
+        let writes = self.store.data_mut().end_batch();
+        match outcome {
+            Ok(Ok(())) => Ok(writes),
+            Ok(Err(failed)) => Err(Fault::Guest {
+                event_index: failed.event_index as usize,
+                message: match failed.error {
+                    wit::HandleError::InvalidEvent(m) => format!("invalid event: {m}"),
+                    wit::HandleError::ReadModel(m) => format!("read model: {m}"),
+                    wit::HandleError::Other(m) => m,
+                },
+            }),
+            Err(e) => Err(classify(e, &self.limits)),
+        }
+    }
+}
+
+/// Wraps a core module into a component; passes components through.
+fn to_component(bytes: &[u8]) -> Result<Vec<u8>, DeployError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(DeployError::NotWasm);
+    }
+    // Bytes 4..8 are the version; a component's layer field is non-zero.
+    if bytes[6..8] != [0, 0] {
+        return Ok(bytes.to_vec());
+    }
+    wit_component::ComponentEncoder::default()
+        .module(bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| {
+            let message = format!("{e:#}");
+            match forbidden_import_in(&message) {
+                Some(import) => DeployError::ForbiddenImport(import),
+                None => DeployError::Invalid(message),
+            }
+        })
+}
+
+/// Picks the offending import name out of wit-component's error message.
+fn forbidden_import_in(message: &str) -> Option<String> {
+    let start = message.find("import")?;
+    let rest = &message[start..];
+    let open = rest.find('`')?;
+    let close = rest[open + 1..].find('`')?;
+    Some(rest[open + 1..open + 1 + close].to_owned())
+}
+
+fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{error:#}")
+}
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// Turns a wasmtime error into the fault a user can act on.
+fn classify(error: wasmtime::Error, limits: &Limits) -> Fault {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return Fault::Timeout(limits.batch_deadline);
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
+        return Fault::MemoryLimit(limits.memory_bytes);
+    }
+    Fault::Trap(text)
+}
+
+/// Ticks the engine's epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    let _ = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+}

@@ -1,0 +1,165 @@
+//! The Wasm runtime running the real example modules (built from
+//! `projections/*` by `tests/build.rs`): it must agree with the native
+//! harness, keep a failed batch's writes out, and refuse what is not a
+//! projection module.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use projector::runtime::{DeployError, DocumentSource, Event, Fault, Limits, Runtime, Writes};
+use projector_guest_sdk::testing::{Harness, TestEvent};
+use serde_json::{json, Value};
+
+fn module_bytes(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Committed documents, in memory, standing in for the read-model database.
+#[derive(Default)]
+struct Committed(Mutex<BTreeMap<(String, String), String>>);
+
+impl DocumentSource for Committed {
+    fn get(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.0.lock().expect("lock").get(&(collection.to_owned(), key.to_owned())).cloned())
+    }
+}
+
+impl Committed {
+    fn commit(&self, writes: Writes) {
+        let mut documents = self.0.lock().expect("lock");
+        for (key, write) in writes {
+            match write {
+                Some(doc) => documents.insert(key, doc),
+                None => documents.remove(&key),
+            };
+        }
+    }
+
+    fn collection(&self, collection: &str) -> BTreeMap<String, Value> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|((c, _), _)| c == collection)
+            .map(|((_, k), v)| (k.clone(), serde_json::from_str(v).expect("stored documents are JSON")))
+            .collect()
+    }
+}
+
+fn registration(n: u64, email: &str, day: &str) -> (Event, TestEvent) {
+    let data = json!({"userId": format!("u{n}"), "email": email, "username": format!("user{n}"),
+                      "passwordHash": "$argon2id$v=19$x", "registeredAt": format!("{day}T08:00:00Z")});
+    let metadata = json!({"schemaVersion": 2});
+    let event = Event {
+        stream_id: format!("user-u{n}"),
+        event_type: "UserRegistered".into(),
+        event_id: format!("00000000-0000-4000-8000-{n:012x}"),
+        stream_revision: 0,
+        commit_position: 100 + n,
+        created_ms: 0,
+        content_type: "application/json".into(),
+        data: serde_json::to_vec(&data).expect("json"),
+        metadata: serde_json::to_vec(&metadata).expect("json"),
+    };
+    let test = TestEvent::json("UserRegistered", &data).stream(&format!("user-u{n}")).schema_version(2);
+    (event, test)
+}
+
+#[test]
+fn each_example_module_deploys_and_describes_itself() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    for (path, name) in [
+        (env!("WASM_USER_DIRECTORY"), "user-directory"),
+        (env!("WASM_SIGNUP_STATS"), "signup-stats"),
+        (env!("WASM_INVENTORY"), "inventory"),
+    ] {
+        let module = runtime.compile(&module_bytes(path)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(module.description().name, name);
+        assert_eq!(module.description().version, "1.0.0");
+    }
+    let inventory = runtime.compile(&module_bytes(env!("WASM_INVENTORY"))).expect("inventory");
+    assert_eq!(inventory.description().stream_prefixes, vec!["stock-".to_owned()]);
+    assert!(inventory.description().indexes.contains(&("stock".to_owned(), "sku".to_owned())));
+}
+
+#[test]
+fn wasm_and_native_runs_of_the_same_projection_write_the_same_documents() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_SIGNUP_STATS"))).expect("signup-stats");
+    let mut instance = runtime.instantiate(&module).expect("instance");
+    let committed = Arc::new(Committed::default());
+    let mut harness = Harness::<signup_stats::SignupStats>::new();
+
+    let batches = [
+        vec![registration(1, "a@example.com", "2026-11-22"), registration(2, "b@EXAMPLE.com", "2026-11-23")],
+        vec![registration(3, "c@other.org", "2026-11-23"), registration(4, "d@example.com", "2026-11-23")],
+    ];
+    for batch in batches {
+        let (events, tests): (Vec<Event>, Vec<TestEvent>) = batch.into_iter().unzip();
+        let writes = instance.handle_batch(&events, committed.clone()).expect("batch applies");
+        committed.commit(writes);
+        harness.given(tests).expect("harness applies");
+    }
+    for collection in ["domains", "days"] {
+        assert_eq!(committed.collection(collection), harness.collection(collection), "{collection}");
+    }
+    assert_eq!(committed.collection("domains")["example.com"], json!({"domain": "example.com", "count": 3}));
+}
+
+#[test]
+fn a_failing_event_faults_the_batch_and_returns_no_writes() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_USER_DIRECTORY"))).expect("user-directory");
+    let mut instance = runtime.instantiate(&module).expect("instance");
+    let (good, _) = registration(1, "a@example.com", "2026-11-23");
+    let (mut bad, _) = registration(2, "b@example.com", "2026-11-23");
+    bad.data = b"{not json".to_vec();
+    let committed = Arc::new(Committed::default());
+    let fault = instance.handle_batch(&[good.clone(), bad], committed.clone()).expect_err("faults");
+    match fault {
+        Fault::Guest { event_index, message } => {
+            assert_eq!(event_index, 1);
+            assert!(message.starts_with("invalid event"), "{message}");
+        }
+        other => panic!("expected a guest fault, got {other:?}"),
+    }
+    // The instance stays usable after a guest error, and reads do not see the failed batch.
+    let writes = instance.handle_batch(&[good], committed.clone()).expect("good batch");
+    committed.commit(writes);
+    assert_eq!(committed.collection("users").len(), 1);
+}
+
+#[test]
+fn uploads_that_are_not_projection_modules_are_refused() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    assert!(matches!(runtime.compile(b"hello"), Err(DeployError::NotWasm)));
+    let bytes = module_bytes(env!("WASM_INVENTORY"));
+    let truncated = &bytes[..bytes.len() / 2];
+    assert!(matches!(runtime.compile(truncated), Err(DeployError::Invalid(_))), "a truncated module is invalid");
+    // A module that imports something outside the contract, named in the error.
+    let wasi = wasi_importing_module();
+    match runtime.compile(&wasi) {
+        Err(DeployError::ForbiddenImport(name)) => assert!(name.contains("wasi_snapshot_preview1"), "{name}"),
+        other => panic!("expected a forbidden import, got {other:?}"),
+    }
+}
+
+/// `(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))`,
+/// encoded by hand.
+fn wasi_importing_module() -> Vec<u8> {
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    // type section: one func type (i32 x4) -> i32
+    bytes.extend_from_slice(&[0x01, 0x09, 0x01, 0x60, 0x04, 0x7f, 0x7f, 0x7f, 0x7f, 0x01, 0x7f]);
+    // import section
+    let module = b"wasi_snapshot_preview1";
+    let field = b"fd_write";
+    let mut import = vec![0x01, module.len() as u8];
+    import.extend_from_slice(module);
+    import.push(field.len() as u8);
+    import.extend_from_slice(field);
+    import.extend_from_slice(&[0x00, 0x00]);
+    bytes.push(0x02);
+    bytes.push(import.len() as u8);
+    bytes.extend_from_slice(&import);
+    bytes
+}
