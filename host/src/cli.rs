@@ -22,6 +22,8 @@ pub struct Cli {
 /// The things `projector` can run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the host: projections over the event store, queried over HTTP.
+    Serve(ServeArgs),
     /// Run the embedded EventStoreDB-compatible event store on its own.
     Eventstore(EventstoreArgs),
 }
@@ -40,4 +42,29 @@ pub struct EventstoreArgs {
     /// Largest accepted append in bytes (event data, metadata and type).
     #[arg(long, env = "PROJECTOR_MAX_APPEND_SIZE", default_value_t = eventstore_embedded::DEFAULT_MAX_APPEND_SIZE)]
     pub max_append_size: usize,
+}
+
+/// Flags of `projector serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "PROJECTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for read models (and the embedded event store's log).
+    #[arg(long, env = "PROJECTOR_DATA", default_value = "data")]
+    pub data: PathBuf,
+
+    /// Connection string of an EventStoreDB/KurrentDB to follow, e.g.
+    /// `esdb://localhost:2113?tls=false`. Without it the embedded event store runs in-process.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE")]
+    pub eventstore: Option<String>,
+
+    /// Where the embedded event store serves gRPC to other clients (when `--eventstore` is not given).
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_LISTEN", default_value = "127.0.0.1:2113")]
+    pub eventstore_listen: SocketAddr,
+
+    /// Deploy a module at startup: `NAME=PATH` (repeatable).
+    #[arg(long = "deploy", value_name = "NAME=PATH")]
+    pub deploy: Vec<String>,
 }

@@ -1,7 +1,8 @@
 //! Project automation, in Rust rather than shell: the README's two commands.
 //!
-//! - `cargo xtask run [ARGS...]`: builds the release binary and runs
-//!   `projector` (by default the embedded event store) with `ARGS`.
+//! - `cargo xtask run [ARGS...]`: builds the example projections and the
+//!   release binary, then runs `projector serve` with the three examples
+//!   deployed (or `projector ARGS` when arguments are given).
 //! - `cargo xtask test`: installs what the tests need that cargo does not
 //!   (the wasm target, the Node.js client), builds the example projections
 //!   to WebAssembly, then runs every test.
@@ -67,7 +68,17 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let mut command = Command::new(cargo());
     command.current_dir(root()).args(["run", "--release", "--bin", "projector", "--"]);
     if args.is_empty() {
-        command.arg("eventstore");
+        build_guests()?;
+        command.arg("serve");
+        let modules = root().join("target-guests/wasm32-unknown-unknown/release");
+        for guest in GUESTS {
+            let file = modules.join(format!("{}.wasm", guest.replace('-', "_")));
+            command.arg("--deploy").arg(format!("{guest}={}", file.display()));
+        }
+        eprintln!("xtask: once started, try:");
+        eprintln!("  curl http://127.0.0.1:8080/projections");
+        eprintln!("  curl http://127.0.0.1:8080/projections/user-directory/collections/users");
+        eprintln!("  (append events with any EventStoreDB client to esdb://127.0.0.1:2113?tls=false)");
     } else {
         command.args(args);
     }

@@ -8,6 +8,7 @@
 //! - `eventstore::protocol`  server features, gossip, transport latency path
 //! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`)
 //! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
+//! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
 //!
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
 //! and talks to it through the official `eventstore` client.
@@ -16,4 +17,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod eventstore;
+mod host;
 mod runtime;

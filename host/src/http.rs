@@ -1,0 +1,249 @@
+//! The HTTP API: deploy projections, see their status, query their read models.
+//!
+//! Errors are JSON `{ "error": { "code", "message" } }` with the matching
+//! status; internal details are logged, not returned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::projections::{Projection, Projections, Status};
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// Largest module accepted by a deploy.
+    pub max_module_bytes: usize,
+    /// Longest a query with `at_least` waits for its position.
+    pub at_least_wait: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_module_bytes: 16 << 20, at_least_wait: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    projections: Arc<Projections>,
+    config: HttpConfig,
+}
+
+/// The API's routes over `projections`.
+pub fn router(projections: Arc<Projections>, config: HttpConfig) -> Router {
+    let state = AppState { projections, config };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/projections", get(list_projections))
+        .route("/projections/{name}", get(get_projection).put(deploy))
+        .route("/projections/{name}/collections/{collection}", get(list_documents))
+        .route("/projections/{name}/collections/{collection}/{key}", get(get_document))
+        .layer(DefaultBodyLimit::max(config.max_module_bytes))
+        .with_state(state)
+}
+
+/// An API error: a status, a stable code and a message for the caller.
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AppError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError { status, code, message: message.into() }
+    }
+
+    fn internal(error: anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{error:#}"), "request failed");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Projection names: `[a-z0-9][a-z0-9-]{0,62}`, so they are safe in paths.
+fn valid_name(name: &str) -> Result<(), AppError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("projection name '{name}' must match [a-z0-9][a-z0-9-]{{0,62}}"),
+        ))
+    }
+}
+
+fn projection(state: &AppState, name: &str) -> Result<Arc<Projection>, AppError> {
+    state
+        .projections
+        .get(name)
+        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "unknown_projection", format!("no projection named '{name}'")))
+}
+
+async fn list_projections(State(state): State<AppState>) -> Json<Vec<Status>> {
+    Json(state.projections.statuses())
+}
+
+async fn get_projection(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
+    Ok(Json(projection(&state, &name)?.status()))
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Status>), AppError> {
+    valid_name(&name)?;
+    if state.projections.get(&name).is_some() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "already_deployed",
+            format!("'{name}' is already deployed; replacing a running projection is not supported yet"),
+        ));
+    }
+    let module_id = crate::projections::module_id(&body);
+    let runtime = state.projections.runtime().clone();
+    let compiled = tokio::task::spawn_blocking(move || runtime.compile(&body))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("compile task failed: {e}")))?;
+    let module = compiled.map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", e.to_string()))?;
+    let projection = state.projections.deploy(&name, &module_id, module).map_err(AppError::internal)?;
+    Ok((StatusCode::CREATED, Json(projection.status())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentQuery {
+    at_least: Option<u64>,
+}
+
+/// Waits (bounded) until the projection has applied `at_least`.
+async fn wait_for(state: &AppState, projection: &Projection, at_least: Option<u64>) -> Result<(), AppError> {
+    let Some(position) = at_least else { return Ok(()) };
+    match tokio::time::timeout(state.config.at_least_wait, projection.wait_for(position)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "projection_faulted",
+            format!("projection '{}' is faulted at checkpoint {:?}", status.name, status.checkpoint),
+        )),
+        Err(_) => Err(AppError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "not_caught_up",
+            format!(
+                "projection '{}' has not reached position {position} within {:?}; its checkpoint is {:?}",
+                projection.name,
+                state.config.at_least_wait,
+                projection.status().checkpoint
+            ),
+        )),
+    }
+}
+
+async fn get_document(
+    State(state): State<AppState>,
+    Path((name, collection, key)): Path<(String, String, String)>,
+    Query(query): Query<DocumentQuery>,
+) -> Result<Response, AppError> {
+    let projection = projection(&state, &name)?;
+    wait_for(&state, &projection, query.at_least).await?;
+    let db = projection.db.clone();
+    let (c, k) = (collection.clone(), key.clone());
+    let doc = tokio::task::spawn_blocking(move || db.document(&c, &k))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
+        .map_err(AppError::internal)?;
+    match doc {
+        Some(doc) => Ok(([(header::CONTENT_TYPE, "application/json")], doc).into_response()),
+        None => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no document '{key}' in collection '{collection}' of '{name}'"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    at_least: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListItem {
+    key: String,
+    doc: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListPage {
+    items: Vec<ListItem>,
+    next_cursor: Option<String>,
+}
+
+async fn list_documents(
+    State(state): State<AppState>,
+    Path((name, collection)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ListPage>, AppError> {
+    let projection = projection(&state, &name)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be between 1 and 1000"));
+    }
+    let after = match &query.cursor {
+        None => None,
+        Some(cursor) => Some(unhex(cursor).ok_or_else(|| {
+            AppError::new(StatusCode::BAD_REQUEST, "invalid_cursor", format!("cursor '{cursor}' was not issued by this API"))
+        })?),
+    };
+    wait_for(&state, &projection, query.at_least).await?;
+    let db = projection.db.clone();
+    let items = tokio::task::spawn_blocking(move || db.list(&collection, after.as_deref(), limit + 1))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
+        .map_err(AppError::internal)?;
+    let more = items.len() > limit;
+    let items: Vec<ListItem> = items
+        .into_iter()
+        .take(limit)
+        .map(|item| Ok(ListItem { key: item.key, doc: RawValue::from_string(item.doc)? }))
+        .collect::<Result<_, serde_json::Error>>()
+        .map_err(|e| AppError::internal(e.into()))?;
+    let next_cursor = if more { items.last().map(|i| hex(i.key.as_bytes())) } else { None };
+    Ok(Json(ListPage { items, next_cursor }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}

@@ -1,0 +1,193 @@
+//! End to end: the embedded event store and the host in-process on loopback
+//! ports, events appended with the official client, answers read over HTTP.
+
+use eventstore::EventData;
+use projector::Host;
+use projector_tests::TestEnv;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+struct HostEnv {
+    store: TestEnv,
+    host: Option<Host>,
+    stop: Option<oneshot::Sender<()>>,
+    http: reqwest::Client,
+    data: tempfile::TempDir,
+}
+
+impl HostEnv {
+    async fn start() -> HostEnv {
+        let store = TestEnv::start().await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut env = HostEnv { store, host: None, stop: None, http: reqwest::Client::new(), data };
+        env.start_host().await;
+        env
+    }
+
+    async fn start_host(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let host = Host::start(listener, self.store.client(), self.data.path().to_path_buf(), async move {
+            let _ = stopped.await;
+        })
+        .expect("host starts");
+        self.host = Some(host);
+        self.stop = Some(stop);
+    }
+
+    async fn restart_host(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(host) = self.host.take() {
+            host.stopped().await.expect("host stops");
+        }
+        self.start_host().await;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host.as_ref().expect("host").local_addr())
+    }
+
+    async fn deploy(&self, name: &str, module: &str) -> (StatusCode, Value) {
+        let bytes = std::fs::read(module).expect("module");
+        let response = self.http.put(self.url(&format!("/projections/{name}"))).body(bytes).send().await.expect("put");
+        (response.status(), response.json().await.expect("json body"))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("get");
+        (response.status(), response.json().await.expect("json body"))
+    }
+}
+
+fn registration(n: u32, email: &str) -> EventData {
+    EventData::json(
+        "UserRegistered",
+        &json!({"userId": format!("u{n}"), "email": email, "username": format!("user{n}"),
+                "passwordHash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", "registeredAt": "2026-11-23T09:00:00Z"}),
+    )
+    .expect("event")
+    .metadata_as_json(&json!({"schemaVersion": 2}))
+    .expect("metadata")
+}
+
+async fn register(env: &HostEnv, n: u32, email: &str) -> u64 {
+    let written = env
+        .store
+        .client()
+        .append_to_stream(format!("user-u{n}"), &Default::default(), registration(n, email))
+        .await
+        .expect("append");
+    written.position.commit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_projection_serves_documents_built_from_appended_events() {
+    let env = HostEnv::start().await;
+    register(&env, 1, "ada@example.com").await;
+    let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["name"], "user-directory");
+    register(&env, 2, "Bob@Example.com").await;
+    let last = register(&env, 3, "cy@example.org").await;
+
+    // Read-your-writes: at_least waits until the projection has applied the append.
+    let (status, user) = env.get(&format!("/projections/user-directory/collections/users/u3?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(user, json!({"id": "u3", "email": "cy@example.org", "username": "user3", "registeredAt": "2026-11-23T09:00:00Z"}));
+    let (status, entry) = env.get("/projections/user-directory/collections/emails/bob@example.com").await;
+    assert_eq!((status, entry), (StatusCode::OK, json!({"userId": "u2"})));
+
+    // Paging with an opaque cursor.
+    let (status, page) = env.get("/projections/user-directory/collections/users?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let keys: Vec<&str> = page["items"].as_array().expect("items").iter().map(|i| i["key"].as_str().expect("key")).collect();
+    assert_eq!(keys, ["u1", "u2"]);
+    let cursor = page["next_cursor"].as_str().expect("a next cursor");
+    let (_, rest) = env.get(&format!("/projections/user-directory/collections/users?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["items"][0]["key"], "u3");
+    assert_eq!(rest["next_cursor"], Value::Null);
+
+    let (status, all) = env.get("/projections").await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = &all.as_array().expect("list")[0];
+    assert_eq!(listed["name"], "user-directory");
+    assert_eq!(listed["events_processed"], 3);
+    assert!(listed["checkpoint"].as_u64().expect("checkpoint") >= last);
+    assert!(!all.to_string().contains("argon2"), "no password hash anywhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let response = env.http.put(env.url("/projections/junk")).body("not wasm").send().await.expect("put");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_module");
+    let response = env.http.put(env.url("/projections/Bad..Name")).body("x").send().await.expect("put");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let (status, body) = env.get("/projections/nope").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_projection")));
+    let (status, body) = env.get("/projections/user-directory/collections/users/missing").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = env.get("/projections/user-directory/collections/users?cursor=zz").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_cursor")));
+    let (status, _) = env.get("/projections/user-directory/collections/users?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (_, all) = env.get("/projections").await;
+    assert_eq!(all.as_array().expect("list").len(), 1, "refused deploys add nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_event_faults_its_projection_while_another_keeps_going() {
+    let env = HostEnv::start().await;
+    env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    env.deploy("inventory", env!("WASM_INVENTORY")).await;
+    let broken = EventData::binary("UserRegistered", b"{not json".to_vec().into());
+    let bad = env.store.client().append_to_stream("user-bad", &Default::default(), broken).await.expect("append");
+    let stock = EventData::json("StockReceived", &json!({"sku": "apple", "warehouse": "north", "quantity": 5})).expect("event");
+    let ok = env.store.client().append_to_stream("stock-apple", &Default::default(), stock).await.expect("append");
+
+    let (status, doc) = env.get(&format!("/projections/inventory/collections/skus/apple?at_least={}", ok.position.commit)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["quantity"], 5);
+
+    let (status, body) = env.get(&format!("/projections/user-directory/collections/users/x?at_least={}", bad.position.commit)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, projection) = env.get("/projections/user-directory").await;
+    assert_eq!(projection["state"], "faulted");
+    assert_eq!(projection["fault"]["stream"], "user-bad");
+    assert_eq!(projection["fault"]["position"], bad.position.commit);
+    assert_eq!(projection["fault"]["event_type"], "UserRegistered");
+    assert!(projection["fault"]["reason"].as_str().expect("reason").contains("invalid event"), "{projection}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
+    let mut env = HostEnv::start().await;
+    env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
+    for n in 0..30 {
+        register(&env, n, &format!("user{n}@example.com")).await;
+    }
+    let last = register(&env, 30, "last@example.com").await;
+    let (status, _) = env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    env.restart_host().await;
+    let (status, body) = env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["events_processed"], 31, "resumes from the stored checkpoint: {body}");
+    let last = register(&env, 31, "more@example.com").await;
+    let (status, doc) = env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc, json!({"domain": "example.com", "count": 32}), "every sign-up counted exactly once");
+    let (_, day) = env.get("/projections/signup-stats/collections/days/2026-11-23").await;
+    assert_eq!(day["count"], 32);
+}
