@@ -10,6 +10,8 @@ use tokio::sync::oneshot;
 
 struct HostEnv {
     store: TestEnv,
+    /// One client for the whole test: each new client pays for connection set-up.
+    events: eventstore::Client,
     host: Option<Host>,
     stop: Option<oneshot::Sender<()>>,
     http: reqwest::Client,
@@ -20,7 +22,8 @@ impl HostEnv {
     async fn start() -> HostEnv {
         let store = TestEnv::start().await;
         let data = tempfile::tempdir().expect("tempdir");
-        let mut env = HostEnv { store, host: None, stop: None, http: reqwest::Client::new(), data };
+        let events = store.client();
+        let mut env = HostEnv { store, events, host: None, stop: None, http: reqwest::Client::new(), data };
         env.start_host().await;
         env
     }
@@ -75,8 +78,7 @@ fn registration(n: u32, email: &str) -> EventData {
 
 async fn register(env: &HostEnv, n: u32, email: &str) -> u64 {
     let written = env
-        .store
-        .client()
+        .events
         .append_to_stream(format!("user-u{n}"), &Default::default(), registration(n, email))
         .await
         .expect("append");
@@ -151,9 +153,9 @@ async fn a_bad_event_faults_its_projection_while_another_keeps_going() {
     env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     env.deploy("inventory", env!("WASM_INVENTORY")).await;
     let broken = EventData::binary("UserRegistered", b"{not json".to_vec().into());
-    let bad = env.store.client().append_to_stream("user-bad", &Default::default(), broken).await.expect("append");
+    let bad = env.events.append_to_stream("user-bad", &Default::default(), broken).await.expect("append");
     let stock = EventData::json("StockReceived", &json!({"sku": "apple", "warehouse": "north", "quantity": 5})).expect("event");
-    let ok = env.store.client().append_to_stream("stock-apple", &Default::default(), stock).await.expect("append");
+    let ok = env.events.append_to_stream("stock-apple", &Default::default(), stock).await.expect("append");
 
     let (status, doc) = env.get(&format!("/projections/inventory/collections/skus/apple?at_least={}", ok.position.commit)).await;
     assert_eq!(status, StatusCode::OK);
