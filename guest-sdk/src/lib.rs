@@ -227,7 +227,7 @@ macro_rules! export_projection {
                     $crate::wasm::handle_batch::<$projection>(events)
                 }
             }
-            $crate::wasm::bindings::__export_projection_world!(__ProjectorExport with_types_in $crate::wasm::bindings);
+    $crate::wasm::bindings::__export_projection_world!(__ProjectorExport with_types_in $crate::wasm::bindings);
         };
     };
 }

@@ -94,10 +94,9 @@ fn valid_name(name: &str) -> Result<(), AppError> {
 }
 
 fn projection(state: &AppState, name: &str) -> Result<Arc<Projection>, AppError> {
-    state
-        .projections
-        .get(name)
-        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "unknown_projection", format!("no projection named '{name}'")))
+    state.projections.get(name).ok_or_else(|| {
+        AppError::new(StatusCode::NOT_FOUND, "unknown_projection", format!("no projection named '{name}'"))
+    })
 }
 
 async fn list_projections(State(state): State<AppState>) -> Json<Vec<Status>> {
@@ -126,7 +125,8 @@ async fn deploy(
     let compiled = tokio::task::spawn_blocking(move || runtime.compile(&body))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("compile task failed: {e}")))?;
-    let module = compiled.map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", e.to_string()))?;
+    let module =
+        compiled.map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", e.to_string()))?;
     let projection = state.projections.deploy(&name, &module_id, module).map_err(AppError::internal)?;
     Ok((StatusCode::CREATED, Json(projection.status())))
 }
@@ -216,7 +216,11 @@ async fn list_documents(
     let after = match &query.cursor {
         None => None,
         Some(cursor) => Some(unhex(cursor).ok_or_else(|| {
-            AppError::new(StatusCode::BAD_REQUEST, "invalid_cursor", format!("cursor '{cursor}' was not issued by this API"))
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                format!("cursor '{cursor}' was not issued by this API"),
+            )
         })?),
     };
     wait_for(&state, &projection, query.at_least).await?;
@@ -241,9 +245,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
-    let bytes = (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()?;
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
     String::from_utf8(bytes).ok()
 }

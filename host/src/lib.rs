@@ -47,8 +47,7 @@ impl Host {
     ) -> anyhow::Result<Host> {
         let addr = listener.local_addr()?;
         let runtime = std::sync::Arc::new(Runtime::new(Limits::default())?);
-        let projections =
-            std::sync::Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default()));
+        let projections = std::sync::Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default()));
         let app = http::router(projections.clone(), http::HttpConfig::default());
         let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(%addr, "projector API listening");
@@ -83,9 +82,11 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
             let listener = TcpListener::bind(args.eventstore_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.eventstore_listen))?;
-            let server =
-                eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(args.data.join("eventstore")))
-                    .await?;
+            let server = eventstore_embedded::EmbeddedServer::start(
+                listener,
+                eventstore_embedded::Config::new(args.data.join("eventstore")),
+            )
+            .await?;
             let client = server.client()?;
             (Some(server), client)
         }

@@ -140,7 +140,10 @@ pub struct Projections {
 
 impl std::fmt::Debug for Projections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Projections").field("data_dir", &self.data_dir).field("deployed", &self.deployed).finish_non_exhaustive()
+        f.debug_struct("Projections")
+            .field("data_dir", &self.data_dir)
+            .field("deployed", &self.deployed)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,12 +172,15 @@ impl Projections {
     /// content (`module_id`), resuming from that read model's checkpoint.
     pub fn deploy(&self, name: &str, module_id: &str, module: Module) -> anyhow::Result<Arc<Projection>> {
         let description = module.description().clone();
-        let db = Arc::new(ReadModelDb::open(&self.data_dir.join("readmodels").join(name).join(format!("{module_id}.sqlite")))?);
+        let db = Arc::new(ReadModelDb::open(
+            &self.data_dir.join("readmodels").join(name).join(format!("{module_id}.sqlite")),
+        )?);
         for (collection, field) in &description.indexes {
             db.create_index(collection, field)?;
         }
         let checkpoint = db.checkpoint()?;
-        let instance = self.runtime.instantiate(&module).map_err(|f| anyhow::anyhow!("cannot start the module: {f}"))?;
+        let instance =
+            self.runtime.instantiate(&module).map_err(|f| anyhow::anyhow!("cannot start the module: {f}"))?;
         let (status, _) = watch::channel(Status {
             name: name.to_owned(),
             version: description.version.clone(),
@@ -242,7 +248,9 @@ impl Runner {
 
     fn wants(&self, event: &eventstore::RecordedEvent) -> bool {
         let d = &self.description;
-        let matches = |prefixes: &[String], value: &str| prefixes.is_empty() || prefixes.iter().any(|p| value.starts_with(p.as_str()));
+        let matches = |prefixes: &[String], value: &str| {
+            prefixes.is_empty() || prefixes.iter().any(|p| value.starts_with(p.as_str()))
+        };
         !event.event_type.starts_with('$')
             && matches(&d.event_type_prefixes, &event.event_type)
             && matches(&d.stream_prefixes, &event.stream_id)
@@ -252,7 +260,10 @@ impl Runner {
     /// faulted (it stops for good), `Err` when the subscription broke.
     async fn follow(&mut self) -> anyhow::Result<()> {
         let start = if self.started {
-            StreamPosition::Position(eventstore::Position { commit: self.checkpoint.position, prepare: self.checkpoint.position })
+            StreamPosition::Position(eventstore::Position {
+                commit: self.checkpoint.position,
+                prepare: self.checkpoint.position,
+            })
         } else {
             StreamPosition::Start
         };

@@ -64,7 +64,8 @@ impl ReadModelDb {
                  events INTEGER NOT NULL
              );",
         )?;
-        let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let reader =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         Ok(ReadModelDb { path: path.to_path_buf(), writer: Mutex::new(writer), reader: Mutex::new(reader) })
     }
 
@@ -103,7 +104,8 @@ impl ReadModelDb {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
-            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO documents (collection, key, doc) VALUES (?1, ?2, ?3)")?;
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO documents (collection, key, doc) VALUES (?1, ?2, ?3)")?;
             let mut delete = tx.prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")?;
             for ((collection, key), write) in writes {
                 match write {
@@ -167,7 +169,8 @@ impl DocumentSource for ReadModelDb {
 
 /// `address.city` -> `$.address.city`, refusing anything but plain names.
 fn json_path(field: &str) -> anyhow::Result<String> {
-    let valid = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let valid =
+        |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !field.split('.').all(valid) {
         anyhow::bail!("index field '{field}' must be dot-separated names of letters, digits, '_' or '-'");
     }

@@ -90,10 +90,12 @@ const GUESTS: &[&str] = &["user-directory", "signup-stats", "inventory"];
 
 fn build_guests() -> anyhow::Result<()> {
     let mut command = Command::new(cargo());
-    command
-        .current_dir(root())
-        .env("CARGO_TARGET_DIR", root().join("target-guests"))
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown"]);
+    command.current_dir(root()).env("CARGO_TARGET_DIR", root().join("target-guests")).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]);
     for guest in GUESTS {
         command.args(["--package", guest]);
     }

@@ -98,7 +98,8 @@ mod tests {
     use serde_json::json;
 
     fn movement(kind: &str, sku: &str, warehouse: &str, quantity: i64) -> TestEvent {
-        TestEvent::json(kind, &json!({"sku": sku, "warehouse": warehouse, "quantity": quantity})).stream(&format!("stock-{sku}"))
+        TestEvent::json(kind, &json!({"sku": sku, "warehouse": warehouse, "quantity": quantity}))
+            .stream(&format!("stock-{sku}"))
     }
 
     #[test]
@@ -113,8 +114,14 @@ mod tests {
                 movement("StockReceived", "pear", "north", 7),
             ])
             .expect("applies");
-        assert_eq!(harness.document("stock", "apple@north"), Some(&json!({"sku": "apple", "warehouse": "north", "quantity": 70})));
-        assert_eq!(harness.document("stock", "apple@south"), Some(&json!({"sku": "apple", "warehouse": "south", "quantity": 35})));
+        assert_eq!(
+            harness.document("stock", "apple@north"),
+            Some(&json!({"sku": "apple", "warehouse": "north", "quantity": 70}))
+        );
+        assert_eq!(
+            harness.document("stock", "apple@south"),
+            Some(&json!({"sku": "apple", "warehouse": "south", "quantity": 35}))
+        );
         assert_eq!(
             harness.document("skus", "apple"),
             Some(&json!({"sku": "apple", "quantity": 105, "warehouses": {"north": 70, "south": 35}}))

@@ -99,9 +99,12 @@ mod tests {
     fn counts_accumulate_across_batches_and_v1_events_use_the_stored_day() {
         let mut harness = Harness::<SignupStats>::new();
         harness.given([signup(1, "a@example.com", "2026-11-23T10:00:00Z")]).expect("first batch");
-        let v1 = TestEvent::json("UserRegistered", &json!({"userId": "u9", "email": "z@example.com", "username": "z", "passwordHash": "h"}))
-            .stream("user-u9")
-            .created_ms(1_795_435_200_000);
+        let v1 = TestEvent::json(
+            "UserRegistered",
+            &json!({"userId": "u9", "email": "z@example.com", "username": "z", "passwordHash": "h"}),
+        )
+        .stream("user-u9")
+        .created_ms(1_795_435_200_000);
         harness.given([v1]).expect("second batch");
         assert_eq!(harness.document("domains", "example.com"), Some(&json!({"domain": "example.com", "count": 2})));
         assert_eq!(harness.document("days", "2026-11-23"), Some(&json!({"day": "2026-11-23", "count": 2})));
@@ -110,7 +113,9 @@ mod tests {
     #[test]
     fn an_email_without_a_domain_faults_at_that_event() {
         let mut harness = Harness::<SignupStats>::new();
-        let err = harness.given([signup(1, "a@example.com", "2026-11-23T10:00:00Z"), signup(2, "nodomain", "2026-11-23T10:00:00Z")]).expect_err("fails");
+        let err = harness
+            .given([signup(1, "a@example.com", "2026-11-23T10:00:00Z"), signup(2, "nodomain", "2026-11-23T10:00:00Z")])
+            .expect_err("fails");
         assert_eq!(err.event_index, 1);
         assert!(harness.collections().is_empty());
     }

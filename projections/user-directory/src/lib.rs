@@ -84,7 +84,9 @@ mod tests {
         harness.given([v2("u1", "Ada@Example.com")]).expect("applies");
         assert_eq!(
             harness.document("users", "u1"),
-            Some(&json!({"id": "u1", "email": "Ada@Example.com", "username": "name-u1", "registeredAt": "2026-11-23T10:00:00Z"}))
+            Some(
+                &json!({"id": "u1", "email": "Ada@Example.com", "username": "name-u1", "registeredAt": "2026-11-23T10:00:00Z"})
+            )
         );
         assert_eq!(harness.document("emails", "ada@example.com"), Some(&json!({"userId": "u1"})));
         let everything = serde_json::to_string(&harness.collection("users")).expect("json");
@@ -101,7 +103,10 @@ mod tests {
         .stream("user-u0")
         .created_ms(1_795_435_200_000);
         harness.given([v1]).expect("applies");
-        assert_eq!(harness.document("users", "u0").and_then(|u| u.get("registeredAt")), Some(&json!("2026-11-23T12:00:00.000Z")));
+        assert_eq!(
+            harness.document("users", "u0").and_then(|u| u.get("registeredAt")),
+            Some(&json!("2026-11-23T12:00:00.000Z"))
+        );
     }
 
     #[test]

@@ -98,14 +98,18 @@ async fn a_deployed_projection_serves_documents_built_from_appended_events() {
     // Read-your-writes: at_least waits until the projection has applied the append.
     let (status, user) = env.get(&format!("/projections/user-directory/collections/users/u3?at_least={last}")).await;
     assert_eq!(status, StatusCode::OK, "{user}");
-    assert_eq!(user, json!({"id": "u3", "email": "cy@example.org", "username": "user3", "registeredAt": "2026-11-23T09:00:00Z"}));
+    assert_eq!(
+        user,
+        json!({"id": "u3", "email": "cy@example.org", "username": "user3", "registeredAt": "2026-11-23T09:00:00Z"})
+    );
     let (status, entry) = env.get("/projections/user-directory/collections/emails/bob@example.com").await;
     assert_eq!((status, entry), (StatusCode::OK, json!({"userId": "u2"})));
 
     // Paging with an opaque cursor.
     let (status, page) = env.get("/projections/user-directory/collections/users?limit=2").await;
     assert_eq!(status, StatusCode::OK);
-    let keys: Vec<&str> = page["items"].as_array().expect("items").iter().map(|i| i["key"].as_str().expect("key")).collect();
+    let keys: Vec<&str> =
+        page["items"].as_array().expect("items").iter().map(|i| i["key"].as_str().expect("key")).collect();
     assert_eq!(keys, ["u1", "u2"]);
     let cursor = page["next_cursor"].as_str().expect("a next cursor");
     let (_, rest) = env.get(&format!("/projections/user-directory/collections/users?limit=2&cursor={cursor}")).await;
@@ -154,14 +158,17 @@ async fn a_bad_event_faults_its_projection_while_another_keeps_going() {
     env.deploy("inventory", env!("WASM_INVENTORY")).await;
     let broken = EventData::binary("UserRegistered", b"{not json".to_vec().into());
     let bad = env.events.append_to_stream("user-bad", &Default::default(), broken).await.expect("append");
-    let stock = EventData::json("StockReceived", &json!({"sku": "apple", "warehouse": "north", "quantity": 5})).expect("event");
+    let stock =
+        EventData::json("StockReceived", &json!({"sku": "apple", "warehouse": "north", "quantity": 5})).expect("event");
     let ok = env.events.append_to_stream("stock-apple", &Default::default(), stock).await.expect("append");
 
-    let (status, doc) = env.get(&format!("/projections/inventory/collections/skus/apple?at_least={}", ok.position.commit)).await;
+    let (status, doc) =
+        env.get(&format!("/projections/inventory/collections/skus/apple?at_least={}", ok.position.commit)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["quantity"], 5);
 
-    let (status, body) = env.get(&format!("/projections/user-directory/collections/users/x?at_least={}", bad.position.commit)).await;
+    let (status, body) =
+        env.get(&format!("/projections/user-directory/collections/users/x?at_least={}", bad.position.commit)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (_, projection) = env.get("/projections/user-directory").await;
     assert_eq!(projection["state"], "faulted");
@@ -179,7 +186,8 @@ async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
         register(&env, n, &format!("user{n}@example.com")).await;
     }
     let last = register(&env, 30, "last@example.com").await;
-    let (status, _) = env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
+    let (status, _) =
+        env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
     assert_eq!(status, StatusCode::OK);
 
     env.restart_host().await;
@@ -187,7 +195,8 @@ async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["events_processed"], 31, "resumes from the stored checkpoint: {body}");
     let last = register(&env, 31, "more@example.com").await;
-    let (status, doc) = env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
+    let (status, doc) =
+        env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc, json!({"domain": "example.com", "count": 32}), "every sign-up counted exactly once");
     let (_, day) = env.get("/projections/signup-stats/collections/days/2026-11-23").await;
