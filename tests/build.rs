@@ -1,5 +1,6 @@
-//! Builds the example projections to WebAssembly for the runtime tests, and
-//! tells the tests where the modules are (`WASM_USER_DIRECTORY`, ...).
+//! Builds the example projections and the misbehaving test guests to
+//! WebAssembly for the runtime tests, and tells the tests where the modules
+//! are (`WASM_USER_DIRECTORY`, `WASM_GUEST_LOOPING`, ...).
 //!
 //! The build runs cargo again with its own target directory
 //! (`target-guests/`), so it never waits on the lock of the build that runs
@@ -9,13 +10,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[(&str, &str)] =
-    &[("user-directory", "user_directory"), ("signup-stats", "signup_stats"), ("inventory", "inventory")];
+/// The example projections, and test-only guests that misbehave on purpose.
+const GUESTS: &[(&str, &str)] = &[
+    ("user-directory", "user_directory"),
+    ("signup-stats", "signup_stats"),
+    ("inventory", "inventory"),
+    ("guest-looping", "guest_looping"),
+    ("guest-hungry", "guest_hungry"),
+    ("guest-panicking", "guest_panicking"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
-    for watched in ["wit", "guest-sdk/src", "events/src", "projections"] {
+    for watched in ["wit", "guest-sdk/src", "events/src", "projections", "tests/guests"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = root.join("target-guests");

@@ -163,3 +163,57 @@ fn wasi_importing_module() -> Vec<u8> {
     bytes.extend_from_slice(&import);
     bytes
 }
+
+fn one_event(event_type: &str) -> Event {
+    Event {
+        stream_id: "s".into(),
+        event_type: event_type.into(),
+        event_id: "00000000-0000-4000-8000-000000000001".into(),
+        stream_revision: 0,
+        commit_position: 1,
+        created_ms: 0,
+        content_type: "application/json".into(),
+        data: b"{}".to_vec(),
+        metadata: Vec::new(),
+    }
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_the_batch_deadline() {
+    let limits = Limits { batch_deadline: std::time::Duration::from_millis(200), ..Limits::default() };
+    let runtime = Runtime::new(limits).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_GUEST_LOOPING"))).expect("compiles");
+    let mut instance = runtime.instantiate(&module).expect("instance");
+    let fault = instance.handle_batch(&[one_event("Tick")], Arc::new(Committed::default())).expect_err("stopped");
+    assert_eq!(fault, Fault::Timeout(limits.batch_deadline));
+    // The runtime is unharmed: another module still runs.
+    let healthy = runtime.compile(&module_bytes(env!("WASM_USER_DIRECTORY"))).expect("compiles");
+    let (event, _) = registration(1, "a@example.com", "2026-11-23");
+    let writes =
+        runtime.instantiate(&healthy).expect("instance").handle_batch(&[event], Arc::new(Committed::default()));
+    assert!(writes.expect("healthy batch").len() == 2);
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let runtime = Runtime::new(limits).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_GUEST_HUNGRY"))).expect("compiles");
+    let mut instance = runtime.instantiate(&module).expect("instance");
+    let fault = instance.handle_batch(&[one_event("Eat")], Arc::new(Committed::default())).expect_err("stopped");
+    assert_eq!(fault, Fault::MemoryLimit(16 << 20));
+}
+
+#[test]
+fn a_panic_traps_and_the_batch_keeps_no_writes() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_GUEST_PANICKING"))).expect("compiles");
+    let mut instance = runtime.instantiate(&module).expect("instance");
+    let fault = instance
+        .handle_batch(&[one_event("Fine"), one_event("Boom")], Arc::new(Committed::default()))
+        .expect_err("traps");
+    match fault {
+        Fault::Trap(message) => assert!(message.contains("unreachable") || message.contains("panic"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
