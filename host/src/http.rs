@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::projections::{Projection, Projections, Status};
+use crate::readmodel::{Filter, FilterValue, Op, Order, Page, Query as ListQuery};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone, Copy)]
@@ -183,14 +184,6 @@ async fn get_document(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-    at_least: Option<u64>,
-}
-
 #[derive(Debug, Serialize)]
 struct ListItem {
     key: String,
@@ -203,29 +196,125 @@ struct ListPage {
     next_cursor: Option<String>,
 }
 
+/// A parsed listing request: `limit`, `cursor`, `at_least`, `order_by`
+/// (`field` or `-field`), repeated `filter` (`path<op>value`), `count=true`.
+struct ListRequest {
+    query: ListQuery,
+    at_least: Option<u64>,
+    count: bool,
+}
+
+fn bad(code: &'static str, message: String) -> AppError {
+    AppError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn parse_list_request(raw: Option<&str>) -> Result<ListRequest, AppError> {
+    let mut request = ListRequest { query: ListQuery::default(), at_least: None, count: false };
+    let mut cursor = None;
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "limit" => {
+                request.query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("invalid_limit", format!("limit '{value}' must be between 1 and 1000")))?;
+            }
+            "cursor" => cursor = Some(value.into_owned()),
+            "at_least" => {
+                request.at_least = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("invalid_position", format!("at_least '{value}' is not a position")))?,
+                );
+            }
+            "order_by" => {
+                let (path, descending) = match value.strip_prefix('-') {
+                    Some(path) => (path, true),
+                    None => (value.as_ref(), false),
+                };
+                valid_path(path)?;
+                request.query.order = Some(Order { path: path.to_owned(), descending });
+            }
+            "filter" => request.query.filters.push(parse_filter(&value)?),
+            "count" => request.count = value == "true",
+            other => return Err(bad("unknown_parameter", format!("unknown query parameter '{other}'"))),
+        }
+    }
+    if let Some(cursor) = cursor {
+        let invalid =
+            || bad("invalid_cursor", format!("cursor '{cursor}' was not issued by this API for this listing"));
+        let decoded = unhex(&cursor).ok_or_else(invalid)?;
+        request.query.page = match (decoded.split_once(':'), &request.query.order) {
+            (Some(("k", key)), None) => Page::AfterKey(Some(key.to_owned())),
+            (Some(("o", offset)), Some(_)) => Page::Offset(offset.parse().map_err(|_| invalid())?),
+            _ => return Err(invalid()),
+        };
+    }
+    Ok(request)
+}
+
+fn valid_path(path: &str) -> Result<(), AppError> {
+    let part_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if path.split('.').all(part_ok) {
+        Ok(())
+    } else {
+        Err(bad("invalid_field", format!("field '{path}' must be dot-separated names of letters, digits, '_' or '-'")))
+    }
+}
+
+/// `age>=30`, `address.city=Paris`, `name="42"` (quotes force a string).
+fn parse_filter(text: &str) -> Result<Filter, AppError> {
+    const OPS: [(&str, Op); 6] =
+        [("!=", Op::Ne), ("<=", Op::Le), (">=", Op::Ge), ("=", Op::Eq), ("<", Op::Lt), (">", Op::Gt)];
+    let found = text.char_indices().find_map(|(i, _)| {
+        OPS.iter().find(|(symbol, _)| text[i..].starts_with(symbol)).map(|(symbol, op)| (i, *symbol, *op))
+    });
+    let Some((at, symbol, op)) = found else {
+        return Err(bad("invalid_filter", format!("filter '{text}' has no operator (= != < <= > >=)")));
+    };
+    let (path, raw) = (&text[..at], &text[at + symbol.len()..]);
+    valid_path(path).map_err(|_| bad("invalid_filter", format!("filter '{text}': '{path}' is not a field path")))?;
+    let value = if let Some(quoted) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        FilterValue::Text(quoted.to_owned())
+    } else if let Ok(n) = raw.parse::<i64>() {
+        FilterValue::Integer(n)
+    } else if let Some(x) = raw.parse::<f64>().ok().filter(|x| x.is_finite()) {
+        FilterValue::Real(x)
+    } else if raw == "true" || raw == "false" {
+        FilterValue::Bool(raw == "true")
+    } else {
+        FilterValue::Text(raw.to_owned())
+    };
+    Ok(Filter { path: path.to_owned(), op, value })
+}
+
 async fn list_documents(
     State(state): State<AppState>,
     Path((name, collection)): Path<(String, String)>,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<ListPage>, AppError> {
+    RawQuery(raw): RawQuery,
+) -> Result<Response, AppError> {
     let projection = projection(&state, &name)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AppError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be between 1 and 1000"));
-    }
-    let after = match &query.cursor {
-        None => None,
-        Some(cursor) => Some(unhex(cursor).ok_or_else(|| {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_cursor",
-                format!("cursor '{cursor}' was not issued by this API"),
-            )
-        })?),
-    };
-    wait_for(&state, &projection, query.at_least).await?;
+    let request = parse_list_request(raw.as_deref())?;
+    wait_for(&state, &projection, request.at_least).await?;
     let db = projection.db.clone();
-    let items = tokio::task::spawn_blocking(move || db.list(&collection, after.as_deref(), limit + 1))
+    if request.count {
+        let filters = request.query.filters;
+        let count = tokio::task::spawn_blocking(move || db.count(&collection, &filters))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
+            .map_err(AppError::internal)?;
+        return Ok(Json(serde_json::json!({ "count": count })).into_response());
+    }
+    let limit = request.query.limit;
+    let mut query = request.query;
+    query.limit = limit + 1;
+    let ordered = query.order.is_some();
+    let offset = match query.page {
+        Page::Offset(offset) => offset,
+        Page::AfterKey(_) => 0,
+    };
+    let items = tokio::task::spawn_blocking(move || db.query(&collection, &query))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
         .map_err(AppError::internal)?;
@@ -236,8 +325,12 @@ async fn list_documents(
         .map(|item| Ok(ListItem { key: item.key, doc: RawValue::from_string(item.doc)? }))
         .collect::<Result<_, serde_json::Error>>()
         .map_err(|e| AppError::internal(e.into()))?;
-    let next_cursor = if more { items.last().map(|i| hex(i.key.as_bytes())) } else { None };
-    Ok(Json(ListPage { items, next_cursor }))
+    let next_cursor = match (more, ordered) {
+        (false, _) => None,
+        (true, false) => items.last().map(|i| hex(format!("k:{}", i.key).as_bytes())),
+        (true, true) => Some(hex(format!("o:{}", offset + limit as u64).as_bytes())),
+    };
+    Ok(Json(ListPage { items, next_cursor }).into_response())
 }
 
 fn hex(bytes: &[u8]) -> String {

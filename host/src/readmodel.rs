@@ -76,11 +76,10 @@ impl ReadModelDb {
 
     /// Creates the expression index for `field` of `collection`'s documents.
     pub fn create_index(&self, collection: &str, field: &str) -> anyhow::Result<()> {
-        let json_path = json_path(field)?;
         let name = format!("ix_{:016x}", fnv(&format!("{collection}\u{0}{field}")));
         let sql = format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON documents (json_extract(doc, {path})) WHERE collection = {collection}",
-            path = sql_literal(&json_path),
+            "CREATE INDEX IF NOT EXISTS {name} ON documents ({expression}) WHERE collection = {collection}",
+            expression = extract(field)?,
             collection = sql_literal(collection),
         );
         self.writer.lock().execute_batch(&sql)?;
@@ -135,24 +134,48 @@ impl ReadModelDb {
 
     /// Up to `limit` documents of `collection` with keys after `after`, in key order.
     pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> anyhow::Result<Vec<Item>> {
+        let query = Query { limit, page: Page::AfterKey(after.map(str::to_owned)), ..Query::default() };
+        self.query(collection, &query)
+    }
+
+    /// The documents of `collection` that pass every filter, ordered and paged.
+    pub fn query(&self, collection: &str, query: &Query) -> anyhow::Result<Vec<Item>> {
+        let (mut sql, mut values) = where_clause(collection, &query.filters)?;
+        match (&query.order, &query.page) {
+            (None, Page::AfterKey(Some(after))) => {
+                sql.push_str(" AND key > ?");
+                values.push(after.clone().into());
+            }
+            (Some(_), Page::AfterKey(Some(_))) => anyhow::bail!("a key cursor cannot continue an ordered listing"),
+            _ => {}
+        }
+        match &query.order {
+            Some(order) => {
+                let direction = if order.descending { "DESC" } else { "ASC" };
+                sql.push_str(&format!(" ORDER BY {} {direction}, key {direction}", extract(&order.path)?));
+            }
+            None => sql.push_str(" ORDER BY key"),
+        }
+        let offset = match query.page {
+            Page::Offset(offset) => offset,
+            Page::AfterKey(_) => 0,
+        };
+        sql.push_str(&format!(" LIMIT {} OFFSET {offset}", query.limit));
         let conn = self.reader.lock();
-        let mut statement = conn.prepare_cached(
-            "SELECT key, doc FROM documents WHERE collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
-        )?;
-        let rows = statement.query_map(params![collection, after.unwrap_or(""), limit as i64], |row| {
-            Ok(Item { key: row.get(0)?, doc: row.get(1)? })
-        })?;
+        let mut statement = conn.prepare_cached(&format!("SELECT key, doc FROM documents {sql}"))?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(values), |row| Ok(Item { key: row.get(0)?, doc: row.get(1)? }))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether `collection` holds any document.
-    pub fn has_collection(&self, collection: &str) -> anyhow::Result<bool> {
+    /// How many documents of `collection` pass every filter.
+    pub fn count(&self, collection: &str, filters: &[Filter]) -> anyhow::Result<u64> {
+        let (sql, values) = where_clause(collection, filters)?;
         let conn = self.reader.lock();
-        let found = conn
-            .prepare_cached("SELECT 1 FROM documents WHERE collection = ?1 LIMIT 1")?
-            .query_row(params![collection], |_| Ok(()))
-            .optional()?;
-        Ok(found.is_some())
+        let count: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM documents {sql}"))?
+            .query_row(rusqlite::params_from_iter(values), |row| row.get(0))?;
+        Ok(count as u64)
     }
 }
 
@@ -165,6 +188,115 @@ impl DocumentSource for ReadModelDb {
             .optional()?;
         Ok(doc)
     }
+}
+
+/// A comparison on a JSON field of the documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// Dotted path, e.g. `address.city`.
+    pub path: String,
+    /// The comparison.
+    pub op: Op,
+    /// The value compared with: a number, a string, or a boolean.
+    pub value: FilterValue,
+}
+
+/// A filter's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// The value side of a filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterValue {
+    /// An integer.
+    Integer(i64),
+    /// A decimal number.
+    Real(f64),
+    /// A string.
+    Text(String),
+    /// A boolean (JSON `true`/`false`, which SQLite extracts as 1/0).
+    Bool(bool),
+}
+
+/// Ordering by a JSON field, with the key breaking ties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// Dotted path.
+    pub path: String,
+    /// Largest first.
+    pub descending: bool,
+}
+
+/// Where a listing continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Page {
+    /// After this key (key order only).
+    AfterKey(Option<String>),
+    /// After skipping this many (ordered listings).
+    Offset(u64),
+}
+
+/// A listing request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Every filter must pass.
+    pub filters: Vec<Filter>,
+    /// Order by a field instead of by key.
+    pub order: Option<Order>,
+    /// Most documents returned.
+    pub limit: usize,
+    /// Where to continue.
+    pub page: Page,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Query { filters: Vec::new(), order: None, limit: 100, page: Page::AfterKey(None) }
+    }
+}
+
+fn where_clause(collection: &str, filters: &[Filter]) -> anyhow::Result<(String, Vec<rusqlite::types::Value>)> {
+    // The collection is a literal (not a parameter) so that SQLite can match
+    // the partial indexes, whose WHERE names it.
+    let mut sql = format!("WHERE collection = {}", sql_literal(collection));
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    for filter in filters {
+        let op = match filter.op {
+            Op::Eq => "=",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        };
+        sql.push_str(&format!(" AND {} {op} ?", extract(&filter.path)?));
+        values.push(match &filter.value {
+            FilterValue::Integer(n) => (*n).into(),
+            FilterValue::Real(x) => (*x).into(),
+            FilterValue::Text(t) => t.clone().into(),
+            FilterValue::Bool(b) => i64::from(*b).into(),
+        });
+    }
+    Ok((sql, values))
+}
+
+/// The SQL expression for a field, written exactly as the indexes are so
+/// SQLite can use them.
+fn extract(field: &str) -> anyhow::Result<String> {
+    Ok(format!("json_extract(doc, {})", sql_literal(&json_path(field)?)))
 }
 
 /// `address.city` -> `$.address.city`, refusing anything but plain names.

@@ -202,3 +202,57 @@ async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
     let (_, day) = env.get("/projections/signup-stats/collections/days/2026-11-23").await;
     assert_eq!(day["count"], 32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_filter_order_and_count_on_document_fields() {
+    let env = HostEnv::start().await;
+    env.deploy("inventory", env!("WASM_INVENTORY")).await;
+    let mut last = 0;
+    for (sku, warehouse, quantity) in
+        [("apple", "north", 5), ("apple", "south", 50), ("pear", "north", 20), ("fig", "east", 1)]
+    {
+        let event =
+            EventData::json("StockReceived", &json!({"sku": sku, "warehouse": warehouse, "quantity": quantity}))
+                .expect("event");
+        last = env
+            .events
+            .append_to_stream(format!("stock-{sku}"), &Default::default(), event)
+            .await
+            .expect("append")
+            .position
+            .commit;
+    }
+    let keys = |page: &Value| -> Vec<String> {
+        page["items"].as_array().expect("items").iter().map(|i| i["key"].as_str().expect("key").to_owned()).collect()
+    };
+    let base = "/projections/inventory/collections/stock";
+    let (status, page) = env.get(&format!("{base}?at_least={last}&filter=quantity>=5&filter=warehouse=north")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(keys(&page), ["apple@north", "pear@north"]);
+    let (_, page) = env.get(&format!("{base}?order_by=-quantity&limit=2")).await;
+    assert_eq!(keys(&page), ["apple@south", "pear@north"]);
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, page) = env.get(&format!("{base}?order_by=-quantity&limit=2&cursor={cursor}")).await;
+    assert_eq!(keys(&page), ["apple@north", "fig@east"]);
+    assert_eq!(page["next_cursor"], Value::Null);
+    let (_, count) = env.get(&format!("{base}?count=true&filter=sku!=apple")).await;
+    assert_eq!(count, json!({"count": 2}));
+    let (_, count) = env.get(&format!("{base}?count=true&filter=sku=%22apple%22")).await;
+    assert_eq!(count, json!({"count": 2}), "a quoted value is a string");
+
+    for (query, code) in [
+        ("filter=quantity", "invalid_filter"),
+        ("filter=a..b=1", "invalid_filter"),
+        ("order_by=x'y", "invalid_field"),
+        ("sort=quantity", "unknown_parameter"),
+        ("limit=5000", "invalid_limit"),
+    ] {
+        let (status, body) = env.get(&format!("{base}?{query}")).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{query}: {body}");
+    }
+    // A key cursor cannot continue an ordered listing.
+    let (_, page) = env.get(&format!("{base}?limit=1")).await;
+    let key_cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let (status, _) = env.get(&format!("{base}?order_by=quantity&cursor={key_cursor}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
