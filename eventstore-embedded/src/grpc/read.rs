@@ -348,8 +348,10 @@ impl Session {
             self.flush().await?;
             if let Some(filter) = filter {
                 since_checkpoint += page.scanned as u64;
+                // Only a scanned event the client did not receive needs a checkpoint.
                 if page.last_scanned.is_some() {
-                    unreported = page.last_scanned;
+                    let delivered_last = matched.last().map(|e| e.position) == page.last_scanned;
+                    unreported = if delivered_last { None } else { page.last_scanned };
                 }
                 if since_checkpoint >= filter.checkpoint_every {
                     if let Some(position) = unreported.take() {
@@ -359,11 +361,14 @@ impl Session {
                 }
             }
             if page.scanned == 0 {
+                // Going idle: report how far the filter has scanned, so a
+                // client waiting on a position it filters out is not kept
+                // waiting for the next window.
+                if let (Some(_), Some(position)) = (filter, unreported.take()) {
+                    self.checkpoint(position).await?;
+                    since_checkpoint = 0;
+                }
                 if !caught_up {
-                    if let (Some(_), Some(position)) = (filter, unreported.take()) {
-                        self.checkpoint(position).await?;
-                        since_checkpoint = 0;
-                    }
                     self.send(read_resp::Content::CaughtUp(read_resp::CaughtUp {})).await?;
                     caught_up = true;
                 }

@@ -256,3 +256,17 @@ async fn listings_filter_order_and_count_on_document_fields() {
     let (status, _) = env.get(&format!("{base}?order_by=quantity&cursor={key_cursor}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_a_position_the_projection_filters_out_answers_promptly() {
+    let env = HostEnv::start().await;
+    env.deploy("inventory", env!("WASM_INVENTORY")).await;
+    // inventory only follows `stock-` streams; this event is not for it.
+    let elsewhere = register(&env, 1, "a@example.com").await;
+    // Reached through the server's checkpoint (a 504 would mean it never was).
+    let (status, body) = env.get(&format!("/projections/inventory/collections/skus/none?at_least={elsewhere}")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{body}");
+    let (_, status) = env.get("/projections/inventory").await;
+    assert!(status["checkpoint"].as_u64().expect("checkpoint") >= elsewhere, "{status}");
+    assert_eq!(status["events_processed"], 0);
+}
