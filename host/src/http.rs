@@ -255,12 +255,7 @@ fn parse_list_request(raw: Option<&str>) -> Result<ListRequest, AppError> {
 }
 
 fn valid_path(path: &str) -> Result<(), AppError> {
-    let part_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if path.split('.').all(part_ok) {
-        Ok(())
-    } else {
-        Err(bad("invalid_field", format!("field '{path}' must be dot-separated names of letters, digits, '_' or '-'")))
-    }
+    crate::readmodel::validate_field(path).map_err(|message| bad("invalid_field", message))
 }
 
 /// `age>=30`, `address.city=Paris`, `name="42"` (quotes force a string).

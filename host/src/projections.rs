@@ -246,16 +246,6 @@ impl Runner {
         }
     }
 
-    fn wants(&self, event: &eventstore::RecordedEvent) -> bool {
-        let d = &self.description;
-        let matches = |prefixes: &[String], value: &str| {
-            prefixes.is_empty() || prefixes.iter().any(|p| value.starts_with(p.as_str()))
-        };
-        !event.event_type.starts_with('$')
-            && matches(&d.event_type_prefixes, &event.event_type)
-            && matches(&d.stream_prefixes, &event.stream_id)
-    }
-
     /// Follows `$all` from the checkpoint. Returns `Ok` when the projection
     /// faulted (it stops for good), `Err` when the subscription broke.
     async fn follow(&mut self) -> anyhow::Result<()> {
@@ -280,7 +270,7 @@ impl Runner {
                     SubscriptionEvent::EventAppeared(resolved) => {
                         let recorded = resolved.get_original_event();
                         last_position = Some(recorded.position.commit);
-                        if self.wants(recorded) {
+                        if self.description.wants(&recorded.stream_id, &recorded.event_type) {
                             events.push(to_event(recorded));
                         }
                     }

@@ -299,13 +299,21 @@ fn extract(field: &str) -> anyhow::Result<String> {
     Ok(format!("json_extract(doc, {})", sql_literal(&json_path(field)?)))
 }
 
-/// `address.city` -> `$.address.city`, refusing anything but plain names.
-fn json_path(field: &str) -> anyhow::Result<String> {
+/// Checks that a field path is dot-separated plain names, so it can be
+/// embedded in SQL.
+pub fn validate_field(field: &str) -> Result<(), String> {
     let valid =
         |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !field.split('.').all(valid) {
-        anyhow::bail!("index field '{field}' must be dot-separated names of letters, digits, '_' or '-'");
+    if field.split('.').all(valid) {
+        Ok(())
+    } else {
+        Err(format!("field '{field}' must be dot-separated names of letters, digits, '_' or '-'"))
     }
+}
+
+/// `address.city` -> `$.address.city`, refusing anything but plain names.
+fn json_path(field: &str) -> anyhow::Result<String> {
+    validate_field(field).map_err(anyhow::Error::msg)?;
     Ok(format!("$.{}", field.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")))
 }
 

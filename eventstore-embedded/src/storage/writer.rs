@@ -373,7 +373,12 @@ impl Draft<'_> {
             state.len += 1;
             state.last_position = Some(position);
         }
-        self.streams.insert(event.stream.clone(), state);
+        match self.streams.get_mut(&event.stream) {
+            Some(slot) => *slot = state,
+            None => {
+                self.streams.insert(event.stream.clone(), state);
+            }
+        }
         if event.event_type == METADATA_TYPE {
             if let Some(target) = event.stream.strip_prefix("$$") {
                 if let Some(tb) = truncate_before_of(&event.data) {

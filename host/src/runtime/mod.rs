@@ -22,6 +22,8 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 use bindings::projector::projection::types as wit;
 pub use host::DocumentSource;
 use host::HostState;
+/// Events and descriptions are the SDK's types: one definition on both sides of the boundary.
+pub use projector_guest_sdk::{Description, Event};
 
 /// How often the epoch ticks; batch deadlines are counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -78,44 +80,6 @@ pub enum Fault {
     /// The module trapped (a panic, an out-of-bounds access, a host failure).
     #[error("the module trapped: {0}")]
     Trap(String),
-}
-
-/// One event handed to a module.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Stream id.
-    pub stream_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// Event id (UUID text).
-    pub event_id: String,
-    /// Revision in the stream.
-    pub stream_revision: u64,
-    /// Commit position in `$all`.
-    pub commit_position: u64,
-    /// Stored time, ms since the epoch.
-    pub created_ms: i64,
-    /// Content type.
-    pub content_type: String,
-    /// Payload.
-    pub data: Vec<u8>,
-    /// Metadata.
-    pub metadata: Vec<u8>,
-}
-
-/// What a module says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Description {
-    /// Projection name.
-    pub name: String,
-    /// Version of its logic.
-    pub version: String,
-    /// Event-type prefixes it wants (all if empty).
-    pub event_type_prefixes: Vec<String>,
-    /// Stream prefixes it wants (all if empty).
-    pub stream_prefixes: Vec<String>,
-    /// Indexes as (collection, dotted field path).
-    pub indexes: Vec<(String, String)>,
 }
 
 /// A batch's writes: `Some(json)` to store, `None` to delete.
@@ -178,7 +142,7 @@ impl Runtime {
                 return Err(DeployError::ForbiddenImport(name.to_owned()));
             }
         }
-        let mut module = Module { component, description: Description::default_for_compile() };
+        let mut module = Module { component, description: Description::new("", "") };
         let mut instance =
             self.instantiate(&module).map_err(|fault| DeployError::Invalid(format!("cannot instantiate: {fault}")))?;
         module.description =
@@ -196,18 +160,6 @@ impl Runtime {
         let bindings = bindings::Projection::instantiate(&mut store, &module.component, &self.linker)
             .map_err(|e| classify(e, &self.limits))?;
         Ok(Instance { store, bindings, limits: self.limits })
-    }
-}
-
-impl Description {
-    fn default_for_compile() -> Self {
-        Description {
-            name: String::new(),
-            version: String::new(),
-            event_type_prefixes: Vec::new(),
-            stream_prefixes: Vec::new(),
-            indexes: Vec::new(),
-        }
     }
 }
 
