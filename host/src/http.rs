@@ -4,7 +4,7 @@
 //! status; internal details are logged, not returned.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
@@ -44,6 +44,7 @@ pub fn router(projections: Arc<Projections>, config: HttpConfig) -> Router {
     let state = AppState { projections, config };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/projections", get(list_projections))
         .route("/projections/{name}", get(get_projection).put(deploy))
         .route("/projections/{name}/collections/{collection}", get(list_documents))
@@ -100,6 +101,11 @@ fn projection(state: &AppState, name: &str) -> Result<Arc<Projection>, AppError>
     })
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.projections.metrics().render(&state.projections.statuses());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
 async fn list_projections(State(state): State<AppState>) -> Json<Vec<Status>> {
     Json(state.projections.statuses())
 }
@@ -145,8 +151,13 @@ async fn wait_for(state: &AppState, projection: &Projection, at_least: Option<u6
         Ok(Ok(())) => Ok(()),
         Ok(Err(status)) => Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "projection_faulted",
-            format!("projection '{}' is faulted at checkpoint {:?}", status.name, status.checkpoint),
+            "projection_not_running",
+            format!(
+                "projection '{}' is {} at checkpoint {:?} and will not reach position {position}",
+                status.name,
+                status.state.as_str(),
+                status.checkpoint
+            ),
         )),
         Err(_) => Err(AppError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -170,10 +181,12 @@ async fn get_document(
     wait_for(&state, &projection, query.at_least).await?;
     let db = projection.db.clone();
     let (c, k) = (collection.clone(), key.clone());
+    let started = Instant::now();
     let doc = tokio::task::spawn_blocking(move || db.document(&c, &k))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
         .map_err(AppError::internal)?;
+    state.projections.metrics().query(&name, "document", started.elapsed());
     match doc {
         Some(doc) => Ok(([(header::CONTENT_TYPE, "application/json")], doc).into_response()),
         None => Err(AppError::new(
@@ -293,12 +306,14 @@ async fn list_documents(
     let request = parse_list_request(raw.as_deref())?;
     wait_for(&state, &projection, request.at_least).await?;
     let db = projection.db.clone();
+    let started = Instant::now();
     if request.count {
         let filters = request.query.filters;
         let count = tokio::task::spawn_blocking(move || db.count(&collection, &filters))
             .await
             .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
             .map_err(AppError::internal)?;
+        state.projections.metrics().query(&name, "count", started.elapsed());
         return Ok(Json(serde_json::json!({ "count": count })).into_response());
     }
     let limit = request.query.limit;
@@ -313,6 +328,7 @@ async fn list_documents(
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
         .map_err(AppError::internal)?;
+    state.projections.metrics().query(&name, "list", started.elapsed());
     let more = items.len() > limit;
     let items: Vec<ListItem> = items
         .into_iter()

@@ -6,12 +6,15 @@
 //! store alone.
 
 pub mod cli;
+pub mod head;
 pub mod http;
+pub mod metrics;
 pub mod projections;
 pub mod readmodel;
 pub mod runtime;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -32,7 +35,7 @@ pub async fn run(command: Command, shutdown: impl Future<Output = ()> + Send + '
 #[derive(Debug)]
 pub struct Host {
     addr: std::net::SocketAddr,
-    projections: std::sync::Arc<Projections>,
+    projections: Arc<Projections>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -46,9 +49,16 @@ impl Host {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Host> {
         let addr = listener.local_addr()?;
-        let runtime = std::sync::Arc::new(Runtime::new(Limits::default())?);
-        let projections = std::sync::Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default()));
+        let runtime = Arc::new(Runtime::new(Limits::default())?.with_artifact_cache(data_dir.join("artifacts")));
+        let head = Arc::new(head::Head::follow(client.clone()));
+        let metrics = Arc::new(metrics::Metrics::new());
+        let projections = Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default(), head, metrics));
         let app = http::router(projections.clone(), http::HttpConfig::default());
+        let stopping = projections.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.stop_all();
+        };
         let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(%addr, "projector API listening");
         Ok(Host { addr, projections, task })
@@ -60,7 +70,7 @@ impl Host {
     }
 
     /// The deployed projections.
-    pub fn projections(&self) -> &std::sync::Arc<Projections> {
+    pub fn projections(&self) -> &Arc<Projections> {
         &self.projections
     }
 

@@ -10,16 +10,18 @@
 //! event. A fault stops the projection at that batch with nothing of it
 //! applied; queries keep being served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventstore::{StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter};
 use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::head::Head;
+use crate::metrics::Metrics;
 use crate::readmodel::{Checkpoint, ReadModelDb};
 use crate::runtime::{Description, Event, Fault, Instance, Module, Runtime};
 
@@ -55,6 +57,23 @@ pub enum State {
     Running,
     /// Stopped by a fault; see `fault`.
     Faulted,
+    /// Not following events (the host is shutting down); queries are still answered.
+    Stopped,
+}
+
+impl State {
+    /// Every state, in the order the API documents them.
+    pub const ALL: [State; 4] = [State::Running, State::CatchingUp, State::Faulted, State::Stopped];
+
+    /// The state's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::CatchingUp => "catching-up",
+            State::Running => "running",
+            State::Faulted => "faulted",
+            State::Stopped => "stopped",
+        }
+    }
 }
 
 /// Why a projection is faulted, and at which event.
@@ -73,7 +92,7 @@ pub struct FaultInfo {
 }
 
 /// A projection's status as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     /// The deployment name.
     pub name: String,
@@ -83,6 +102,10 @@ pub struct Status {
     pub state: State,
     /// Commit position of the last applied event (null before the first batch).
     pub checkpoint: Option<u64>,
+    /// Events in `$all` after the checkpoint (system events excluded).
+    pub lag_events: u64,
+    /// How long the first event after the checkpoint has been waiting, in seconds.
+    pub lag_seconds: f64,
     /// Events applied so far.
     pub events_processed: u64,
     /// The fault, when faulted.
@@ -99,24 +122,35 @@ pub struct Projection {
     /// Its read model.
     pub db: Arc<ReadModelDb>,
     status: watch::Sender<Status>,
+    head: Arc<Head>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Projection {
-    /// The current status.
+    /// The current status, with lag measured now.
     pub fn status(&self) -> Status {
-        self.status.borrow().clone()
+        let mut status = self.status.borrow().clone();
+        let lag = self.head.lag(status.checkpoint);
+        status.lag_events = lag.events;
+        status.lag_seconds = lag.seconds;
+        status
     }
 
-    /// Waits until the checkpoint reaches `position`, or the projection faults.
+    /// Stops following events; the read model keeps answering queries.
+    pub fn stop(&self) {
+        self.task.abort();
+        self.status.send_modify(|s| s.state = State::Stopped);
+    }
+
+    /// Waits until the checkpoint reaches `position`, or the projection
+    /// faults or stops (then it never will).
     pub async fn wait_for(&self, position: u64) -> Result<(), Status> {
         let mut status = self.status.subscribe();
-        let reached = status
-            .wait_for(|s| s.checkpoint.is_some_and(|c| c >= position) || s.state == State::Faulted)
-            .await
-            .map(|s| s.clone());
+        let ended = |s: &Status| matches!(s.state, State::Faulted | State::Stopped);
+        let reached =
+            status.wait_for(|s| s.checkpoint.is_some_and(|c| c >= position) || ended(s)).await.map(|s| s.clone());
         match reached {
-            Ok(s) if s.state != State::Faulted => Ok(()),
+            Ok(s) if s.checkpoint.is_some_and(|c| c >= position) => Ok(()),
             Ok(s) => Err(s),
             Err(_) => Err(self.status()),
         }
@@ -135,6 +169,8 @@ pub struct Projections {
     client: eventstore::Client,
     data_dir: PathBuf,
     batch: BatchConfig,
+    head: Arc<Head>,
+    metrics: Arc<Metrics>,
     deployed: RwLock<BTreeMap<String, Arc<Projection>>>,
 }
 
@@ -149,8 +185,33 @@ impl std::fmt::Debug for Projections {
 
 impl Projections {
     /// An empty set, reading events through `client` and keeping read models under `data_dir`.
-    pub fn new(runtime: Arc<Runtime>, client: eventstore::Client, data_dir: PathBuf, batch: BatchConfig) -> Self {
-        Projections { runtime, client, data_dir, batch, deployed: RwLock::new(BTreeMap::new()) }
+    /// Lag is measured against `head`; batches and faults are counted in `metrics`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        client: eventstore::Client,
+        data_dir: PathBuf,
+        batch: BatchConfig,
+        head: Arc<Head>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Projections { runtime, client, data_dir, batch, head, metrics, deployed: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// The head of `$all` that lag is measured against.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops every projection (at host shutdown).
+    pub fn stop_all(&self) {
+        for projection in self.deployed.read().values() {
+            projection.stop();
+        }
     }
 
     /// The runtime modules are compiled with.
@@ -186,21 +247,26 @@ impl Projections {
             version: description.version.clone(),
             state: State::CatchingUp,
             checkpoint: checkpoint.map(|c| c.position),
+            lag_events: 0,
+            lag_seconds: 0.0,
             events_processed: checkpoint.map_or(0, |c| c.events),
             fault: None,
         });
         let runner = Runner {
+            name: name.to_owned(),
             instance: Some(instance),
             client: self.client.clone(),
             description: description.clone(),
             db: db.clone(),
             status: status.clone(),
+            metrics: self.metrics.clone(),
             batch: self.batch,
             checkpoint: checkpoint.unwrap_or_default(),
             started: checkpoint.is_some(),
         };
         let task = tokio::spawn(runner.run());
-        let projection = Arc::new(Projection { name: name.to_owned(), description, db, status, task });
+        let projection =
+            Arc::new(Projection { name: name.to_owned(), description, db, status, head: self.head.clone(), task });
         self.deployed.write().insert(name.to_owned(), projection.clone());
         tracing::info!(projection = name, module = module_id, ?checkpoint, "projection deployed");
         Ok(projection)
@@ -208,12 +274,15 @@ impl Projections {
 }
 
 struct Runner {
+    /// The deployment name.
+    name: String,
     /// The module instance; lent to a blocking thread while a batch runs.
     instance: Option<Instance>,
     client: eventstore::Client,
     description: Description,
     db: Arc<ReadModelDb>,
     status: watch::Sender<Status>,
+    metrics: Arc<Metrics>,
     batch: BatchConfig,
     checkpoint: Checkpoint,
     /// Whether `checkpoint` is a real position (a batch was committed).
@@ -227,7 +296,7 @@ impl Runner {
             match self.follow().await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(projection = %self.description.name, error = %format!("{e:#}"), ?backoff, "subscription lost; resubscribing");
+                    tracing::warn!(projection = %self.name, error = %format!("{e:#}"), ?backoff, "subscription lost; resubscribing");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -296,11 +365,12 @@ impl Runner {
                 continue;
             }
             if let Err(fault) = self.apply(events, position).await {
+                self.metrics.faulted(&self.name);
                 self.status.send_modify(|s| {
                     s.state = State::Faulted;
                     s.fault = Some(fault);
                 });
-                tracing::error!(projection = %self.description.name, "projection faulted");
+                tracing::error!(projection = %self.name, "projection faulted");
                 return Ok(());
             }
         }
@@ -313,15 +383,31 @@ impl Runner {
         let Some(mut instance) = self.instance.take() else {
             return Err(plain_fault("the module instance was lost after an earlier failure".into()));
         };
+        let metrics = self.metrics.clone();
+        let name = self.name.clone();
         let ran = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let result = if events.is_empty() {
                 Ok(Default::default())
             } else {
                 instance.handle_batch(&events, db.clone()).map_err(|fault| fault_info(fault, &events))
             };
+            let ran = started.elapsed();
             let committed = result.and_then(|writes| {
                 db.commit(&writes, checkpoint).map_err(|e| plain_fault(format!("cannot commit the read model: {e:#}")))
             });
+            if committed.is_ok() {
+                let mut types: HashMap<String, u64> = HashMap::new();
+                for event in &events {
+                    match types.get_mut(&event.event_type) {
+                        Some(count) => *count += 1,
+                        None => {
+                            types.insert(event.event_type.clone(), 1);
+                        }
+                    }
+                }
+                metrics.batch_committed(&name, &types, ran, started.elapsed() - ran);
+            }
             (instance, committed)
         })
         .await;

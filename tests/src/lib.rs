@@ -62,6 +62,15 @@ impl TestEnv {
         }
     }
 
+    /// Stops the server and starts it again on the same data and the same
+    /// address, so clients connected before reconnect to it.
+    pub async fn restart_in_place(&mut self) {
+        let addr = self.server().local_addr();
+        self.stop().await;
+        let listener = TcpListener::bind(addr).await.expect("bind the same address again");
+        self.server = Some(EmbeddedServer::start(listener, self.config.clone()).await.expect("server starts"));
+    }
+
     /// Starts the server again on the same data (on a new port).
     pub async fn restart(&mut self) {
         self.stop().await;

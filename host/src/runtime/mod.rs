@@ -10,6 +10,7 @@
 //! subscribe to anything: storage and the event feed are the caller's.
 
 mod bindings;
+mod cache;
 mod host;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
+    cache: Option<cache::ArtifactCache>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -103,6 +105,7 @@ impl std::fmt::Debug for Runtime {
 pub struct Module {
     component: Component,
     description: Description,
+    precompiled: bool,
 }
 
 impl std::fmt::Debug for Module {
@@ -116,6 +119,11 @@ impl Module {
     pub fn description(&self) -> &Description {
         &self.description
     }
+
+    /// Whether it was loaded from the artifact cache rather than compiled.
+    pub fn precompiled(&self) -> bool {
+        self.precompiled
+    }
 }
 
 impl Runtime {
@@ -128,25 +136,40 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         bindings::Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(wasm_error)?;
-        Ok(Runtime { engine, linker, limits })
+        Ok(Runtime { engine, linker, limits, cache: None })
+    }
+
+    /// Keeps precompiled modules in `dir` and loads them from there instead
+    /// of compiling the same bytes again.
+    pub fn with_artifact_cache(mut self, dir: std::path::PathBuf) -> Runtime {
+        self.cache = Some(cache::ArtifactCache::new(dir, &self.engine));
+        self
     }
 
     /// Compiles `bytes` (a core module or a component), checks it against
-    /// the contract, and asks it to describe itself.
+    /// the contract, and asks it to describe itself. With an artifact cache,
+    /// bytes compiled before are loaded instead.
     pub fn compile(&self, bytes: &[u8]) -> Result<Module, DeployError> {
-        let component_bytes = to_component(bytes)?;
-        let component =
-            Component::new(&self.engine, &component_bytes).map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, bytes));
+        let fresh = cached.is_none();
+        let component = match cached {
+            Some(component) => component,
+            None => Component::new(&self.engine, &to_component(bytes)?)
+                .map_err(|e| DeployError::Invalid(format!("{e:#}")))?,
+        };
         for (name, _) in component.component_type().imports(&self.engine) {
             if !name.starts_with("projector:projection/") {
                 return Err(DeployError::ForbiddenImport(name.to_owned()));
             }
         }
-        let mut module = Module { component, description: Description::new("", "") };
+        let mut module = Module { component, description: Description::new("", ""), precompiled: !fresh };
         let mut instance =
             self.instantiate(&module).map_err(|fault| DeployError::Invalid(format!("cannot instantiate: {fault}")))?;
         module.description =
             instance.describe().map_err(|fault| DeployError::Invalid(format!("describe failed: {fault}")))?;
+        if let Some(cache) = self.cache.as_ref().filter(|_| fresh) {
+            cache.store(bytes, &module.component);
+        }
         Ok(module)
     }
 

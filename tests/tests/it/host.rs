@@ -270,3 +270,89 @@ async fn at_least_a_position_the_projection_filters_out_answers_promptly() {
     assert!(status["checkpoint"].as_u64().expect("checkpoint") >= elsewhere, "{status}");
     assert_eq!(status["events_processed"], 0);
 }
+
+async fn metrics(env: &HostEnv) -> String {
+    let response = env.http.get(env.url("/metrics")).send().await.expect("get /metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("text")
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_report_progress_lag_and_faults() {
+    let env = HostEnv::start().await;
+    let boom = projector_tests::json_event("Boom", json!({}));
+    let boom = env.events.append_to_stream("misc-1", &Default::default(), boom).await.expect("append").position.commit;
+    env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
+    env.deploy("panicking", env!("WASM_GUEST_PANICKING")).await;
+    let mut last = 0;
+    for n in 0..5 {
+        last = register(&env, n, &format!("user{n}@example.com")).await;
+    }
+    let (status, _) =
+        env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = env.get(&format!("/projections/panicking/collections/seen/x?at_least={boom}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a faulted projection never reaches a position");
+    let head = env.host.as_ref().expect("host").projections().head().clone();
+    projector_tests::within("the head tracker", head.reached(last)).await;
+
+    let (_, stats) = env.get("/projections/signup-stats").await;
+    assert_eq!(stats["state"], "running");
+    assert_eq!(stats["lag_events"], 0, "{stats}");
+    assert_eq!(stats["lag_seconds"], 0.0, "{stats}");
+    // The faulted projection applied nothing: all six events are ahead of it.
+    let (_, panicking) = env.get("/projections/panicking").await;
+    assert_eq!(panicking["state"], "faulted");
+    assert_eq!(panicking["checkpoint"], Value::Null);
+    assert_eq!(panicking["lag_events"], 6, "{panicking}");
+    assert!(panicking["lag_seconds"].as_f64().expect("lag_seconds") >= 0.0);
+
+    let text = metrics(&env).await;
+    let stats_events = r#"{projection="signup-stats",event_type="UserRegistered"}"#;
+    assert_eq!(sample(&text, &format!("projector_events_processed_total{stats_events}")), Some(5.0), "{text}");
+    assert_eq!(sample(&text, &format!("projection_event_processing_seconds_count{stats_events}")), Some(5.0));
+    assert_eq!(sample(&text, r#"projector_projection_faults_total{projection="panicking"}"#), Some(1.0));
+    assert_eq!(sample(&text, r#"projector_projection_faults_total{projection="signup-stats"}"#), None);
+    assert_eq!(sample(&text, r#"projector_lag_events{projection="panicking"}"#), Some(6.0));
+    assert_eq!(sample(&text, r#"projector_lag_events{projection="signup-stats"}"#), Some(0.0));
+    assert_eq!(sample(&text, r#"projector_checkpoint_position{projection="signup-stats"}"#), Some(last as f64));
+    assert_eq!(sample(&text, r#"projector_projection_state{projection="panicking",state="faulted"}"#), Some(1.0));
+    assert_eq!(sample(&text, r#"projector_projection_state{projection="panicking",state="running"}"#), Some(0.0));
+    assert_eq!(sample(&text, r#"projector_query_seconds_count{projection="signup-stats",kind="document"}"#), Some(1.0));
+    let commits = sample(&text, r#"projector_batch_commit_seconds_count{projection="signup-stats"}"#);
+    assert!(commits.is_some_and(|n| n >= 1.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_follow_a_restarted_event_store_without_losing_or_repeating_events() {
+    let mut env = HostEnv::start().await;
+    env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
+    let mut last = 0;
+    for n in 0..10 {
+        last = register(&env, n, &format!("user{n}@example.com")).await;
+    }
+    let (status, _) =
+        env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The store goes away under the running host and comes back on the same address.
+    env.store.restart_in_place().await;
+    for n in 10..20 {
+        last = projector_tests::within("an append after the restart", register(&env, n, &format!("u{n}@example.com")))
+            .await;
+    }
+    let (status, doc) = projector_tests::within(
+        "the projection to catch up",
+        env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc, json!({"domain": "example.com", "count": 20}), "each event applied exactly once");
+    let (_, stats) = env.get("/projections/signup-stats").await;
+    assert_eq!(stats["events_processed"], 20);
+}

@@ -205,15 +205,83 @@ fn unbounded_allocation_hits_the_memory_cap() {
 }
 
 #[test]
-fn a_panic_traps_and_the_batch_keeps_no_writes() {
+fn a_panic_traps_and_the_batch_keeps_no_writes_but_its_log_lines_are_shown() {
     let runtime = Runtime::new(Limits::default()).expect("runtime");
     let module = runtime.compile(&module_bytes(env!("WASM_GUEST_PANICKING"))).expect("compiles");
     let mut instance = runtime.instantiate(&module).expect("instance");
-    let fault = instance
-        .handle_batch(&[one_event("Fine"), one_event("Boom")], Arc::new(Committed::default()))
-        .expect_err("traps");
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+    let fault = tracing::subscriber::with_default(subscriber, || {
+        instance.handle_batch(&[one_event("Fine"), one_event("Boom")], Arc::new(Committed::default()))
+    })
+    .expect_err("traps");
     match fault {
         Fault::Trap(message) => assert!(message.contains("unreachable") || message.contains("panic"), "{message}"),
         other => panic!("expected a trap, got {other:?}"),
     }
+    let logged = logs.text();
+    let line = logged.lines().find(|l| l.contains("about to fail on s")).unwrap_or_else(|| panic!("{logged}"));
+    assert!(line.contains("WARN") && line.contains("projection=\"panicking\""), "{line}");
+}
+
+/// Log output captured from a `tracing` subscriber.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> CapturedLogs {
+        self.clone()
+    }
+}
+
+#[test]
+fn compiled_modules_are_kept_and_reloaded_and_a_damaged_artifact_is_compiled_again() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let bytes = module_bytes(env!("WASM_SIGNUP_STATS"));
+    let runtime = || Runtime::new(Limits::default()).expect("runtime").with_artifact_cache(cache.path().to_owned());
+
+    let first = runtime().compile(&bytes).expect("compiles");
+    assert!(!first.precompiled());
+    let artifacts: Vec<_> =
+        std::fs::read_dir(cache.path()).expect("cache dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+
+    // A new engine with the same configuration (a restarted host) loads it and runs it.
+    let again = runtime();
+    let module = again.compile(&bytes).expect("loads");
+    assert!(module.precompiled());
+    assert_eq!(module.description().name, "signup-stats");
+    let (event, _) = registration(1, "a@example.com", "2026-11-23");
+    let writes = again.instantiate(&module).expect("instance").handle_batch(&[event], Arc::new(Committed::default()));
+    assert_eq!(writes.expect("batch").len(), 2);
+
+    // A torn artifact fails its checksum and is compiled (and stored) again.
+    let length = std::fs::metadata(&artifacts[0]).expect("artifact").len();
+    std::fs::OpenOptions::new().write(true).open(&artifacts[0]).expect("open").set_len(length / 2).expect("truncate");
+    let rebuilt = runtime().compile(&bytes).expect("compiles again");
+    assert!(!rebuilt.precompiled());
+    assert!(runtime().compile(&bytes).expect("loads").precompiled());
+
+    // Modules that are refused leave nothing behind.
+    assert!(runtime().compile(&wasi_importing_module()).is_err());
+    assert_eq!(std::fs::read_dir(cache.path()).expect("cache dir").count(), 1);
 }

@@ -1,9 +1,10 @@
-//! A projection that panics on events of type `Boom` and writes otherwise:
-//! the host must fault the batch and keep none of its writes.
+//! A projection that logs a warning and panics on events of type `Boom`, and
+//! writes otherwise: the host must show the log line, fault the batch and
+//! keep none of its writes.
 
-use projector_guest_sdk::{Description, Event, Projection, ReadModel, Result};
+use projector_guest_sdk::{log, Description, Event, Level, Projection, ReadModel, Result};
 
-/// Panics on `Boom`.
+/// Logs and panics on `Boom`.
 #[derive(Debug)]
 pub struct Panicking;
 
@@ -14,6 +15,7 @@ impl Projection for Panicking {
 
     fn apply(event: &Event, model: &mut ReadModel<'_>) -> Result<()> {
         if event.event_type == "Boom" {
+            log(Level::Warn, &format!("about to fail on {}", event.stream_id));
             panic!("boom at revision {}", event.stream_revision);
         }
         model.put("seen", &event.event_id, &event.event_type)
