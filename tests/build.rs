@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The example projections, and test-only guests that misbehave on purpose.
+/// The example projections, test-only guests that misbehave on purpose, and
+/// one that does nothing (the benchmark's boundary baseline).
 const GUESTS: &[(&str, &str)] = &[
     ("user-directory", "user_directory"),
     ("signup-stats", "signup_stats"),
@@ -18,6 +19,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-looping", "guest_looping"),
     ("guest-hungry", "guest_hungry"),
     ("guest-panicking", "guest_panicking"),
+    ("guest-noop", "guest_noop"),
 ];
 
 fn main() {

@@ -18,6 +18,8 @@ use eventstore::{
 };
 use tokio::sync::Mutex;
 
+use crate::report::{ms, percentile, Row, Table};
+
 /// Flags of `bench eventstore`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -125,13 +127,6 @@ fn payload(n: u64) -> String {
     )
 }
 
-struct Row {
-    metric: &'static str,
-    value: String,
-    target: &'static str,
-    met: Option<bool>,
-}
-
 /// Wall time and server CPU time since the last reading.
 struct Meter {
     wall: Instant,
@@ -150,18 +145,6 @@ impl Meter {
         *self = Meter::start(server)?;
         Ok(format!("{events_per_sec:.0} events/s (server CPU {:.0}% of a core)", share * 100.0))
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[rank]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// Appends `total` events in batches of `batch` from `concurrency` tasks; events/s.
@@ -214,7 +197,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let server = ServerProcess::start(&data)?;
     let client = server.client()?;
     client.append_to_stream("warmup", &AppendToStreamOptions::default(), event(0)).await?;
-    let mut rows = Vec::new();
+    let mut rows = Table::default();
 
     // Single-append latency: one client, one event at a time, durable.
     let mut latencies = Vec::new();
@@ -231,58 +214,42 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     latencies.sort();
     let p50 = percentile(&latencies, 0.5);
-    rows.push(Row {
-        metric: "single append latency p50",
-        value: ms(p50),
-        target: "<= 2 ms",
-        met: Some(p50 <= Duration::from_millis(2)),
-    });
-    rows.push(Row {
-        metric: "single append latency p99",
-        value: ms(percentile(&latencies, 0.99)),
-        target: "",
-        met: None,
-    });
+    rows.push(Row::checked("single append latency p50", ms(p50), "<= 2 ms", p50 <= Duration::from_millis(2)));
+    rows.push(Row::figure("single append latency p99", ms(percentile(&latencies, 0.99))));
     let baseline = single_append_latencies(&dir.path().join("plain-tcp"), scale(100, 10)).await?;
-    rows.push(Row {
-        metric: "baseline: same, server sockets at OS defaults",
-        value: format!("p50 {}, p99 {}", ms(percentile(&baseline, 0.5)), ms(percentile(&baseline, 0.99))),
-        target: "(why the server sets NODELAY/QUICKACK)",
-        met: None,
-    });
+    rows.push(Row::noted(
+        "baseline: same, server sockets at OS defaults",
+        format!("p50 {}, p99 {}", ms(percentile(&baseline, 0.5)), ms(percentile(&baseline, 0.99))),
+        "(why the server sets NODELAY/QUICKACK)",
+    ));
 
     let mut total = 1 + latencies.len() as u64;
     let mut meter = Meter::start(&server)?;
     let n = scale(50_000, 512);
     let rate = append_throughput(&client, n, 1, 64).await?;
     total += n;
-    rows.push(Row {
-        metric: "append, batch 1 (64 concurrent writers)",
-        value: meter.rate(&server, rate)?,
-        target: "",
-        met: None,
-    });
+    rows.push(Row::figure("append, batch 1 (64 concurrent writers)", meter.rate(&server, rate)?));
 
     let n = scale(200_000, 800);
     let rate = append_throughput(&client, n, 100, 8).await?;
     total += n;
-    rows.push(Row {
-        metric: "append, batch 100 (8 writers)",
-        value: meter.rate(&server, rate)?,
-        target: ">= 200k events/s",
-        met: Some(rate >= 200_000.0),
-    });
+    rows.push(Row::checked(
+        "append, batch 100 (8 writers)",
+        meter.rate(&server, rate)?,
+        ">= 200k events/s",
+        rate >= 200_000.0,
+    ));
 
     // Load up to `events` in batches of 1000: the batch-1000 figure.
     let n = events.saturating_sub(total).max(4_000) / 4000 * 4000;
     let rate = append_throughput(&client, n, 1000, 4).await?;
     total += n;
-    rows.push(Row {
-        metric: "append, batch 1000 (4 writers)",
-        value: meter.rate(&server, rate)?,
-        target: ">= 200k events/s",
-        met: Some(rate >= 200_000.0),
-    });
+    rows.push(Row::checked(
+        "append, batch 1000 (4 writers)",
+        meter.rate(&server, rate)?,
+        ">= 200k events/s",
+        rate >= 200_000.0,
+    ));
 
     // read_all over everything.
     let started = Instant::now();
@@ -292,12 +259,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         count += 1;
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    rows.push(Row {
-        metric: "read_all",
-        value: meter.rate(&server, rate)?,
-        target: ">= 300k events/s",
-        met: Some(rate >= 300_000.0),
-    });
+    rows.push(Row::checked("read_all", meter.rate(&server, rate)?, ">= 300k events/s", rate >= 300_000.0));
 
     // Catch-up subscription over everything.
     let started = Instant::now();
@@ -311,12 +273,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    rows.push(Row {
-        metric: "catch-up subscription to $all",
-        value: meter.rate(&server, rate)?,
-        target: ">= 300k events/s",
-        met: Some(rate >= 300_000.0),
-    });
+    rows.push(Row::checked(
+        "catch-up subscription to $all",
+        meter.rate(&server, rate)?,
+        ">= 300k events/s",
+        rate >= 300_000.0,
+    ));
     drop(sub);
 
     // Live latency: append -> delivered to a live $all subscriber.
@@ -351,53 +313,29 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut delays = receiver.await??;
     delays.sort();
-    rows.push(Row {
-        metric: "live append -> subscriber p50",
-        value: ms(percentile(&delays, 0.5)),
-        target: "",
-        met: None,
-    });
-    rows.push(Row {
-        metric: "live append -> subscriber p99",
-        value: ms(percentile(&delays, 0.99)),
-        target: "",
-        met: None,
-    });
+    rows.push(Row::figure("live append -> subscriber p50", ms(percentile(&delays, 0.5))));
+    rows.push(Row::figure("live append -> subscriber p99", ms(percentile(&delays, 0.99))));
 
     let rss = server.rss_bytes()?;
     let log_bytes = std::fs::metadata(data.join("events.log"))?.len();
-    rows.push(Row {
-        metric: "server RSS after load",
-        value: format!("{:.1} MiB ({total} events)", rss as f64 / 1048576.0),
-        target: "well under 1 GB for 1M x 300 B",
-        met: Some(rss < 1 << 30),
-    });
-    rows.push(Row {
-        metric: "log size per event",
-        value: format!("{:.0} B", log_bytes as f64 / total.max(1) as f64),
-        target: "",
-        met: None,
-    });
+    rows.push(Row::checked(
+        "server RSS after load",
+        format!("{:.1} MiB ({total} events)", rss as f64 / 1048576.0),
+        "well under 1 GB for 1M x 300 B",
+        rss < 1 << 30,
+    ));
+    rows.push(Row::figure("log size per event", format!("{:.0} B", log_bytes as f64 / total.max(1) as f64)));
     server.stop()?;
 
     let restarted = ServerProcess::start(&data)?;
-    rows.push(Row {
-        metric: "startup (open + recover index)",
-        value: format!("{} for {total} events", ms(restarted.started_in)),
-        target: "seconds, not minutes",
-        met: Some(restarted.started_in < Duration::from_secs(10)),
-    });
+    rows.push(Row::checked(
+        "startup (open + recover index)",
+        format!("{} for {total} events", ms(restarted.started_in)),
+        "seconds, not minutes",
+        restarted.started_in < Duration::from_secs(10),
+    ));
     restarted.stop()?;
 
-    println!("| figure | measured | target | met |");
-    println!("|---|---|---|---|");
-    for row in rows {
-        let met = match row.met {
-            Some(true) => "yes",
-            Some(false) => "NO",
-            None => "",
-        };
-        println!("| {} | {} | {} | {} |", row.metric, row.value, row.target, met);
-    }
+    rows.print();
     Ok(())
 }

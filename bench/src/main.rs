@@ -3,10 +3,17 @@
 //! `cargo run --release -p bench -- eventstore` measures the embedded event
 //! store through the official Rust client over loopback. The server runs in a
 //! child process (this same binary, hidden `serve` subcommand) so that its
-//! memory and startup time are measured alone. Figures, not assertions: the
-//! test suite never checks timings.
+//! memory and startup time are measured alone.
+//!
+//! `cargo run --release -p bench -- projections` measures the projection
+//! runtime: the Wasm boundary, Wasm against native, catch-up, live lag and
+//! document reads over HTTP.
+//!
+//! Figures, not assertions: the test suite never checks timings.
 
 mod eventstore_bench;
+mod projections_bench;
+mod report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +33,8 @@ struct Cli {
 enum Command {
     /// Append, read, subscription, latency, memory and startup figures of the embedded event store.
     Eventstore(eventstore_bench::Args),
+    /// Wasm boundary, Wasm vs native, catch-up, live lag and HTTP read figures of the projection runtime.
+    Projections(projections_bench::Args),
     /// Runs an event store for the benchmark (internal).
     #[command(hide = true)]
     Serve {
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Eventstore(args) => runtime.block_on(eventstore_bench::run(args)),
+        Command::Projections(args) => runtime.block_on(projections_bench::run(args)),
         Command::Serve { listen, data, plain_tcp } => {
             runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
         }

@@ -73,6 +73,12 @@ pub mod wasm;
 
 pub use event::{Event, EventSchema};
 pub use model::{log, Level, ReadModel, WriteError};
+/// Where a [`ReadModel`]'s documents live; for hosts and benchmarks that run
+/// projections natively, not for projection authors.
+#[doc(hidden)]
+pub mod model_backend {
+    pub use crate::model::Backend;
+}
 
 /// Re-exported so that projections and the export macro use the same serde.
 pub use serde;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use eventstore::{StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter};
 use parking_lot::RwLock;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::head::Head;
 use crate::metrics::Metrics;
@@ -317,6 +317,11 @@ impl Runner {
 
     /// Follows `$all` from the checkpoint. Returns `Ok` when the projection
     /// faulted (it stops for good), `Err` when the subscription broke.
+    ///
+    /// A feeder task reads the subscription and forms the next batch while
+    /// this one runs and commits; the channel between them holds at most
+    /// `PIPELINE_DEPTH` batches, so a slow module slows the reading down
+    /// instead of buffering events without bound.
     async fn follow(&mut self) -> anyhow::Result<()> {
         let start = if self.started {
             StreamPosition::Position(eventstore::Position {
@@ -327,53 +332,34 @@ impl Runner {
             StreamPosition::Start
         };
         let options = SubscribeToAllOptions::default().position(start).filter(self.filter());
-        let mut subscription = self.client.subscribe_to_all(&options).await;
-        loop {
-            let mut events: Vec<Event> = Vec::new();
-            let mut last_position = None;
-            let first = subscription.next_subscription_event().await?;
-            let mut pending = Some(first);
-            let deadline = tokio::time::Instant::now() + self.batch.max_wait;
-            while let Some(message) = pending.take() {
-                match message {
-                    SubscriptionEvent::EventAppeared(resolved) => {
-                        let recorded = resolved.get_original_event();
-                        last_position = Some(recorded.position.commit);
-                        if self.description.wants(&recorded.stream_id, &recorded.event_type) {
-                            events.push(to_event(recorded));
-                        }
-                    }
-                    SubscriptionEvent::Checkpoint(position) => last_position = Some(position.commit),
-                    SubscriptionEvent::CaughtUp => {
-                        self.status.send_modify(|s| {
-                            if s.state == State::CatchingUp {
-                                s.state = State::Running;
-                            }
-                        });
-                    }
-                    _ => {}
-                }
-                if events.len() >= self.batch.max_batch {
-                    break;
-                }
-                if let Ok(next) = tokio::time::timeout_at(deadline, subscription.next_subscription_event()).await {
-                    pending = Some(next?);
+        let subscription = self.client.subscribe_to_all(&options).await;
+        let (batches, mut next) = mpsc::channel(PIPELINE_DEPTH);
+        let feeder = tokio::spawn(feed(subscription, self.description.clone(), self.batch, batches));
+        let _feeder = AbortOnDrop(feeder);
+        while let Some(batch) = next.recv().await {
+            let Batch { events, position, caught_up } = batch?;
+            if let Some(position) = position.filter(|&p| !self.started || p > self.checkpoint.position) {
+                if let Err(fault) = self.apply(events, position).await {
+                    self.metrics.faulted(&self.name);
+                    self.status.send_modify(|s| {
+                        s.state = State::Faulted;
+                        s.fault = Some(fault);
+                    });
+                    tracing::error!(projection = %self.name, "projection faulted");
+                    return Ok(());
                 }
             }
-            let Some(position) = last_position else { continue };
-            if self.started && position <= self.checkpoint.position {
-                continue;
-            }
-            if let Err(fault) = self.apply(events, position).await {
-                self.metrics.faulted(&self.name);
-                self.status.send_modify(|s| {
-                    s.state = State::Faulted;
-                    s.fault = Some(fault);
+            if caught_up {
+                self.status.send_if_modified(|s| {
+                    let change = s.state == State::CatchingUp;
+                    if change {
+                        s.state = State::Running;
+                    }
+                    change
                 });
-                tracing::error!(projection = %self.name, "projection faulted");
-                return Ok(());
             }
         }
+        anyhow::bail!("the subscription ended")
     }
 
     /// Runs and commits one batch on a blocking thread; on failure nothing of it is kept.
@@ -421,6 +407,79 @@ impl Runner {
             s.events_processed = checkpoint.events;
         });
         Ok(())
+    }
+}
+
+/// Batches formed ahead of the one running.
+const PIPELINE_DEPTH: usize = 2;
+
+/// What the feeder hands the runner.
+struct Batch {
+    /// The events the module wants.
+    events: Vec<Event>,
+    /// Where the batch ends in `$all` (its last event or server checkpoint).
+    position: Option<u64>,
+    /// Whether the subscription reached the head of `$all` with this batch.
+    caught_up: bool,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads `subscription` into batches of up to `config.max_batch` events,
+/// closing a batch `config.max_wait` after its first message.
+async fn feed(
+    mut subscription: eventstore::Subscription,
+    description: Description,
+    config: BatchConfig,
+    batches: mpsc::Sender<anyhow::Result<Batch>>,
+) {
+    loop {
+        let first = match subscription.next_subscription_event().await {
+            Ok(first) => first,
+            Err(e) => {
+                let _ = batches.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let mut batch = Batch { events: Vec::new(), position: None, caught_up: false };
+        let mut pending = Some(first);
+        let deadline = tokio::time::Instant::now() + config.max_wait;
+        while let Some(message) = pending.take() {
+            match message {
+                SubscriptionEvent::EventAppeared(resolved) => {
+                    let recorded = resolved.get_original_event();
+                    batch.position = Some(recorded.position.commit);
+                    if description.wants(&recorded.stream_id, &recorded.event_type) {
+                        batch.events.push(to_event(recorded));
+                    }
+                }
+                SubscriptionEvent::Checkpoint(position) => batch.position = Some(position.commit),
+                SubscriptionEvent::CaughtUp => batch.caught_up = true,
+                _ => {}
+            }
+            if batch.events.len() >= config.max_batch {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, subscription.next_subscription_event()).await {
+                Ok(Ok(next)) => pending = Some(next),
+                Ok(Err(e)) => {
+                    // Hand over what was read, then the error.
+                    let _ = batches.send(Ok(batch)).await;
+                    let _ = batches.send(Err(e.into())).await;
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        if batches.send(Ok(batch)).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -83,6 +83,18 @@ async fn start_server(config: Config) -> EmbeddedServer {
     EmbeddedServer::start(listener, config).await.expect("server starts")
 }
 
+/// Paths of the WebAssembly modules `build.rs` builds, for the tests and the benchmarks.
+pub mod modules {
+    /// The `user-directory` example.
+    pub const USER_DIRECTORY: &str = env!("WASM_USER_DIRECTORY");
+    /// The `signup-stats` example.
+    pub const SIGNUP_STATS: &str = env!("WASM_SIGNUP_STATS");
+    /// The `inventory` example.
+    pub const INVENTORY: &str = env!("WASM_INVENTORY");
+    /// A guest that takes every event and does nothing.
+    pub const NOOP: &str = env!("WASM_GUEST_NOOP");
+}
+
 /// A JSON event of `event_type` with `payload`.
 pub fn json_event(event_type: &str, payload: serde_json::Value) -> EventData {
     EventData::json(event_type, &payload).expect("serialisable payload")
