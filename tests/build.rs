@@ -36,7 +36,7 @@ fn main() {
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown"]);
+        .args(["build", "--profile", "guest", "--target", "wasm32-unknown-unknown"]);
     for (package, _) in GUESTS {
         command.args(["--package", package]);
     }
@@ -54,5 +54,5 @@ fn main() {
 }
 
 fn wasm_path(target_dir: &Path, file: &str) -> PathBuf {
-    target_dir.join("wasm32-unknown-unknown/release").join(format!("{file}.wasm"))
+    target_dir.join("wasm32-unknown-unknown/guest").join(format!("{file}.wasm"))
 }

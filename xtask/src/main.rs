@@ -70,7 +70,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     if args.is_empty() {
         build_guests()?;
         command.arg("serve");
-        let modules = root().join("target-guests/wasm32-unknown-unknown/release");
+        let modules = root().join("target-guests/wasm32-unknown-unknown/guest");
         for guest in GUESTS {
             let file = modules.join(format!("{}.wasm", guest.replace('-', "_")));
             command.arg("--deploy").arg(format!("{guest}={}", file.display()));
@@ -92,7 +92,8 @@ fn build_guests() -> anyhow::Result<()> {
     let mut command = Command::new(cargo());
     command.current_dir(root()).env("CARGO_TARGET_DIR", root().join("target-guests")).args([
         "build",
-        "--release",
+        "--profile",
+        "guest",
         "--target",
         "wasm32-unknown-unknown",
     ]);

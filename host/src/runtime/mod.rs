@@ -253,6 +253,13 @@ fn to_component(bytes: &[u8]) -> Result<Vec<u8>, DeployError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(DeployError::NotWasm);
     }
+    // Validate the whole binary first: the component encoder assumes a
+    // well-formed module (a truncated one can make it panic).
+    let mut features = wasmparser::WasmFeatures::default();
+    features.insert(wasmparser::WasmFeatures::COMPONENT_MODEL);
+    wasmparser::Validator::new_with_features(features)
+        .validate_all(bytes)
+        .map_err(|e| DeployError::Invalid(format!("invalid WebAssembly: {e}")))?;
     // Bytes 4..8 are the version; a component's layer field is non-zero.
     if bytes[6..8] != [0, 0] {
         return Ok(bytes.to_vec());

@@ -136,6 +136,11 @@ fn uploads_that_are_not_projection_modules_are_refused() {
     let bytes = module_bytes(env!("WASM_INVENTORY"));
     let truncated = &bytes[..bytes.len() / 2];
     assert!(matches!(runtime.compile(truncated), Err(DeployError::Invalid(_))), "a truncated module is invalid");
+    // Cut anywhere, a module is refused with an error, never a panic.
+    for sixteenth in 1..16 {
+        let cut = &bytes[..bytes.len() * sixteenth / 16];
+        assert!(runtime.compile(cut).is_err(), "cut at {sixteenth}/16");
+    }
     // A module that imports something outside the contract, named in the error.
     let wasi = wasi_importing_module();
     match runtime.compile(&wasi) {
