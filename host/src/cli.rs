@@ -64,7 +64,18 @@ pub struct ServeArgs {
     #[arg(long, env = "PROJECTOR_EVENTSTORE_LISTEN", default_value = "127.0.0.1:2113")]
     pub eventstore_listen: SocketAddr,
 
-    /// Deploy a module at startup: `NAME=PATH` (repeatable).
+    /// Bearer token for deploys and lifecycle changes. Without it, a token is
+    /// generated at the first start and kept in `DATA/admin-token` (owner-only).
+    #[arg(long, env = "PROJECTOR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Bearer token queries and status reads require (open when not given).
+    #[arg(long, env = "PROJECTOR_QUERY_TOKEN", hide_env_values = true)]
+    pub query_token: Option<String>,
+
+    /// Deploy a module at startup: `NAME=PATH` (repeatable). An existing
+    /// projection of that name gets the module by a `continue` swap (a no-op
+    /// for the same bytes).
     #[arg(long = "deploy", value_name = "NAME=PATH")]
     pub deploy: Vec<String>,
 }

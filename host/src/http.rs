@@ -1,56 +1,147 @@
-//! The HTTP API: deploy projections, see their status, query their read models.
+//! The HTTP API: deploy and manage projections, see their status, query
+//! their read models.
 //!
 //! Errors are JSON `{ "error": { "code", "message" } }` with the matching
-//! status; internal details are logged, not returned.
+//! status; internal details are logged, not returned. Mutating endpoints
+//! need `Authorization: Bearer <admin token>`; reads need a token only when
+//! the host is given a query token (the admin token is accepted there too).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path, Query, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::projections::{Projection, Projections, Status};
+use crate::projections::{ChangeError, DeployOptions, Deployed, Projection, Projections, Status};
 use crate::readmodel::{Filter, FilterValue, Op, Order, Page, Query as ListQuery};
+use crate::registry::ProjectionLimits;
+use crate::runtime::DeployError;
 
 /// Settings of the HTTP API.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest module accepted by a deploy.
     pub max_module_bytes: usize,
     /// Longest a query with `at_least` waits for its position.
     pub at_least_wait: Duration,
+    /// Bearer token the mutating endpoints require.
+    pub admin_token: String,
+    /// Bearer token the read endpoints require, if any.
+    pub query_token: Option<String>,
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { max_module_bytes: 16 << 20, at_least_wait: Duration::from_secs(5) }
+impl HttpConfig {
+    /// Default limits, with `admin_token` guarding changes and reads left open.
+    pub fn new(admin_token: String) -> Self {
+        HttpConfig { max_module_bytes: 16 << 20, at_least_wait: Duration::from_secs(5), admin_token, query_token: None }
     }
 }
 
 #[derive(Clone)]
 struct AppState {
     projections: Arc<Projections>,
-    config: HttpConfig,
+    config: Arc<HttpConfig>,
 }
 
 /// The API's routes over `projections`.
 pub fn router(projections: Arc<Projections>, config: HttpConfig) -> Router {
-    let state = AppState { projections, config };
+    let limit = config.max_module_bytes;
+    let state = AppState { projections, config: Arc::new(config) };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/projections", get(list_projections))
-        .route("/projections/{name}", get(get_projection).put(deploy))
+        .route("/projections/{name}", get(get_projection).put(deploy).delete(delete_projection))
+        .route("/projections/{name}/stop", post(stop))
+        .route("/projections/{name}/start", post(start))
+        .route("/projections/{name}/reset", post(reset))
+        .route("/projections/{name}/retry", post(retry))
+        .route("/projections/{name}/rollback", post(rollback))
+        .route("/projections/{name}/dead-letters", get(dead_letters))
         .route("/projections/{name}/collections/{collection}", get(list_documents))
         .route("/projections/{name}/collections/{collection}/{key}", get(get_document))
-        .layer(DefaultBodyLimit::max(config.max_module_bytes))
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Proof that the request carries the admin token.
+struct Admin;
+
+/// Proof that the request may read (no query token configured, or it carries one).
+struct Reader;
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_token(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn unauthorized(what: &str) -> AppError {
+    AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!("{what} needs 'Authorization: Bearer <token>' with a valid token"),
+    )
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let state = AppState::from_ref(state);
+        match bearer(parts) {
+            Some(token) if same_token(token, &state.config.admin_token) => Ok(Admin),
+            _ => Err(unauthorized("this endpoint")),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Reader
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let state = AppState::from_ref(state);
+        let Some(expected) = &state.config.query_token else { return Ok(Reader) };
+        match bearer(parts) {
+            Some(token) if same_token(token, expected) || same_token(token, &state.config.admin_token) => Ok(Reader),
+            _ => Err(unauthorized("reading")),
+        }
+    }
+}
+
+impl From<ChangeError> for AppError {
+    fn from(error: ChangeError) -> Self {
+        match error {
+            ChangeError::Unknown(name) => unknown(&name),
+            ChangeError::InvalidModule(e) => {
+                let code = match e {
+                    DeployError::NotWasm => "not_wasm",
+                    DeployError::ForbiddenImport(_) => "forbidden_import",
+                    DeployError::Invalid(_) => "invalid_module",
+                };
+                AppError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+            }
+            ChangeError::Conflict(message) => AppError::new(StatusCode::CONFLICT, "conflict", message),
+            ChangeError::Internal(e) => AppError::internal(e),
+        }
+    }
 }
 
 /// An API error: a status, a stable code and a message for the caller.
@@ -62,11 +153,13 @@ pub struct AppError {
 }
 
 impl AppError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `status`, a stable `code` and a message for the caller.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         AppError { status, code, message: message.into() }
     }
 
-    fn internal(error: anyhow::Error) -> Self {
+    /// A failure of the host: logged in full, reported without details.
+    pub fn internal(error: anyhow::Error) -> Self {
         tracing::error!(error = %format!("{error:#}"), "request failed");
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
@@ -95,47 +188,164 @@ fn valid_name(name: &str) -> Result<(), AppError> {
     }
 }
 
-fn projection(state: &AppState, name: &str) -> Result<Arc<Projection>, AppError> {
-    state.projections.get(name).ok_or_else(|| {
-        AppError::new(StatusCode::NOT_FOUND, "unknown_projection", format!("no projection named '{name}'"))
-    })
+fn unknown(name: &str) -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "unknown_projection", format!("no projection named '{name}'"))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+fn projection(state: &AppState, name: &str) -> Result<Arc<Projection>, AppError> {
+    state.projections.get(name).ok_or_else(|| unknown(name))
+}
+
+async fn metrics(_: Reader, State(state): State<AppState>) -> Response {
     let text = state.projections.metrics().render(&state.projections.statuses());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-async fn list_projections(State(state): State<AppState>) -> Json<Vec<Status>> {
+async fn list_projections(_: Reader, State(state): State<AppState>) -> Json<Vec<Status>> {
     Json(state.projections.statuses())
 }
 
-async fn get_projection(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
-    Ok(Json(projection(&state, &name)?.status()))
+async fn get_projection(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Status>, AppError> {
+    Ok(Json(state.projections.status(&*projection(&state, &name)?)))
+}
+
+/// `mode`, `on_error`, `memory_mb`, `batch_timeout_ms`.
+fn parse_deploy_options(raw: Option<&str>) -> Result<DeployOptions, AppError> {
+    let mut options = DeployOptions::default();
+    let mut limits = ProjectionLimits::default();
+    let number = |name: &str, value: &str, range: std::ops::RangeInclusive<u64>| {
+        value.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+            bad(
+                "invalid_parameter",
+                format!("{name} '{value}' must be a whole number from {} to {}", range.start(), range.end()),
+            )
+        })
+    };
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "mode" => options.mode = Some(value.parse().map_err(|m| bad("invalid_parameter", m))?),
+            "on_error" => options.on_error = Some(value.parse().map_err(|m| bad("invalid_parameter", m))?),
+            "memory_mb" => limits.memory_mb = Some(number("memory_mb", &value, ProjectionLimits::MEMORY_MB)?),
+            "batch_timeout_ms" => {
+                limits.batch_timeout_ms = Some(number("batch_timeout_ms", &value, ProjectionLimits::BATCH_TIMEOUT_MS)?)
+            }
+            other => return Err(bad("unknown_parameter", format!("unknown query parameter '{other}'"))),
+        }
+    }
+    if limits != ProjectionLimits::default() {
+        options.limits = Some(limits);
+    }
+    Ok(options)
 }
 
 async fn deploy(
+    _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Status>), AppError> {
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
     valid_name(&name)?;
-    if state.projections.get(&name).is_some() {
+    let options = parse_deploy_options(raw.as_deref())?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "module_too_large",
+                format!("the module is larger than the limit of {} bytes", state.config.max_module_bytes),
+            )
+        } else {
+            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
+        }
+    })?;
+    if body.is_empty() {
         return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "already_deployed",
-            format!("'{name}' is already deployed; replacing a running projection is not supported yet"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_wasm",
+            "the request body is empty; send the module's bytes",
         ));
     }
-    let module_id = crate::projections::module_id(&body);
-    let runtime = state.projections.runtime().clone();
-    let compiled = tokio::task::spawn_blocking(move || runtime.compile(&body))
+    let (deployed, status) = state.projections.deploy(&name, body.to_vec(), options).await?;
+    let code = match deployed {
+        Deployed::Created => StatusCode::CREATED,
+        Deployed::Rebuilding => StatusCode::ACCEPTED,
+        Deployed::Swapped | Deployed::Unchanged => StatusCode::OK,
+    };
+    Ok((code, [(header::LOCATION, format!("/projections/{name}"))], Json(status)).into_response())
+}
+
+async fn delete_projection(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
+    valid_name(&name)?;
+    state.projections.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stop(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
+    valid_name(&name)?;
+    Ok(Json(state.projections.stop(&name).await?))
+}
+
+async fn start(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
+    valid_name(&name)?;
+    Ok(Json(state.projections.start(&name).await?))
+}
+
+async fn reset(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
+    valid_name(&name)?;
+    Ok(Json(state.projections.reset(&name).await?))
+}
+
+async fn retry(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
+    valid_name(&name)?;
+    Ok(Json(state.projections.retry(&name).await?))
+}
+
+async fn rollback(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Status>, AppError> {
+    valid_name(&name)?;
+    Ok(Json(state.projections.rollback(&name).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeadLetterPage {
+    items: Vec<crate::readmodel::DeadLetter>,
+    /// Pass as `after` for the next page.
+    next_after: Option<u64>,
+}
+
+async fn dead_letters(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Result<Json<DeadLetterPage>, AppError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad("invalid_limit", format!("limit '{limit}' must be between 1 and 1000")));
+    }
+    let db = projection(&state, &name)?.db();
+    let items = tokio::task::spawn_blocking(move || db.dead_letters(query.after, limit + 1))
         .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("compile task failed: {e}")))?;
-    let module =
-        compiled.map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", e.to_string()))?;
-    let projection = state.projections.deploy(&name, &module_id, module).map_err(AppError::internal)?;
-    Ok((StatusCode::CREATED, Json(projection.status())))
+        .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
+        .map_err(AppError::internal)?;
+    let more = items.len() > limit;
+    let items: Vec<_> = items.into_iter().take(limit).collect();
+    let next_after = if more { items.last().map(|l| l.position) } else { None };
+    Ok(Json(DeadLetterPage { items, next_after }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,7 +364,7 @@ async fn wait_for(state: &AppState, projection: &Projection, at_least: Option<u6
             "projection_not_running",
             format!(
                 "projection '{}' is {} at checkpoint {:?} and will not reach position {position}",
-                status.name,
+                projection.name,
                 status.state.as_str(),
                 status.checkpoint
             ),
@@ -166,20 +376,21 @@ async fn wait_for(state: &AppState, projection: &Projection, at_least: Option<u6
                 "projection '{}' has not reached position {position} within {:?}; its checkpoint is {:?}",
                 projection.name,
                 state.config.at_least_wait,
-                projection.status().checkpoint
+                projection.serving().status().checkpoint
             ),
         )),
     }
 }
 
 async fn get_document(
+    _: Reader,
     State(state): State<AppState>,
     Path((name, collection, key)): Path<(String, String, String)>,
     Query(query): Query<DocumentQuery>,
 ) -> Result<Response, AppError> {
     let projection = projection(&state, &name)?;
     wait_for(&state, &projection, query.at_least).await?;
-    let db = projection.db.clone();
+    let db = projection.db();
     let (c, k) = (collection.clone(), key.clone());
     let started = Instant::now();
     let doc = tokio::task::spawn_blocking(move || db.document(&c, &k))
@@ -298,6 +509,7 @@ fn parse_filter(text: &str) -> Result<Filter, AppError> {
 }
 
 async fn list_documents(
+    _: Reader,
     State(state): State<AppState>,
     Path((name, collection)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
@@ -305,7 +517,7 @@ async fn list_documents(
     let projection = projection(&state, &name)?;
     let request = parse_list_request(raw.as_deref())?;
     wait_for(&state, &projection, request.at_least).await?;
-    let db = projection.db.clone();
+    let db = projection.db();
     let started = Instant::now();
     if request.count {
         let filters = request.query.filters;

@@ -11,9 +11,12 @@ pub mod http;
 pub mod metrics;
 pub mod projections;
 pub mod readmodel;
+pub mod registry;
+mod runner;
 pub mod runtime;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -31,29 +34,88 @@ pub async fn run(command: Command, shutdown: impl Future<Output = ()> + Send + '
     }
 }
 
+/// How a host is set up.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the registry, modules, artifacts and read models live.
+    pub data_dir: PathBuf,
+    /// The token mutating endpoints require. When not given, the one stored
+    /// under the data dir is used, generated at the first start.
+    pub admin_token: Option<String>,
+    /// The token read endpoints require, if any.
+    pub query_token: Option<String>,
+}
+
+impl HostConfig {
+    /// Everything under `data_dir`, the admin token included; reads open.
+    pub fn new(data_dir: PathBuf) -> Self {
+        HostConfig { data_dir, admin_token: None, query_token: None }
+    }
+}
+
+/// The file holding the generated admin token, readable by its owner only.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+/// The admin token stored under `data_dir`, created (owner-only) if there is none.
+fn stored_admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = admin_token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} is empty; delete it to generate a new token", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    tracing::info!(path = %path.display(), "generated an admin token for the API; it is stored in this file");
+    Ok(token)
+}
+
 /// A running host: the HTTP API over deployed projections.
 #[derive(Debug)]
 pub struct Host {
     addr: std::net::SocketAddr,
     projections: Arc<Projections>,
+    admin_token: String,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Host {
-    /// Serves the API on `listener`, following events through `client`, with
-    /// read models under `data_dir`, until `shutdown` resolves.
-    pub fn start(
+    /// Restores the projections recorded under the data dir, then serves the
+    /// API on `listener`, following events through `client`, until `shutdown` resolves.
+    pub async fn start(
         listener: TcpListener,
         client: eventstore::Client,
-        data_dir: std::path::PathBuf,
+        config: HostConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Host> {
         let addr = listener.local_addr()?;
+        let data_dir = config.data_dir;
+        let admin_token = match config.admin_token {
+            Some(token) if !token.is_empty() => token,
+            Some(_) => anyhow::bail!("the admin token is empty"),
+            None => stored_admin_token(&data_dir)?,
+        };
         let runtime = Arc::new(Runtime::new(Limits::default())?.with_artifact_cache(data_dir.join("artifacts")));
         let head = Arc::new(head::Head::follow(client.clone()));
         let metrics = Arc::new(metrics::Metrics::new());
-        let projections = Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default(), head, metrics));
-        let app = http::router(projections.clone(), http::HttpConfig::default());
+        let projections = Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default(), head, metrics)?);
+        projections.restore().await?;
+        let http_config =
+            http::HttpConfig { query_token: config.query_token, ..http::HttpConfig::new(admin_token.clone()) };
+        let app = http::router(projections.clone(), http_config);
         let stopping = projections.clone();
         let shutdown = async move {
             shutdown.await;
@@ -61,7 +123,12 @@ impl Host {
         };
         let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(%addr, "projector API listening");
-        Ok(Host { addr, projections, task })
+        Ok(Host { addr, projections, admin_token, task })
+    }
+
+    /// The token the mutating endpoints accept.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// The API's address.
@@ -103,15 +170,21 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
     };
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let host = Host::start(listener, client, args.data.clone(), async move {
+    let config =
+        HostConfig { data_dir: args.data.clone(), admin_token: args.admin_token, query_token: args.query_token };
+    let host = Host::start(listener, client, config, async move {
         let _ = stop_rx.await;
-    })?;
+    })
+    .await?;
     for spec in &args.deploy {
         let (name, path) = spec.split_once('=').with_context(|| format!("--deploy '{spec}' is not NAME=PATH"))?;
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
-        let module = host.projections().runtime().compile(&bytes).with_context(|| format!("cannot deploy {path}"))?;
-        host.projections().deploy(name, &projections::module_id(&bytes), module)?;
-        tracing::info!("deployed {name}: http://{}/projections/{name}", host.local_addr());
+        let (deployed, _) = host
+            .projections()
+            .deploy(name, bytes, projections::DeployOptions::default())
+            .await
+            .with_context(|| format!("cannot deploy {path} as '{name}'"))?;
+        tracing::info!(?deployed, "{name}: http://{}/projections/{name}", host.local_addr());
     }
     shutdown.await;
     let _ = stop_tx.send(());

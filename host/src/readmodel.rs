@@ -52,6 +52,21 @@ fn spawn_wal_checkpointer(conn: Connection) -> anyhow::Result<std::sync::mpsc::S
     Ok(stop)
 }
 
+/// An event a projection with `on_error=skip` failed on and went past.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Its commit position in `$all`.
+    pub position: u64,
+    /// Its stream.
+    pub stream: String,
+    /// Its revision in that stream.
+    pub revision: u64,
+    /// Its type.
+    pub event_type: String,
+    /// Why the module failed on it.
+    pub error: String,
+}
+
 /// One document of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -89,6 +104,13 @@ impl ReadModelDb {
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  position INTEGER NOT NULL,
                  events INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS dead_letters (
+                 position INTEGER PRIMARY KEY,
+                 stream TEXT NOT NULL,
+                 revision INTEGER NOT NULL,
+                 event_type TEXT NOT NULL,
+                 error TEXT NOT NULL
              );",
         )?;
         let reader =
@@ -133,6 +155,16 @@ impl ReadModelDb {
 
     /// Commits a batch's writes and its checkpoint in one transaction.
     pub fn commit(&self, writes: &Writes, checkpoint: Checkpoint) -> anyhow::Result<()> {
+        self.commit_with(writes, checkpoint, None)
+    }
+
+    /// Records `letter` (an event the module failed on and the projection
+    /// skipped) and moves the checkpoint past it, in one transaction.
+    pub fn commit_dead_letter(&self, letter: &DeadLetter, checkpoint: Checkpoint) -> anyhow::Result<()> {
+        self.commit_with(&Writes::new(), checkpoint, Some(letter))
+    }
+
+    fn commit_with(&self, writes: &Writes, checkpoint: Checkpoint, letter: Option<&DeadLetter>) -> anyhow::Result<()> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
@@ -150,9 +182,41 @@ impl ReadModelDb {
                  ON CONFLICT (id) DO UPDATE SET position = excluded.position, events = excluded.events",
                 params![checkpoint.position as i64, checkpoint.events as i64],
             )?;
+            if let Some(l) = letter {
+                tx.execute(
+                    "INSERT OR REPLACE INTO dead_letters (position, stream, revision, event_type, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![l.position as i64, l.stream, l.revision as i64, l.event_type, l.error],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Skipped events, oldest first, after `after` (a position), at most `limit`.
+    pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let conn = self.reader.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT position, stream, revision, event_type, error FROM dead_letters
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after.map_or(-1, |p| p as i64), limit as i64], |row| {
+            Ok(DeadLetter {
+                position: row.get::<_, i64>(0)? as u64,
+                stream: row.get(1)?,
+                revision: row.get::<_, i64>(2)? as u64,
+                event_type: row.get(3)?,
+                error: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many events were skipped.
+    pub fn dead_letter_count(&self) -> anyhow::Result<u64> {
+        let n: i64 = self.reader.lock().query_row("SELECT count(*) FROM dead_letters", [], |row| row.get(0))?;
+        Ok(n as u64)
     }
 
     /// A document, for queries.

@@ -173,16 +173,27 @@ impl Runtime {
         Ok(module)
     }
 
+    /// The default limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// A fresh instance of `module` with this runtime's limits.
     pub fn instantiate(&self, module: &Module) -> Result<Instance, Fault> {
-        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
-        let state = HostState::new(limits, self.limits.document_bytes, module.description.name.clone());
+        self.instantiate_with(module, self.limits)
+    }
+
+    /// A fresh instance of `module` with `limits` (a projection's own).
+    pub fn instantiate_with(&self, module: &Module, limits: Limits) -> Result<Instance, Fault> {
+        let store_limits =
+            StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
+        let state = HostState::new(store_limits, limits.document_bytes, module.description.name.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
+        store.set_epoch_deadline(deadline_ticks(limits.batch_deadline));
         let bindings = bindings::Projection::instantiate(&mut store, &module.component, &self.linker)
-            .map_err(|e| classify(e, &self.limits))?;
-        Ok(Instance { store, bindings, limits: self.limits })
+            .map_err(|e| classify(e, &limits))?;
+        Ok(Instance { store, bindings, limits })
     }
 }
 
