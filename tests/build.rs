@@ -20,6 +20,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-hungry", "guest_hungry"),
     ("guest-panicking", "guest_panicking"),
     ("guest-noop", "guest_noop"),
+    ("guest-tally", "guest_tally"),
+    ("guest-tally-v2", "guest_tally_v2"),
 ];
 
 fn main() {

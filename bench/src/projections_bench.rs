@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use eventstore::{AppendToStreamOptions, Client, EventData, SubscribeToAllOptions, SubscriptionEvent};
-use projector::projections::{module_id, Projection};
+use projector::projections::{DeployOptions, Projection};
 use projector::runtime::{DocumentSource, Event, Limits, Runtime};
 use projector_guest_sdk::{ReadModel, WriteError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -338,13 +338,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = projector::Host::start(api, server.client()?, dir.path().join("host"), async move {
+    let config = projector::HostConfig::new(dir.path().join("host"));
+    let host = projector::Host::start(api, server.client()?, config, async move {
         let _ = stopped.await;
-    })?;
+    })
+    .await?;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
-    let module = host.projections().runtime().compile(&bytes)?;
     let started = Instant::now();
-    let projection = host.projections().deploy("user-directory", &module_id(&bytes), module)?;
+    host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
+    let projection = host.projections().get("user-directory").context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     let took = started.elapsed();
     let rate = total as f64 / took.as_secs_f64();

@@ -2,24 +2,24 @@
 //! ports, events appended with the official client, answers read over HTTP.
 
 use eventstore::EventData;
-use projector::Host;
+use projector::{Host, HostConfig};
 use projector_tests::TestEnv;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-struct HostEnv {
-    store: TestEnv,
+pub(crate) struct HostEnv {
+    pub(crate) store: TestEnv,
     /// One client for the whole test: each new client pays for connection set-up.
-    events: eventstore::Client,
-    host: Option<Host>,
+    pub(crate) events: eventstore::Client,
+    pub(crate) host: Option<Host>,
     stop: Option<oneshot::Sender<()>>,
-    http: reqwest::Client,
-    data: tempfile::TempDir,
+    pub(crate) http: reqwest::Client,
+    pub(crate) data: tempfile::TempDir,
 }
 
 impl HostEnv {
-    async fn start() -> HostEnv {
+    pub(crate) async fn start() -> HostEnv {
         let store = TestEnv::start().await;
         let data = tempfile::tempdir().expect("tempdir");
         let events = store.client();
@@ -31,15 +31,17 @@ impl HostEnv {
     async fn start_host(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let host = Host::start(listener, self.store.client(), self.data.path().to_path_buf(), async move {
+        let config = HostConfig::new(self.data.path().to_path_buf());
+        let host = Host::start(listener, self.store.client(), config, async move {
             let _ = stopped.await;
         })
+        .await
         .expect("host starts");
         self.host = Some(host);
         self.stop = Some(stop);
     }
 
-    async fn restart_host(&mut self) {
+    pub(crate) async fn restart_host(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -49,17 +51,35 @@ impl HostEnv {
         self.start_host().await;
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.host.as_ref().expect("host").local_addr())
     }
 
-    async fn deploy(&self, name: &str, module: &str) -> (StatusCode, Value) {
+    /// The admin token the running host accepts.
+    pub(crate) fn token(&self) -> String {
+        self.host.as_ref().expect("host").admin_token().to_owned()
+    }
+
+    pub(crate) async fn deploy(&self, name: &str, module: &str) -> (StatusCode, Value) {
+        self.deploy_with(name, module, "").await
+    }
+
+    /// Deploys with query parameters, e.g. `mode=rebuild`.
+    pub(crate) async fn deploy_with(&self, name: &str, module: &str, query: &str) -> (StatusCode, Value) {
         let bytes = std::fs::read(module).expect("module");
-        let response = self.http.put(self.url(&format!("/projections/{name}"))).body(bytes).send().await.expect("put");
+        let url = self.url(&format!("/projections/{name}?{query}"));
+        let response = self.http.put(url).bearer_auth(self.token()).body(bytes).send().await.expect("put");
         (response.status(), response.json().await.expect("json body"))
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    /// POSTs a lifecycle action (`stop`, `rollback`, ...) with the admin token.
+    pub(crate) async fn act(&self, name: &str, action: &str) -> (StatusCode, Value) {
+        let url = self.url(&format!("/projections/{name}/{action}"));
+        let response = self.http.post(url).bearer_auth(self.token()).send().await.expect("post");
+        (response.status(), response.json().await.expect("json body"))
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.http.get(self.url(path)).send().await.expect("get");
         (response.status(), response.json().await.expect("json body"))
     }
@@ -76,7 +96,7 @@ fn registration(n: u32, email: &str) -> EventData {
     .expect("metadata")
 }
 
-async fn register(env: &HostEnv, n: u32, email: &str) -> u64 {
+pub(crate) async fn register(env: &HostEnv, n: u32, email: &str) -> u64 {
     let written = env
         .events
         .append_to_stream(format!("user-u{n}"), &Default::default(), registration(n, email))
@@ -131,11 +151,12 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let response = env.http.put(env.url("/projections/junk")).body("not wasm").send().await.expect("put");
+    let put = |path: &str| env.http.put(env.url(path)).bearer_auth(env.token());
+    let response = put("/projections/junk").body("not wasm").send().await.expect("put");
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "invalid_module");
-    let response = env.http.put(env.url("/projections/Bad..Name")).body("x").send().await.expect("put");
+    assert_eq!(body["error"]["code"], "not_wasm");
+    let response = put("/projections/Bad..Name").body("x").send().await.expect("put");
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let (status, body) = env.get("/projections/nope").await;
@@ -191,9 +212,12 @@ async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
     assert_eq!(status, StatusCode::OK);
 
     env.restart_host().await;
-    let (status, body) = env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = env.get("/projections/signup-stats").await;
+    assert_eq!(status, StatusCode::OK, "the projection is back after the restart: {body}");
     assert_eq!(body["events_processed"], 31, "resumes from the stored checkpoint: {body}");
+    let (status, body) = env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
+    assert_eq!(status, StatusCode::OK, "deploying the same bytes again changes nothing: {body}");
+    assert_eq!(body["events_processed"], 31, "{body}");
     let last = register(&env, 31, "more@example.com").await;
     let (status, doc) =
         env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;

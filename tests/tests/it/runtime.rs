@@ -151,7 +151,7 @@ fn uploads_that_are_not_projection_modules_are_refused() {
 
 /// `(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))`,
 /// encoded by hand.
-fn wasi_importing_module() -> Vec<u8> {
+pub(crate) fn wasi_importing_module() -> Vec<u8> {
     let mut bytes = b"\0asm\x01\0\0\0".to_vec();
     // type section: one func type (i32 x4) -> i32
     bytes.extend_from_slice(&[0x01, 0x09, 0x01, 0x60, 0x04, 0x7f, 0x7f, 0x7f, 0x7f, 0x01, 0x7f]);

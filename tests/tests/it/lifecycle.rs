@@ -1,0 +1,398 @@
+//! Deploying new versions while the host serves: `continue` swaps, blue/green
+//! rebuilds under a query loop, rollback, stop/start/reset/retry/delete,
+//! poison events, restarts, and refused uploads and tokens.
+//!
+//! The `tally` guest records which version applied each event (1.0.0 and
+//! 2.0.0 are the same source built twice), so every test can tell exactly
+//! which code applied what, and count that nothing was skipped or doubled.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use eventstore::{AppendToStreamOptions, EventData};
+use projector_tests::within;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::host::HostEnv;
+
+const V1: &str = env!("WASM_GUEST_TALLY");
+const V2: &str = env!("WASM_GUEST_TALLY_V2");
+
+fn tally(n: u64) -> EventData {
+    EventData::json("Tallied", &json!({ "n": n })).expect("event")
+}
+
+/// Appends `count` events with known ids; returns the ids and the commit position.
+async fn append_known(env: &HostEnv, stream: &str, count: u64) -> (Vec<String>, u64) {
+    let ids: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::new_v4()).collect();
+    let events: Vec<EventData> = ids.iter().zip(0..).map(|(id, n)| tally(n).id(*id)).collect();
+    let written = env.events.append_to_stream(stream, &AppendToStreamOptions::default(), events).await.expect("append");
+    (ids.iter().map(|id| id.to_string()).collect(), written.position.commit)
+}
+
+async fn total(env: &HostEnv, name: &str, at_least: u64) -> Value {
+    let (status, body) = env.get(&format!("/projections/{name}/collections/totals/all?at_least={at_least}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn seen_by(env: &HostEnv, name: &str, id: &str) -> String {
+    let (status, body) = env.get(&format!("/projections/{name}/collections/events/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "event {id}: {body}");
+    body["version"].as_str().expect("version").to_owned()
+}
+
+async fn count_events(env: &HostEnv, name: &str) -> u64 {
+    let (status, body) = env.get(&format!("/projections/{name}/collections/events?count=true")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["count"].as_u64().expect("count")
+}
+
+/// Polls the status until `done` says so (each poll is a real request; bounded by `within`).
+async fn wait_status(env: &HostEnv, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    within(what, async {
+        loop {
+            let (_, status) = env.get(&format!("/projections/{name}")).await;
+            if done(&status) {
+                return status;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_repeating() {
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("tally", V1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (before, position) = append_known(&env, "tally-a", 50).await;
+    total(&env, "tally", position).await;
+
+    // Appends keep arriving while the swap happens.
+    let writer = env.events.clone();
+    let during = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for n in 0..100 {
+            let id = uuid::Uuid::new_v4();
+            writer
+                .append_to_stream("tally-b", &AppendToStreamOptions::default(), tally(n).id(id))
+                .await
+                .expect("append");
+            ids.push(id.to_string());
+        }
+        ids
+    });
+    let (status, body) = env.deploy_with("tally", V2, "mode=continue").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], "2.0.0");
+    assert_eq!(body["previous_version"], "1.0.0");
+    let (after, position) = append_known(&env, "tally-c", 50).await;
+    let during = during.await.expect("writer");
+
+    let total = total(&env, "tally", position).await;
+    assert_eq!(total, json!({ "count": 200, "version": "2.0.0" }), "every event applied exactly once");
+    assert_eq!(count_events(&env, "tally").await, 200, "one document per event: none skipped");
+    for id in &before {
+        assert_eq!(seen_by(&env, "tally", id).await, "1.0.0", "applied before the swap");
+    }
+    for id in &after {
+        assert_eq!(seen_by(&env, "tally", id).await, "2.0.0", "appended after the swap was acknowledged");
+    }
+    // Events appended during the swap: old code up to a batch boundary, new code from there on.
+    let mut versions = Vec::new();
+    for id in &during {
+        versions.push(seen_by(&env, "tally", id).await);
+    }
+    let switched = versions.iter().position(|v| v == "2.0.0").unwrap_or(versions.len());
+    assert!(versions[switched..].iter().all(|v| v == "2.0.0"), "never back to old code: {versions:?}");
+    let (_, status) = env.get("/projections/tally").await;
+    assert_eq!(status["events_processed"], 200, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_returns() {
+    let env = HostEnv::start().await;
+    env.deploy("tally", V1).await;
+    let mut last = 0;
+    for batch in 0..20 {
+        last = append_known(&env, &format!("tally-{batch}"), 100).await.1;
+    }
+    assert_eq!(total(&env, "tally", last).await["version"], "1.0.0");
+
+    // A client that queries without pause from before the deploy until after the switch.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (http, url) = (env.http.clone(), env.url("/projections/tally/collections/totals/all"));
+    let looping = stop.clone();
+    let queries = tokio::spawn(async move {
+        let mut answers: Vec<(StatusCode, String)> = Vec::new();
+        while !looping.load(Ordering::Relaxed) {
+            let response = http.get(&url).send().await.expect("query");
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            answers.push((status, body["version"].as_str().unwrap_or("").to_owned()));
+        }
+        answers
+    });
+
+    let (status, body) = env.deploy_with("tally", V2, "mode=rebuild").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["version"], "1.0.0", "the old version serves until the switch: {body}");
+    assert_eq!(body["rebuild"]["version"], "2.0.0", "{body}");
+    assert!(body["rebuild"]["total"].as_u64().expect("total") >= 2000, "{body}");
+    let (_, live) = append_known(&env, "tally-live", 10).await;
+    let switched =
+        wait_status(&env, "tally", "the switch to 2.0.0", |s| s["version"] == "2.0.0" && s["rebuild"].is_null()).await;
+    assert_eq!(switched["previous_version"], "1.0.0");
+    let after = total(&env, "tally", live).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = queries.await.expect("query loop");
+
+    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "no failed query: {answers:?}");
+    let first_new = answers.iter().position(|(_, v)| v == "2.0.0").unwrap_or(answers.len());
+    assert!(first_new > 0, "old answers first");
+    assert!(answers[..first_new].iter().all(|(_, v)| v == "1.0.0"), "only old answers before the switch");
+    assert!(answers[first_new..].iter().all(|(_, v)| v == "2.0.0"), "only new answers after it");
+    assert_eq!(after, json!({ "count": 2010, "version": "2.0.0" }), "rebuilt from the start, live events too");
+
+    // Rollback: the old read model serves again and catches up with what it missed.
+    let (status, body) = env.act("tally", "rollback").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], "1.0.0");
+    let (_, position) = append_known(&env, "tally-more", 5).await;
+    assert_eq!(total(&env, "tally", position).await, json!({ "count": 2015, "version": "1.0.0" }));
+    // And forward again.
+    let (status, body) = env.act("tally", "rollback").await;
+    assert_eq!((status, body["version"].as_str()), (StatusCode::OK, Some("2.0.0")), "{body}");
+    assert_eq!(total(&env, "tally", position).await, json!({ "count": 2015, "version": "2.0.0" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
+    let env = HostEnv::start().await;
+    env.deploy("tally", V1).await;
+    let (status, body) = env.act("tally", "rollback").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
+
+    env.deploy_with("tally", V2, "mode=continue").await;
+    let (_, position) = append_known(&env, "tally-a", 3).await;
+    assert_eq!(total(&env, "tally", position).await["version"], "2.0.0");
+    let (status, body) = env.act("tally", "rollback").await;
+    assert_eq!((status, body["version"].as_str()), (StatusCode::OK, Some("1.0.0")), "{body}");
+    let (ids, position) = append_known(&env, "tally-b", 3).await;
+    assert_eq!(total(&env, "tally", position).await, json!({ "count": 6, "version": "1.0.0" }));
+    assert_eq!(seen_by(&env, "tally", &ids[0]).await, "1.0.0");
+
+    // A rebuild that is rolled back before it switches is cancelled; the serving version stays.
+    env.act("tally", "stop").await;
+    let (status, body) = env.deploy_with("tally", V2, "mode=rebuild").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = env.deploy_with("tally", V2, "mode=continue").await;
+    assert_eq!(status, StatusCode::CONFLICT, "no second change while a rebuild runs: {body}");
+    let (status, body) = env.act("tally", "rollback").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["version"].as_str(), &body["rebuild"]), (Some("1.0.0"), &Value::Null), "{body}");
+    let files = std::fs::read_dir(env.data.path().join("readmodels/tally")).expect("read models").count();
+    let sqlite = std::fs::read_dir(env.data.path().join("readmodels/tally"))
+        .expect("read models")
+        .filter(|f| f.as_ref().expect("entry").path().extension().is_some_and(|e| e == "sqlite"))
+        .count();
+    assert_eq!(sqlite, 1, "the cancelled rebuild's read model is removed ({files} files)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_reset_and_delete() {
+    let env = HostEnv::start().await;
+    env.deploy("tally", V1).await;
+    let (_, position) = append_known(&env, "tally-a", 10).await;
+    total(&env, "tally", position).await;
+
+    let (status, body) = env.act("tally", "stop").await;
+    assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("stopped")), "{body}");
+    let (_, position) = append_known(&env, "tally-a", 5).await;
+    let (status, body) = env.get(&format!("/projections/tally/collections/totals/all?at_least={position}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a stopped projection will not get there: {body}");
+    let (_, body) = env.get("/projections/tally/collections/totals/all").await;
+    assert_eq!(body["count"], 10, "queries are still answered while stopped");
+    let (status, body) = env.act("tally", "retry").await;
+    assert_eq!(status, StatusCode::CONFLICT, "retry is for faults: {body}");
+
+    let (status, _) = env.act("tally", "start").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(total(&env, "tally", position).await["count"], 15);
+
+    let (status, body) = env.act("tally", "reset").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(total(&env, "tally", position).await["count"], 15, "rebuilt from scratch, each event once");
+    let (_, body) = env.get("/projections/tally").await;
+    assert_eq!(body["events_processed"], 15, "{body}");
+
+    let response =
+        env.http.delete(env.url("/projections/tally")).bearer_auth(env.token()).send().await.expect("delete");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = env.get("/projections/tally").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!env.data.path().join("readmodels/tally").exists(), "read models removed");
+    let modules = std::fs::read_dir(env.data.path().join("modules")).expect("modules").count();
+    assert_eq!(modules, 0, "the module is removed with the last projection using it");
+    let (status, body) = env.deploy("tally", V1).await;
+    assert_eq!(status, StatusCode::CREATED, "the name can be used again: {body}");
+    assert_eq!(total(&env, "tally", position).await["count"], 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_fault_the_projection_or_become_dead_letters() {
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy_with("skipping", V1, "on_error=skip").await;
+    assert_eq!((status, body["on_error"].as_str()), (StatusCode::CREATED, Some("skip")), "{body}");
+    env.deploy("strict", V1).await;
+
+    append_known(&env, "tally-a", 2).await;
+    let poison = EventData::json("TallyPoison", &json!({})).expect("event");
+    let bad = env.events.append_to_stream("tally-p", &AppendToStreamOptions::default(), poison).await.expect("append");
+    let (_, position) = append_known(&env, "tally-a", 2).await;
+
+    assert_eq!(total(&env, "skipping", position).await["count"], 4, "the poison event is skipped, the rest applied");
+    let (status, letters) = env.get("/projections/skipping/dead-letters").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        letters,
+        json!({ "items": [{ "position": bad.position.commit, "stream": "tally-p", "revision": 0,
+                            "event_type": "TallyPoison", "error": "invalid event: this event is poison" }],
+                "next_after": null })
+    );
+    let (_, status) = env.get("/projections/skipping").await;
+    assert_eq!((status["dead_letters"].as_u64(), status["state"].as_str()), (Some(1), Some("running")), "{status}");
+
+    let strict = wait_status(&env, "strict", "the strict projection to fault", |s| s["state"] == "faulted").await;
+    assert_eq!(strict["fault"]["position"], bad.position.commit, "{strict}");
+    assert!(strict["checkpoint"].as_u64().is_none_or(|c| c < bad.position.commit), "nothing past it: {strict}");
+    // The same code faults again on retry; a deploy that skips gets past it.
+    let (status, _) = env.act("strict", "retry").await;
+    assert_eq!(status, StatusCode::OK);
+    wait_status(&env, "strict", "the retry to fault again", |s| s["state"] == "faulted").await;
+    let (status, body) = env.deploy_with("strict", V2, "on_error=skip").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(total(&env, "strict", position).await, json!({ "count": 4, "version": "2.0.0" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_brings_every_projection_back_as_it_was() {
+    let mut env = HostEnv::start().await;
+    // Only `faulted` stops at the poison event; the others skip it.
+    env.deploy_with("swapped", V1, "on_error=skip").await;
+    env.deploy_with("stopped", V1, "on_error=skip").await;
+    env.deploy_with("faulted", V1, "memory_mb=32&batch_timeout_ms=2000").await;
+    let (_, position) = append_known(&env, "tally-a", 20).await;
+    total(&env, "swapped", position).await;
+    total(&env, "stopped", position).await;
+    env.deploy_with("swapped", V2, "mode=continue").await;
+    env.act("stopped", "stop").await;
+    let poison = EventData::json("TallyPoison", &json!({})).expect("event");
+    env.events.append_to_stream("tally-p", &AppendToStreamOptions::default(), poison).await.expect("append");
+    wait_status(&env, "faulted", "the fault", |s| s["state"] == "faulted").await;
+    let (_, position) = append_known(&env, "tally-a", 5).await;
+    total(&env, "swapped", position).await;
+    let (_, before) = env.get("/projections").await;
+
+    env.restart_host().await;
+    let (_, after) = env.get("/projections").await;
+    let stable = |list: &Value| -> Vec<Value> {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .map(|s| {
+                json!([
+                    s["name"],
+                    s["version"],
+                    s["checkpoint"],
+                    s["events_processed"],
+                    s["fault"],
+                    s["on_error"],
+                    s["limits"],
+                    s["previous_version"],
+                    s["state"] == "stopped",
+                    s["state"] == "faulted"
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(stable(&after), stable(&before), "every projection as it was:\n{before}\n{after}");
+    assert_eq!(after[0]["limits"], json!({ "memory_mb": 32, "batch_timeout_ms": 2000 }), "{after}");
+
+    // The swapped one keeps running its new code; the stopped one stays stopped.
+    let (ids, position) = append_known(&env, "tally-z", 1).await;
+    assert_eq!(total(&env, "swapped", position).await["count"], 26);
+    assert_eq!(seen_by(&env, "swapped", &ids[0]).await, "2.0.0");
+    let (_, stopped) = env.get("/projections/stopped").await;
+    assert_eq!((stopped["state"].as_str(), stopped["events_processed"].as_u64()), (Some("stopped"), Some(20)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_untouched() {
+    let env = HostEnv::start().await;
+    env.deploy("tally", V1).await;
+    let (_, position) = append_known(&env, "tally-a", 3).await;
+    total(&env, "tally", position).await;
+    let (_, before) = env.get("/projections/tally").await;
+
+    let v2 = std::fs::read(V2).expect("module");
+    let url = |path: &str| env.url(path);
+    let mutations = [
+        env.http.put(url("/projections/tally?mode=continue")).body(v2.clone()),
+        env.http.put(url("/projections/other")).body(v2.clone()),
+        env.http.delete(url("/projections/tally")),
+        env.http.post(url("/projections/tally/stop")),
+        env.http.post(url("/projections/tally/start")),
+        env.http.post(url("/projections/tally/reset")),
+        env.http.post(url("/projections/tally/retry")),
+        env.http.post(url("/projections/tally/rollback")),
+    ];
+    for request in mutations {
+        for token in [None, Some("wrong"), Some("")] {
+            let request = request.try_clone().expect("clonable");
+            let request = match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            let response = request.send().await.expect("request");
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "token {token:?}");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+
+    let mut truncated = v2.clone();
+    truncated.truncate(v2.len() / 2);
+    let uploads: [(&str, Vec<u8>, StatusCode, &str); 6] = [
+        ("mode=continue", b"not wasm at all".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "not_wasm"),
+        ("mode=continue", truncated, StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+        ("mode=rebuild", crate::runtime::wasi_importing_module(), StatusCode::UNPROCESSABLE_ENTITY, "forbidden_import"),
+        ("mode=sideways", v2.clone(), StatusCode::BAD_REQUEST, "invalid_parameter"),
+        ("memory_mb=0", v2.clone(), StatusCode::BAD_REQUEST, "invalid_parameter"),
+        // Last: the server answers before reading the whole body and closes that connection.
+        ("mode=continue", vec![0; 17 << 20], StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"),
+    ];
+    for (query, bytes, expected, code) in uploads {
+        let response = env
+            .http
+            .put(env.url(&format!("/projections/tally?{query}")))
+            .bearer_auth(env.token())
+            .body(bytes)
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(response.status(), expected, "{query}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+
+    let (_, after) = env.get("/projections/tally").await;
+    assert_eq!(after, before, "nothing changed");
+    let (_, all) = env.get("/projections").await;
+    assert_eq!(all.as_array().expect("list").len(), 1, "nothing deployed by a refused request");
+    let (_, position) = append_known(&env, "tally-a", 1).await;
+    assert_eq!(total(&env, "tally", position).await, json!({ "count": 4, "version": "1.0.0" }), "still running v1");
+}
