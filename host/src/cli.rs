@@ -26,6 +26,113 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the embedded EventStoreDB-compatible event store on its own.
     Eventstore(EventstoreArgs),
+    /// Commands that talk to a running host.
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// Where the host is and how to authenticate, for the client commands.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The host's API.
+    #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Admin token (read from `DATA/admin-token` when not given).
+    #[arg(long, env = "PROJECTOR_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The host's data directory, to find its admin token.
+    #[arg(long, env = "PROJECTOR_DATA", default_value = "data")]
+    pub data: PathBuf,
+}
+
+/// A command about one projection.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The projection.
+    pub name: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+}
+
+/// Client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Deploy a module: a new projection, a `continue` swap or a blue/green rebuild.
+    Deploy(DeployArgs),
+    /// List the projections.
+    List(Connection),
+    /// Show one projection's status.
+    Status(NameArgs),
+    /// Stop following events (queries keep working).
+    Stop(NameArgs),
+    /// Start a stopped projection from its checkpoint.
+    Start(NameArgs),
+    /// Rebuild the read model from scratch under the same version.
+    Reset(NameArgs),
+    /// Restart a faulted projection from its checkpoint.
+    Retry(NameArgs),
+    /// Return to the previous version (cancels a rebuild in progress).
+    Rollback(NameArgs),
+    /// Delete a projection, its read models and its module.
+    Rm(NameArgs),
+    /// Read documents from a read model.
+    Query(QueryArgs),
+}
+
+/// Flags of `projector deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The projection's name (`[a-z0-9][a-z0-9-]{0,62}`).
+    pub name: String,
+    /// The module (`.wasm`).
+    pub file: PathBuf,
+    /// How to replace a running version: `continue` (default) or `rebuild`.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// What to do with an event the module fails on: `fault` (default) or `skip`.
+    #[arg(long)]
+    pub on_error: Option<String>,
+    /// Memory limit of the module, in MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Longest a batch may run, in milliseconds.
+    #[arg(long)]
+    pub batch_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+}
+
+/// Flags of `projector query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The projection.
+    pub name: String,
+    /// The collection.
+    pub collection: String,
+    /// One document's key (a listing without it).
+    pub key: Option<String>,
+    /// `path<op>value` with `=`, `!=`, `<`, `<=`, `>`, `>=` (repeatable).
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// `field` or `-field` (descending).
+    #[arg(long)]
+    pub order_by: Option<String>,
+    /// Most documents in the answer (1-1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Wait until the projection has applied this commit position.
+    #[arg(long)]
+    pub at_least: Option<u64>,
+    /// Count the matching documents instead of listing them.
+    #[arg(long)]
+    pub count: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
 }
 
 /// Flags of `projector eventstore`.

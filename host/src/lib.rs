@@ -6,6 +6,7 @@
 //! store alone.
 
 pub mod cli;
+pub mod client;
 pub mod head;
 pub mod http;
 pub mod metrics;
@@ -31,6 +32,7 @@ pub async fn run(command: Command, shutdown: impl Future<Output = ()> + Send + '
     match command {
         Command::Eventstore(args) => run_eventstore(args, shutdown).await,
         Command::Serve(args) => run_serve(args, shutdown).await,
+        Command::Client(args) => client::run(args).await,
     }
 }
 
@@ -226,5 +228,38 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
         () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// The `projector` binary: parses flags, sets up logging, and runs the
+/// chosen command until SIGINT or SIGTERM. A test binary calls it too, so
+/// process-level tests run exactly what users run.
+pub fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    use std::process::ExitCode;
+
+    use clap::Parser;
+    use tracing_subscriber::EnvFilter;
+
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log)))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a person can act on, also for the client commands.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

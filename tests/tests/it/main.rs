@@ -9,6 +9,7 @@
 //! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`)
 //! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
 //! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
+//! - `process`               the real binary: CLI client, kill -9 and restart
 //! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
 //!
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
@@ -20,4 +21,5 @@
 mod eventstore;
 mod host;
 mod lifecycle;
+mod process;
 mod runtime;

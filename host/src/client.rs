@@ -1,0 +1,249 @@
+//! `projector deploy|list|status|stop|start|reset|retry|rollback|rm|query`:
+//! a command-line client of the HTTP API. Output is the API's JSON (a table
+//! for `list`); a refused request prints the API's message as one line and
+//! exits non-zero.
+
+// A command-line client: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::cli::{ClientCommand, Connection, DeployArgs, NameArgs, QueryArgs};
+
+/// Runs one client command against the API.
+pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
+    let action = |args: NameArgs, action: &'static str| async move {
+        Client::new(&args.connection)?.act(&args.name, action).await
+    };
+    match command {
+        ClientCommand::Deploy(args) => Client::new(&args.connection)?.deploy(args).await,
+        ClientCommand::List(connection) => Client::new(&connection)?.list().await,
+        ClientCommand::Status(args) => {
+            let client = Client::new(&args.connection)?;
+            print(&client.send(client.get(&format!("/projections/{}", args.name))).await?)
+        }
+        ClientCommand::Stop(args) => action(args, "stop").await,
+        ClientCommand::Start(args) => action(args, "start").await,
+        ClientCommand::Reset(args) => action(args, "reset").await,
+        ClientCommand::Retry(args) => action(args, "retry").await,
+        ClientCommand::Rollback(args) => action(args, "rollback").await,
+        ClientCommand::Rm(args) => {
+            let client = Client::new(&args.connection)?;
+            let url = client.url(&format!("/projections/{}", args.name));
+            client.send(client.http.delete(url).bearer_auth(client.token()?)).await?;
+            println!("deleted {}", args.name);
+            Ok(())
+        }
+        ClientCommand::Query(args) => Client::new(&args.connection)?.query(args).await,
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(args: &Connection) -> anyhow::Result<Client> {
+        let base = args.url.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            bail!("--url '{base}' must start with http://");
+        }
+        let token = match &args.token {
+            Some(token) => Some(token.clone()),
+            None => read_token(&crate::admin_token_path(&args.data))?,
+        };
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Client { http, base, token })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn token(&self) -> anyhow::Result<&str> {
+        self.token.as_deref().context(
+            "no admin token: pass --token, set PROJECTOR_ADMIN_TOKEN, or run where --data holds the host's admin-token file",
+        )
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.get(self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends `request`; a non-2xx answer becomes an error carrying the API's message.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request.send().await.with_context(|| format!("cannot reach the host at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let body: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if status.is_success() {
+            return Ok(body);
+        }
+        match body["error"]["message"].as_str() {
+            Some(message) => bail!("{message} (HTTP {})", status.as_u16()),
+            None => bail!("the host answered HTTP {status}: {body}"),
+        }
+    }
+
+    async fn act(&self, name: &str, action: &str) -> anyhow::Result<()> {
+        let request = self.http.post(self.url(&format!("/projections/{name}/{action}"))).bearer_auth(self.token()?);
+        print(&self.send(request).await?)
+    }
+
+    async fn list(&self) -> anyhow::Result<()> {
+        let list = self.send(self.get("/projections")).await?;
+        let rows = list.as_array().context("the host's list is not an array")?;
+        println!("{:<24} {:<12} {:<12} {:>14} {:>10}  NOTE", "NAME", "VERSION", "STATE", "EVENTS", "LAG");
+        for p in rows {
+            let note = match (&p["rebuild"], &p["fault"]) {
+                (Value::Object(r), _) => format!("rebuilding {} ({} of {})", r["version"], r["position"], r["total"]),
+                (_, Value::Object(f)) => format!("fault: {}", f["reason"].as_str().unwrap_or("")),
+                _ => String::new(),
+            };
+            println!(
+                "{:<24} {:<12} {:<12} {:>14} {:>10}  {note}",
+                p["name"].as_str().unwrap_or(""),
+                p["version"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or(""),
+                p["events_processed"],
+                p["lag_events"],
+            );
+        }
+        Ok(())
+    }
+
+    async fn deploy(&self, args: DeployArgs) -> anyhow::Result<()> {
+        let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+        let mut query = Vec::new();
+        if let Some(mode) = &args.mode {
+            query.push(format!("mode={mode}"));
+        }
+        if let Some(on_error) = &args.on_error {
+            query.push(format!("on_error={on_error}"));
+        }
+        if let Some(mb) = args.memory_mb {
+            query.push(format!("memory_mb={mb}"));
+        }
+        if let Some(ms) = args.batch_timeout_ms {
+            query.push(format!("batch_timeout_ms={ms}"));
+        }
+        let url = self.url(&format!("/projections/{}?{}", args.name, query.join("&")));
+        let status = self.send(self.http.put(url).bearer_auth(self.token()?).body(bytes)).await?;
+        let Some(target) = status["rebuild"]["version"].as_str().map(str::to_owned) else {
+            println!("{} is running version {} ({})", args.name, status["version"], status["state"]);
+            return Ok(());
+        };
+        self.follow_rebuild(&args.name, &target).await
+    }
+
+    /// Shows the rebuild's progress until queries switch to it.
+    async fn follow_rebuild(&self, name: &str, target: &str) -> anyhow::Result<()> {
+        let terminal = std::io::stderr().is_terminal();
+        let mut stderr = std::io::stderr();
+        let mut last_line = std::time::Instant::now();
+        loop {
+            let status = self.send(self.get(&format!("/projections/{name}"))).await?;
+            let rebuild = &status["rebuild"];
+            if rebuild.is_null() {
+                if terminal {
+                    eprintln!();
+                }
+                if status["version"].as_str() == Some(target) {
+                    println!("{name}: queries switched to version {target}");
+                    return Ok(());
+                }
+                bail!(
+                    "the rebuild to {target} ended without a switch (rolled back?); {name} serves {}",
+                    status["version"]
+                );
+            }
+            if let Some(reason) = rebuild["fault"]["reason"].as_str() {
+                bail!("the rebuild to {target} faulted: {reason}; queries stay on {}", status["version"]);
+            }
+            let line = progress_line(rebuild);
+            if terminal {
+                let _ = write!(stderr, "\r{line}\x1b[K");
+                let _ = stderr.flush();
+            } else if last_line.elapsed() >= Duration::from_secs(2) {
+                eprintln!("{line}");
+                last_line = std::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn query(&self, args: QueryArgs) -> anyhow::Result<()> {
+        let mut path = format!("/projections/{}/collections/{}", args.name, args.collection);
+        if let Some(key) = &args.key {
+            path.push('/');
+            path.push_str(key);
+        }
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        for filter in &args.filter {
+            params.append_pair("filter", filter);
+        }
+        if let Some(order) = &args.order_by {
+            params.append_pair("order_by", order);
+        }
+        if let Some(limit) = args.limit {
+            params.append_pair("limit", &limit.to_string());
+        }
+        if let Some(position) = args.at_least {
+            params.append_pair("at_least", &position.to_string());
+        }
+        if args.count {
+            params.append_pair("count", "true");
+        }
+        let params = params.finish();
+        if !params.is_empty() {
+            path = format!("{path}?{params}");
+        }
+        print(&self.send(self.get(&path)).await?)
+    }
+}
+
+/// `rebuilding 2.0.0 [########............] 41%  410000/1000000 events  52000 ev/s  ETA 11s`
+fn progress_line(rebuild: &Value) -> String {
+    const WIDTH: usize = 30;
+    let position = rebuild["position"].as_u64().unwrap_or(0);
+    let total = rebuild["total"].as_u64().unwrap_or(0).max(1);
+    let fraction = (position as f64 / total as f64).clamp(0.0, 1.0);
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    let eta = match rebuild["eta_seconds"].as_f64() {
+        Some(s) => format!("ETA {s:.0}s"),
+        None => "ETA -".to_owned(),
+    };
+    format!(
+        "rebuilding {} [{}{}] {:>3.0}%  {position}/{total} events  {:.0} ev/s  {eta}",
+        rebuild["version"].as_str().unwrap_or(""),
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled),
+        fraction * 100.0,
+        rebuild["rate"].as_f64().unwrap_or(0.0),
+    )
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn read_token(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(token) => Ok(Some(token.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the admin token in {}", path.display())),
+    }
+}

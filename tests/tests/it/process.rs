@@ -1,0 +1,179 @@
+//! The real `projector` binary as a separate process: the command-line
+//! client against it, and a `kill -9` in the middle of its work.
+//!
+//! The event store runs in the test (so it survives the kill); the host
+//! follows it through `--eventstore`. The host's log tells the test where
+//! its API listens; nothing here waits by sleeping.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use eventstore::{AppendToStreamOptions, EventData};
+use projector_tests::{within, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_projector-host");
+const V1: &str = env!("WASM_GUEST_TALLY");
+const V2: &str = env!("WASM_GUEST_TALLY_V2");
+const TOKEN: &str = "process-test-admin-token";
+
+/// A host process and where its API is.
+struct HostProcess {
+    child: Child,
+    url: String,
+}
+
+impl HostProcess {
+    /// Starts `projector serve` on `data` and waits for its "listening" log line.
+    fn start(data: &Path, eventstore: &str) -> HostProcess {
+        let mut child = Command::new(BINARY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--eventstore", eventstore])
+            .arg("--data")
+            .arg(data)
+            .env("PROJECTOR_ADMIN_TOKEN", TOKEN)
+            .env("PROJECTOR_LOG", "info")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the host");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let addr = loop {
+            let line = lines.next().expect("the host exited before listening").expect("log line");
+            assert!(!line.contains("ERROR"), "host failed to start: {line}");
+            if line.contains("projector API listening") {
+                let addr = line.split("addr=").nth(1).expect("addr in the log line");
+                break addr.split_whitespace().next().expect("address").to_owned();
+            }
+        };
+        // Keep draining the log so the host never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        HostProcess { child, url: format!("http://{addr}") }
+    }
+
+    /// `kill -9`.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+/// Runs the command-line client against the host at `url`: (success, stdout, stderr).
+async fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(BINARY);
+    command.args(args).args(["--url", url, "--token", TOKEN]).stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("thread").expect("run the client");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8");
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn append(events: &eventstore::Client, stream: &str, count: u64) -> u64 {
+    let batch: Vec<EventData> =
+        (0..count).map(|n| EventData::json("Tallied", &json!({ "n": n })).expect("event")).collect();
+    events.append_to_stream(stream, &AppendToStreamOptions::default(), batch).await.expect("append").position.commit
+}
+
+async fn total(http: &reqwest::Client, url: &str, name: &str, at_least: u64) -> Value {
+    let url = format!("{url}/projections/{name}/collections/totals/all?at_least={at_least}");
+    let response = within("the total", http.get(url).send()).await.expect("query");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() {
+    let store = TestEnv::start().await;
+    let events = store.client();
+    let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
+    let data = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+
+    let host = tokio::task::spawn_blocking({
+        let (data, eventstore) = (data.path().to_path_buf(), eventstore.clone());
+        move || HostProcess::start(&data, &eventstore)
+    })
+    .await
+    .expect("host");
+
+    let (ok, out, err) = cli(&host.url, &["deploy", "tally", V1]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("tally is running version \"1.0.0\""), "{out}");
+    for name in ["swapped", "stopped"] {
+        let (ok, _, err) = cli(&host.url, &["deploy", name, V1, "--on-error", "skip"]).await;
+        assert!(ok, "{err}");
+    }
+    let position = append(&events, "tally-a", 100).await;
+    for name in ["tally", "swapped", "stopped"] {
+        total(&http, &host.url, name, position).await;
+    }
+
+    // Errors: one line, non-zero exit, nothing changed.
+    let (ok, _, err) = cli(&host.url, &["deploy", "tally", "/proc/self/status"]).await;
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: not a WebAssembly module") && err.contains("HTTP 422"), "{err}");
+    let (ok, _, err) = cli(&host.url, &["stop", "nope"]).await;
+    assert!(!ok && err.contains("no projection named 'nope'") && err.contains("HTTP 404"), "{err}");
+
+    let (ok, out, err) = cli(&host.url, &["deploy", "swapped", V2, "--mode", "continue"]).await;
+    assert!(ok && out.contains("2.0.0"), "{out}{err}");
+    let (ok, _, err) = cli(&host.url, &["stop", "stopped"]).await;
+    assert!(ok, "{err}");
+    // A rebuild: the client follows it until queries switch.
+    let (ok, out, err) = cli(&host.url, &["deploy", "tally", V2, "--mode", "rebuild"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("tally: queries switched to version 2.0.0"), "{out}");
+    let (ok, out, _) = cli(&host.url, &["query", "tally", "totals", "all"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), json!({ "count": 100, "version": "2.0.0" }));
+
+    let position = append(&events, "tally-b", 50).await;
+    total(&http, &host.url, "tally", position).await;
+    let before: Value =
+        http.get(format!("{}/projections", host.url)).send().await.expect("list").json().await.expect("json");
+    let appending = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..20 {
+                last = append(&events, "tally-c", 10).await;
+            }
+            last
+        })
+    };
+    host.kill();
+    let last = appending.await.expect("appends while the host is down");
+
+    let host = tokio::task::spawn_blocking({
+        let (data, eventstore) = (data.path().to_path_buf(), eventstore.clone());
+        move || HostProcess::start(&data, &eventstore)
+    })
+    .await
+    .expect("host again");
+    let after: Value =
+        http.get(format!("{}/projections", host.url)).send().await.expect("list").json().await.expect("json");
+    let shape = |list: &Value| -> Vec<Value> {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .map(|s| json!([s["name"], s["version"], s["on_error"], s["previous_version"], s["state"] == "stopped"]))
+            .collect()
+    };
+    assert_eq!(shape(&after), shape(&before), "\n{before}\n{after}");
+    assert_eq!(total(&http, &host.url, "tally", last).await, json!({ "count": 350, "version": "2.0.0" }));
+    assert_eq!(total(&http, &host.url, "swapped", last).await, json!({ "count": 350, "version": "2.0.0" }));
+    let (ok, out, _) = cli(&host.url, &["list"]).await;
+    assert!(ok);
+    let stopped = out.lines().find(|l| l.starts_with("stopped")).expect("stopped in the list");
+    assert!(stopped.contains("stopped") && stopped.contains(" 100 "), "{out}");
+}
