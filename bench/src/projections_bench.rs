@@ -345,7 +345,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     let started = Instant::now();
-    host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
+    host.projections().deploy("user-directory", bytes.clone(), DeployOptions::default()).await?;
     let projection = host.projections().get("user-directory").context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     let took = started.elapsed();
@@ -394,9 +394,116 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         p99 <= Duration::from_millis(5),
     ));
 
+    swap_rows(&host, &bytes, total, rate, quick, &mut table).await?;
+
     let _ = stop.send(());
     host.stopped().await?;
     server.shutdown().await?;
     table.print();
+    Ok(())
+}
+
+/// `bytes` with a custom section naming `variant` appended: a module that
+/// behaves the same but has another hash, so the host compiles it afresh
+/// like any new version.
+fn variant(bytes: &[u8], variant: u32) -> Vec<u8> {
+    let name = b"projector-bench";
+    let payload = variant.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "a one-byte LEB128 size");
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// `continue` swaps (request -> new code live) and a blue/green rebuild of
+/// the whole read model, each under a query load that must see no failure.
+async fn swap_rows(
+    host: &projector::Host,
+    module: &[u8],
+    keys: u64,
+    baseline_rate: f64,
+    quick: bool,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/projections/user-directory", host.local_addr());
+    let deploy = |bytes: Vec<u8>, mode: &'static str| {
+        http.put(format!("{url}?mode={mode}")).bearer_auth(host.admin_token()).body(bytes).send()
+    };
+
+    let mut compiles = Vec::new();
+    for n in 0..3 {
+        let bytes = Arc::new(variant(module, 500 + n));
+        let started = Instant::now();
+        host.projections().compile(bytes).await?;
+        compiles.push(started.elapsed());
+    }
+    compiles.sort();
+
+    let swaps = if quick { 2 } else { 7 };
+    let addr = host.local_addr();
+    let queries = tokio::spawn(get_by_key(addr, keys, 4, Duration::from_millis(700 * swaps + 500)));
+    let mut took = Vec::new();
+    for n in 0..swaps {
+        let bytes = variant(module, n as u32);
+        let started = Instant::now();
+        let response = deploy(bytes, "continue").await?;
+        took.push(started.elapsed());
+        if response.status() != 200 {
+            bail!("continue swap answered {}: {}", response.status(), response.text().await?);
+        }
+    }
+    let (_, during) = queries.await??;
+    took.sort();
+    table.push(Row::checked(
+        format!("continue swap of a {} KB module: request -> new code live (median of {swaps})", module.len() / 1024),
+        format!(
+            "{} (min {}, max {}), {} queries meanwhile, 0 failed",
+            ms(took[took.len() / 2]),
+            ms(took[0]),
+            ms(took[took.len() - 1]),
+            during.len()
+        ),
+        "<= 250 ms",
+        took[took.len() / 2] <= Duration::from_millis(250),
+    ));
+    table.push(Row::figure(
+        "  of which: validating and compiling the new module (median of 3)",
+        format!("{} (min {}, max {})", ms(compiles[1]), ms(compiles[0]), ms(compiles[2])),
+    ));
+
+    let started = Instant::now();
+    let response = deploy(variant(module, 1_000), "rebuild").await?;
+    if response.status() != 202 {
+        bail!("rebuild answered {}: {}", response.status(), response.text().await?);
+    }
+    let projection = host.projections().get("user-directory").context("deployed")?;
+    let mut answered = 0usize;
+    let mut window_time = Duration::ZERO;
+    while host.projections().status(&projection).rebuild.is_some() {
+        let window = Instant::now();
+        let (_, latencies) = get_by_key(addr, keys, 16, Duration::from_millis(500)).await?;
+        answered += latencies.len();
+        window_time += window.elapsed();
+    }
+    let rebuilt = started.elapsed();
+    let during_rate = answered as f64 / window_time.as_secs_f64().max(1e-9);
+    let ratio = during_rate / baseline_rate;
+    table.push(Row::figure(
+        format!("rebuild of the {keys}-event read model (blue/green) until the switch"),
+        format!("{:.1} s = {:.0} events/s", rebuilt.as_secs_f64(), keys as f64 / rebuilt.as_secs_f64()),
+    ));
+    table.push(Row::checked(
+        "GET by key during the rebuild, vs before it",
+        format!(
+            "{during_rate:.0} requests/s = {:.0}% of {baseline_rate:.0}, {answered} queries, 0 failed",
+            ratio * 100.0
+        ),
+        ">= 80%",
+        ratio >= 0.8,
+    ));
     Ok(())
 }

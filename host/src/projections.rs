@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -154,6 +155,8 @@ pub struct Lane {
     runner: Mutex<Option<RunnerHandle>>,
     /// When its runner started, and how many events it had applied then.
     started: Mutex<(Instant, u64)>,
+    /// Set while it is a rebuild beside a serving lane: its batches run at low CPU priority.
+    background: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -530,6 +533,7 @@ impl Projections {
             status,
             runner: Mutex::new(None),
             started: Mutex::new((Instant::now(), 0)),
+            background: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -558,6 +562,8 @@ impl Projections {
             registry: self.registry.clone(),
             batch: self.batch,
             checkpoint,
+            background: lane.background.clone(),
+            background_thread: None,
         };
         *lane.started.lock() = (Instant::now(), checkpoint.map_or(0, |c| c.events));
         *lane.runner.lock() = Some(runner.spawn());
@@ -607,6 +613,7 @@ impl Projections {
             lanes.candidate = None;
             old
         };
+        lane.background.store(false, Ordering::Relaxed);
         tracing::info!(projection = %name, version = %lane.status().version, "queries switched to the rebuilt read model");
         old.stop().await;
         Ok(())

@@ -13,6 +13,7 @@
 //! twice); a stop returns after the batch in flight has committed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,10 @@ pub(crate) struct Runner {
     pub(crate) batch: BatchConfig,
     /// Where the read model is; `None` before its first batch.
     pub(crate) checkpoint: Option<Checkpoint>,
+    /// Whether batches run at low CPU priority (a rebuild beside a serving version).
+    pub(crate) background: Arc<AtomicBool>,
+    /// The low-priority thread, started on the first background batch.
+    pub(crate) background_thread: Option<BackgroundThread>,
 }
 
 /// A running runner, as its owner holds it.
@@ -246,7 +251,7 @@ impl Runner {
         };
         let metrics = self.metrics.clone();
         let name = self.name.clone();
-        let ran = tokio::task::spawn_blocking(move || {
+        let work = move || {
             let started = Instant::now();
             let outcome = job.run(&events, position);
             if outcome.is_ok() {
@@ -257,8 +262,21 @@ impl Runner {
                 metrics.batch_committed(&name, &types, job.module_time, started.elapsed() - job.module_time);
             }
             (job.instance, outcome)
-        })
-        .await;
+        };
+        let ran = if self.background.load(Ordering::Relaxed) {
+            if self.background_thread.is_none() {
+                let thread = BackgroundThread::start(&self.name)
+                    .map_err(|e| plain_fault(format!("cannot start the rebuild thread: {e}")))?;
+                self.background_thread = Some(thread);
+            }
+            match &self.background_thread {
+                Some(thread) => thread.run(work).await.map_err(|e| e.to_string()),
+                None => unreachable!("started above"),
+            }
+        } else {
+            self.background_thread = None;
+            tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string())
+        };
         let (instance, outcome) = ran.map_err(|e| plain_fault(format!("the batch thread failed: {e}")))?;
         self.instance = Some(instance);
         let (checkpoint, skipped) = outcome?;
@@ -270,6 +288,51 @@ impl Runner {
         });
         Ok(())
     }
+}
+
+/// A thread at lowered CPU priority (nice 10) for a rebuild's batches: when
+/// the CPU is short, the queries the serving version answers go first and
+/// the rebuild takes what is left. (Linux gives each thread its own nice
+/// value; raising it needs no privilege, lowering it again would, hence a
+/// thread of its own rather than the shared blocking pool.)
+pub(crate) struct BackgroundThread {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl BackgroundThread {
+    const NICE: libc::c_int = 10;
+
+    fn start(name: &str) -> std::io::Result<BackgroundThread> {
+        let (jobs, next) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let projection = name.to_owned();
+        std::thread::Builder::new().name("rebuild".into()).spawn(move || {
+            if !lower_this_threads_priority(Self::NICE) {
+                tracing::warn!(projection, "cannot lower the rebuild thread's priority; it competes with queries");
+            }
+            while let Ok(job) = next.recv() {
+                job();
+            }
+        })?;
+        Ok(BackgroundThread { jobs })
+    }
+
+    /// Runs `work` on the thread and waits for its result.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
+            .map_err(|_| anyhow::anyhow!("the rebuild thread is gone"))?;
+        Ok(result.await?)
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread).
+#[allow(unsafe_code)]
+fn lower_this_threads_priority(nice: libc::c_int) -> bool {
+    // SAFETY: plain system calls with no pointers; `gettid` names the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) == 0 }
 }
 
 /// One batch's work on the blocking thread.
