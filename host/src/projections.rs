@@ -155,7 +155,7 @@ pub struct Lane {
     runner: Mutex<Option<RunnerHandle>>,
     /// When its runner started, and how many events it had applied then.
     started: Mutex<(Instant, u64)>,
-    /// Set while it is a rebuild beside a serving lane: its batches run at low CPU priority.
+    /// Set while it is a rebuild beside a serving lane: its runner runs at low CPU priority.
     background: Arc<AtomicBool>,
 }
 
@@ -173,9 +173,19 @@ impl Lane {
 
     /// Stops its runner after the batch in flight (a no-op when none runs).
     async fn stop(&self) {
+        self.end_runner(|reply| Control::Stop { reply }).await;
+    }
+
+    /// Stops its runner after the batch in flight, leaving the state as it is
+    /// for the runner that takes over.
+    async fn hand_over(&self) {
+        self.end_runner(|reply| Control::Handover { reply }).await;
+    }
+
+    async fn end_runner(&self, message: impl FnOnce(oneshot::Sender<()>) -> Control) {
         let Some(handle) = self.runner.lock().take() else { return };
         let (reply, stopped) = oneshot::channel();
-        if handle.control.send(Control::Stop { reply }).await.is_ok() {
+        if handle.control.send(message(reply)).await.is_ok() {
             let _ = stopped.await;
         }
         let _ = handle.task.await;
@@ -562,11 +572,11 @@ impl Projections {
             registry: self.registry.clone(),
             batch: self.batch,
             checkpoint,
-            background: lane.background.clone(),
-            background_thread: None,
         };
         *lane.started.lock() = (Instant::now(), checkpoint.map_or(0, |c| c.events));
-        *lane.runner.lock() = Some(runner.spawn());
+        let handle =
+            if lane.background.load(Ordering::Relaxed) { runner.spawn_in_background()? } else { runner.spawn() };
+        *lane.runner.lock() = Some(handle);
         Ok(())
     }
 
@@ -613,9 +623,15 @@ impl Projections {
             lanes.candidate = None;
             old
         };
-        lane.background.store(false, Ordering::Relaxed);
         tracing::info!(projection = %name, version = %lane.status().version, "queries switched to the rebuilt read model");
         old.stop().await;
+        // From here on it serves: follow live events at normal priority.
+        lane.hand_over().await;
+        lane.background.store(false, Ordering::Relaxed);
+        if let Some(entry) = self.registry.get(name) {
+            let module = self.stored_module(&entry.serving.module).await?;
+            self.start_lane(name, lane, module, &entry)?;
+        }
         Ok(())
     }
 

@@ -13,7 +13,6 @@
 //! twice); a stop returns after the batch in flight has committed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +46,9 @@ pub(crate) enum Control {
     Swap { module: Module, instance: Box<Instance>, on_error: OnError, limits: Limits, reply: oneshot::Sender<()> },
     /// Stop after the batch in flight.
     Stop { reply: oneshot::Sender<()> },
+    /// Stop after the batch in flight without reporting `stopped`: another
+    /// runner takes over the same read model at once.
+    Handover { reply: oneshot::Sender<()> },
 }
 
 /// Everything a runner needs; `spawn` starts it.
@@ -69,10 +71,6 @@ pub(crate) struct Runner {
     pub(crate) batch: BatchConfig,
     /// Where the read model is; `None` before its first batch.
     pub(crate) checkpoint: Option<Checkpoint>,
-    /// Whether batches run at low CPU priority (a rebuild beside a serving version).
-    pub(crate) background: Arc<AtomicBool>,
-    /// The low-priority thread, started on the first background batch.
-    pub(crate) background_thread: Option<BackgroundThread>,
 }
 
 /// A running runner, as its owner holds it.
@@ -84,6 +82,8 @@ pub(crate) struct RunnerHandle {
 enum Exit {
     /// Asked to stop; reply once stopped.
     Stop(oneshot::Sender<()>),
+    /// Asked to hand over; reply once stopped, state unchanged.
+    Handover(oneshot::Sender<()>),
     /// New code installed: follow again from the checkpoint.
     Resubscribe,
     /// The module faulted; the runner is done.
@@ -105,12 +105,48 @@ impl Runner {
         RunnerHandle { control, task: tokio::spawn(self.run(commands)) }
     }
 
+    /// Starts following events on a thread of its own at low CPU priority
+    /// (nice 10), with its own single-threaded async runtime: a rebuild beside
+    /// a serving version. Its subscription decoding, Wasm and commits all run
+    /// there (blocking threads inherit the nice value), so when the CPU is
+    /// short the serving version's queries go first. Linux keeps a nice value
+    /// per thread; raising it needs no privilege.
+    pub(crate) fn spawn_in_background(self) -> std::io::Result<RunnerHandle> {
+        let (control, commands) = mpsc::channel(4);
+        self.status.send_modify(|s| {
+            s.state = State::CatchingUp;
+            s.fault = None;
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (handle, task) = std::sync::mpsc::channel();
+        let name = self.name.clone();
+        std::thread::Builder::new().name("rebuild".into()).spawn(move || {
+            if !lower_this_threads_priority(BACKGROUND_NICE) {
+                tracing::warn!(projection = %name, "cannot lower the rebuild's CPU priority; it competes with queries");
+            }
+            let (finished, ended) = oneshot::channel::<()>();
+            let joined = runtime.spawn(async move {
+                let _finished = finished;
+                self.run(commands).await;
+            });
+            if handle.send(joined).is_ok() {
+                let _ = runtime.block_on(ended);
+            }
+        })?;
+        let task = task.recv().map_err(|_| std::io::Error::other("the rebuild thread ended at start"))?;
+        Ok(RunnerHandle { control, task })
+    }
+
     async fn run(mut self, mut commands: mpsc::Receiver<Control>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.follow(&mut commands).await {
                 Exit::Stop(reply) => {
                     self.status.send_modify(|s| s.state = State::Stopped);
+                    let _ = reply.send(());
+                    return;
+                }
+                Exit::Handover(reply) => {
                     let _ = reply.send(());
                     return;
                 }
@@ -124,6 +160,10 @@ impl Runner {
                             Exit::Resubscribe => {}
                             Exit::Stop(reply) => {
                                 self.status.send_modify(|s| s.state = State::Stopped);
+                                let _ = reply.send(());
+                                return;
+                            }
+                            Exit::Handover(reply) => {
                                 let _ = reply.send(());
                                 return;
                             }
@@ -150,6 +190,7 @@ impl Runner {
                 Exit::Resubscribe
             }
             Some(Control::Stop { reply }) => Exit::Stop(reply),
+            Some(Control::Handover { reply }) => Exit::Handover(reply),
             None => Exit::Closed,
         }
     }
@@ -263,20 +304,7 @@ impl Runner {
             }
             (job.instance, outcome)
         };
-        let ran = if self.background.load(Ordering::Relaxed) {
-            if self.background_thread.is_none() {
-                let thread = BackgroundThread::start(&self.name)
-                    .map_err(|e| plain_fault(format!("cannot start the rebuild thread: {e}")))?;
-                self.background_thread = Some(thread);
-            }
-            match &self.background_thread {
-                Some(thread) => thread.run(work).await.map_err(|e| e.to_string()),
-                None => unreachable!("started above"),
-            }
-        } else {
-            self.background_thread = None;
-            tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string())
-        };
+        let ran = tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string());
         let (instance, outcome) = ran.map_err(|e| plain_fault(format!("the batch thread failed: {e}")))?;
         self.instance = Some(instance);
         let (checkpoint, skipped) = outcome?;
@@ -290,45 +318,10 @@ impl Runner {
     }
 }
 
-/// A thread at lowered CPU priority (nice 10) for a rebuild's batches: when
-/// the CPU is short, the queries the serving version answers go first and
-/// the rebuild takes what is left. (Linux gives each thread its own nice
-/// value; raising it needs no privilege, lowering it again would, hence a
-/// thread of its own rather than the shared blocking pool.)
-pub(crate) struct BackgroundThread {
-    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
-}
+/// The nice value of a rebuild's threads.
+const BACKGROUND_NICE: libc::c_int = 10;
 
-impl BackgroundThread {
-    const NICE: libc::c_int = 10;
-
-    fn start(name: &str) -> std::io::Result<BackgroundThread> {
-        let (jobs, next) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let projection = name.to_owned();
-        std::thread::Builder::new().name("rebuild".into()).spawn(move || {
-            if !lower_this_threads_priority(Self::NICE) {
-                tracing::warn!(projection, "cannot lower the rebuild thread's priority; it competes with queries");
-            }
-            while let Ok(job) = next.recv() {
-                job();
-            }
-        })?;
-        Ok(BackgroundThread { jobs })
-    }
-
-    /// Runs `work` on the thread and waits for its result.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        let (done, result) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = done.send(work());
-            }))
-            .map_err(|_| anyhow::anyhow!("the rebuild thread is gone"))?;
-        Ok(result.await?)
-    }
-}
-
-/// Sets the calling thread's nice value (Linux: per thread).
+/// Sets the calling thread's nice value (Linux: per thread; threads it starts inherit it).
 #[allow(unsafe_code)]
 fn lower_this_threads_priority(nice: libc::c_int) -> bool {
     // SAFETY: plain system calls with no pointers; `gettid` names the calling thread.
@@ -529,5 +522,25 @@ fn to_event(recorded: &eventstore::RecordedEvent) -> Event {
         content_type: if recorded.is_json { "application/json".into() } else { "application/octet-stream".into() },
         data: recorded.data.to_vec(),
         metadata: recorded.custom_metadata.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_thread_runs_at_the_background_nice_value() {
+        let nice = std::thread::spawn(|| {
+            assert!(lower_this_threads_priority(BACKGROUND_NICE), "setpriority failed");
+            #[allow(unsafe_code)]
+            // SAFETY: a plain system call about the calling thread.
+            unsafe {
+                libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
+            }
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(nice, BACKGROUND_NICE);
     }
 }
