@@ -142,7 +142,8 @@ impl Client {
         let url = self.url(&format!("/projections/{}?{}", args.name, query.join("&")));
         let status = self.send(self.http.put(url).bearer_auth(self.token()?).body(bytes)).await?;
         let Some(target) = status["rebuild"]["version"].as_str().map(str::to_owned) else {
-            println!("{} is running version {} ({})", args.name, status["version"], status["state"]);
+            let text = |field: &str| status[field].as_str().unwrap_or("?").to_owned();
+            println!("{} is running version {} ({})", args.name, text("version"), text("state"));
             return Ok(());
         };
         self.follow_rebuild(&args.name, &target).await

@@ -453,18 +453,32 @@ impl Projections {
     /// at its checkpoint. Modules load from the artifact cache when it holds them.
     pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
         let _change = self.changes.lock().await;
-        for (name, entry) in self.registry.entries() {
-            let serving_module = self.stored_module(&entry.serving.module).await?;
-            let serving = self.open_lane(&name, &entry.serving, &serving_module)?;
+        for (name, mut entry) in self.registry.entries() {
+            let serving_module = match self.stored_module(&entry.serving.module).await {
+                Ok(module) => Some(module),
+                Err(e) => {
+                    tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot load the module; the projection is shown faulted");
+                    entry.serving.state = RunState::Faulted;
+                    entry.serving.fault = Some(FaultInfo {
+                        reason: format!("the stored module cannot be loaded: {e:#}"),
+                        stream: None,
+                        revision: None,
+                        position: None,
+                        event_type: None,
+                    });
+                    None
+                }
+            };
+            let serving = self.open_lane(&name, &entry.serving, serving_module.as_ref())?;
             let projection =
                 Arc::new(Projection { name: name.clone(), lanes: RwLock::new(Lanes { serving, candidate: None }) });
             self.deployed.write().insert(name.clone(), projection.clone());
-            if entry.serving.state == RunState::Running {
-                self.start_lane(&name, &projection.serving(), serving_module, &entry)?;
+            if let (RunState::Running, Some(module)) = (entry.serving.state, serving_module) {
+                self.start_lane(&name, &projection.serving(), module, &entry)?;
             }
             if let Some(record) = &entry.candidate {
                 let module = self.stored_module(&record.module).await?;
-                let lane = self.open_lane(&name, record, &module)?;
+                let lane = self.open_lane(&name, record, Some(&module))?;
                 projection.lanes.write().candidate = Some(lane.clone());
                 if record.state == RunState::Running {
                     self.start_candidate(&name, &lane, module, &entry)?;
@@ -518,9 +532,9 @@ impl Projections {
     }
 
     /// Opens the read model of `record`, with `module`'s indexes; its runner is not started.
-    fn open_lane(&self, name: &str, record: &LaneRecord, module: &Module) -> anyhow::Result<Arc<Lane>> {
+    fn open_lane(&self, name: &str, record: &LaneRecord, module: Option<&Module>) -> anyhow::Result<Arc<Lane>> {
         let db = Arc::new(ReadModelDb::open(&self.readmodel_path(name, &record.readmodel))?);
-        for (collection, field) in &module.description().indexes {
+        for (collection, field) in module.map(|m| m.description().indexes.as_slice()).unwrap_or_default() {
             db.create_index(collection, field)?;
         }
         let checkpoint = db.checkpoint()?;
@@ -665,6 +679,10 @@ impl Projections {
         let bytes = Arc::new(bytes);
         let module = self.compile(bytes.clone()).await?;
         let _change = self.changes.lock().await;
+        let limits = options.limits.or_else(|| self.registry.get(name).map(|e| e.limits)).unwrap_or_default();
+        if let Err(fault) = self.runtime.instantiate_with(&module, limits.apply(self.runtime.limits())) {
+            return Err(DeployError::Invalid(format!("the module cannot start under its limits: {fault}")).into());
+        }
         let sha = self.registry.store_module(&bytes)?;
         let record = LaneRecord {
             module: sha.clone(),
@@ -683,7 +701,7 @@ impl Projections {
                 next_readmodel: 0,
             };
             entry.serving.readmodel = entry.new_readmodel(&sha);
-            let lane = self.open_lane(name, &entry.serving, &module)?;
+            let lane = self.open_lane(name, &entry.serving, Some(&module))?;
             self.registry.put(name, entry.clone())?;
             let projection = Arc::new(Projection {
                 name: name.to_owned(),
@@ -718,7 +736,7 @@ impl Projections {
                 entry.previous = None;
                 let mut record = record;
                 record.readmodel = entry.new_readmodel(&sha);
-                let lane = self.open_lane(name, &record, &module)?;
+                let lane = self.open_lane(name, &record, Some(&module))?;
                 entry.candidate = Some(record);
                 self.registry.put(name, entry.clone())?;
                 projection.lanes.write().candidate = Some(lane.clone());
@@ -802,7 +820,7 @@ impl Projections {
             let mut restored = previous;
             restored.state = if running { RunState::Running } else { RunState::Stopped };
             restored.fault = None;
-            let lane = self.open_lane(name, &restored, &module)?;
+            let lane = self.open_lane(name, &restored, Some(&module))?;
             let mut replaced = std::mem::replace(&mut entry.serving, restored);
             replaced.state = RunState::Stopped;
             entry.previous = Some(replaced);
@@ -899,7 +917,7 @@ impl Projections {
         record.readmodel = entry.new_readmodel(&record.module);
         record.state = RunState::Running;
         record.fault = None;
-        let lane = self.open_lane(name, &record, &module)?;
+        let lane = self.open_lane(name, &record, Some(&module))?;
         let cancelled = entry.candidate.take();
         if let Some(previous) = entry.previous.as_mut().filter(|p| p.readmodel == old_readmodel) {
             previous.readmodel = record.readmodel.clone();

@@ -16,14 +16,23 @@ pub(crate) struct HostEnv {
     stop: Option<oneshot::Sender<()>>,
     pub(crate) http: reqwest::Client,
     pub(crate) data: tempfile::TempDir,
+    /// The token reads need, if any.
+    query_token: Option<String>,
 }
 
 impl HostEnv {
     pub(crate) async fn start() -> HostEnv {
+        HostEnv::start_with_query_token(None).await
+    }
+
+    /// A host whose reads need `query_token` (when given).
+    pub(crate) async fn start_with_query_token(query_token: Option<&str>) -> HostEnv {
         let store = TestEnv::start().await;
         let data = tempfile::tempdir().expect("tempdir");
         let events = store.client();
-        let mut env = HostEnv { store, events, host: None, stop: None, http: reqwest::Client::new(), data };
+        let query_token = query_token.map(str::to_owned);
+        let http = reqwest::Client::new();
+        let mut env = HostEnv { store, events, host: None, stop: None, http, data, query_token };
         env.start_host().await;
         env
     }
@@ -31,7 +40,8 @@ impl HostEnv {
     async fn start_host(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = HostConfig::new(self.data.path().to_path_buf());
+        let config =
+            HostConfig { query_token: self.query_token.clone(), ..HostConfig::new(self.data.path().to_path_buf()) };
         let host = Host::start(listener, self.store.client(), config, async move {
             let _ = stopped.await;
         })

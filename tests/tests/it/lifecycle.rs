@@ -396,3 +396,60 @@ async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_unt
     let (_, position) = append_known(&env, "tally-a", 1).await;
     assert_eq!(total(&env, "tally", position).await, json!({ "count": 4, "version": "1.0.0" }), "still running v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_too_small_for_the_module_are_refused_at_deploy() {
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy_with("tally", V1, "memory_mb=1").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_module")));
+    assert!(body["error"]["message"].as_str().expect("message").contains("limits"), "{body}");
+    let (status, _) = env.get("/projections/tally").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing deployed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_token_guards_reads_and_the_admin_token_opens_them_too() {
+    let env = HostEnv::start_with_query_token(Some("reader-secret")).await;
+    let (status, body) = env.deploy("tally", V1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let paths = [
+        "/projections",
+        "/projections/tally",
+        "/projections/tally/collections/totals",
+        "/projections/tally/dead-letters",
+        "/metrics",
+    ];
+    for path in paths {
+        for token in [None, Some("wrong")] {
+            let request = env.http.get(env.url(path));
+            let request = match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            assert_eq!(request.send().await.expect("get").status(), StatusCode::UNAUTHORIZED, "{path} {token:?}");
+        }
+        for token in ["reader-secret".to_owned(), env.token()] {
+            let response = env.http.get(env.url(path)).bearer_auth(token).send().await.expect("get");
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    }
+    let response = env.http.get(env.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(response.status(), StatusCode::OK, "health stays open");
+    // The reader token cannot change anything.
+    let response =
+        env.http.post(env.url("/projections/tally/stop")).bearer_auth("reader-secret").send().await.expect("post");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_admin_token_is_kept_owner_only_and_survives_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = HostEnv::start().await;
+    let path = projector::admin_token_path(env.data.path());
+    let stored = std::fs::read_to_string(&path).expect("token file");
+    assert_eq!(stored, env.token());
+    assert!(stored.len() >= 64, "long enough to guess never");
+    assert_eq!(std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777, 0o600);
+    env.restart_host().await;
+    assert_eq!(env.token(), stored, "the same token after a restart");
+}
