@@ -602,6 +602,7 @@ impl Projections {
         module: Module,
         entry: &Entry,
     ) -> anyhow::Result<()> {
+        lane.background.store(true, Ordering::Relaxed);
         self.start_lane(name, lane, module, entry)?;
         let this = self.clone();
         let (name, lane) = (name.to_owned(), lane.clone());

@@ -372,12 +372,12 @@ async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_unt
         ("mode=rebuild", crate::runtime::wasi_importing_module(), StatusCode::UNPROCESSABLE_ENTITY, "forbidden_import"),
         ("mode=sideways", v2.clone(), StatusCode::BAD_REQUEST, "invalid_parameter"),
         ("memory_mb=0", v2.clone(), StatusCode::BAD_REQUEST, "invalid_parameter"),
-        // Last: the server answers before reading the whole body and closes that connection.
         ("mode=continue", vec![0; 17 << 20], StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"),
     ];
     for (query, bytes, expected, code) in uploads {
-        let response = env
-            .http
+        // A client of its own: the server may close the connection after
+        // answering early (413), and a pooled connection would be reused.
+        let response = reqwest::Client::new()
             .put(env.url(&format!("/projections/tally?{query}")))
             .bearer_auth(env.token())
             .body(bytes)
