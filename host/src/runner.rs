@@ -140,7 +140,23 @@ impl Runner {
     async fn run(mut self, mut commands: mpsc::Receiver<Control>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.follow(&mut commands).await {
+            let exit = match self.follow(&mut commands).await {
+                Exit::Broken(e) => {
+                    tracing::warn!(projection = %self.name, error = %format!("{e:#}"), ?backoff, "subscription lost; resubscribing");
+                    // Commands are still taken while waiting to resubscribe.
+                    let command = tokio::select! {
+                        () = tokio::time::sleep(backoff) => None,
+                        command = commands.recv() => Some(command),
+                    };
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    match command {
+                        Some(command) => self.handle(command),
+                        None => continue,
+                    }
+                }
+                exit => exit,
+            };
+            match exit {
                 Exit::Stop(reply) => {
                     self.status.send_modify(|s| s.state = State::Stopped);
                     let _ = reply.send(());
@@ -150,28 +166,8 @@ impl Runner {
                     let _ = reply.send(());
                     return;
                 }
-                Exit::Faulted | Exit::Closed => return,
                 Exit::Resubscribe => backoff = Duration::from_millis(100),
-                Exit::Broken(e) => {
-                    tracing::warn!(projection = %self.name, error = %format!("{e:#}"), ?backoff, "subscription lost; resubscribing");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        command = commands.recv() => match self.handle(command) {
-                            Exit::Resubscribe => {}
-                            Exit::Stop(reply) => {
-                                self.status.send_modify(|s| s.state = State::Stopped);
-                                let _ = reply.send(());
-                                return;
-                            }
-                            Exit::Handover(reply) => {
-                                let _ = reply.send(());
-                                return;
-                            }
-                            _ => return,
-                        },
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Exit::Faulted | Exit::Closed | Exit::Broken(_) => return,
             }
         }
     }
