@@ -10,6 +10,47 @@
 use projector_guest_sdk::{Error, EventSchema, Result};
 use serde::{Deserialize, Serialize};
 
+mod registration;
+
+pub use registration::{user_stream, RegistrationAbandoned, ReservationReleased, UniqueValue, ValueReserved};
+
+/// An event type the command side writes: its current schema version and
+/// the rules a value must meet beyond its JSON shape.
+pub trait Current: EventSchema + Serialize + PartialEq {
+    /// The schema version this code writes (stored as `schemaVersion` in the metadata).
+    const VERSION: u32;
+
+    /// Checks the rules the JSON shape cannot express.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An event checked against its schema, ready to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The stored event type.
+    pub event_type: &'static str,
+    /// The JSON data.
+    pub data: Vec<u8>,
+    /// The JSON metadata, carrying `schemaVersion`.
+    pub metadata: Vec<u8>,
+}
+
+/// Encodes `event` at its current schema version after checking it: its
+/// rules hold, and reading the encoded bytes back as that version gives the
+/// same value (so nothing is written that the readers would reject).
+pub fn encode<E: Current>(event: &E) -> Result<Encoded> {
+    event.validate()?;
+    let data = serde_json::to_vec(event).map_err(|e| Error::invalid_event(e.to_string()))?;
+    if E::from_version(E::VERSION, &data)? != *event {
+        return Err(Error::invalid_event(format!("{} does not read back as written", E::TYPE)));
+    }
+    let metadata = serde_json::to_vec(&serde_json::json!({ "schemaVersion": E::VERSION }))
+        .map_err(|e| Error::invalid_event(e.to_string()))?;
+    Ok(Encoded { event_type: E::TYPE, data, metadata })
+}
+
 /// A user registered (stream `user-{userId}`).
 ///
 /// Version 2 (current) added `registeredAt`. Version 1 events are upcast with
@@ -30,9 +71,25 @@ pub struct UserRegistered {
     pub registered_at: Option<String>,
 }
 
-impl UserRegistered {
-    /// The schema version this code writes.
-    pub const SCHEMA_VERSION: u32 = 2;
+impl Current for UserRegistered {
+    const VERSION: u32 = 2;
+
+    fn validate(&self) -> Result<()> {
+        let problem = if !is_uuid(&self.user_id) {
+            "userId is not a UUID"
+        } else if self.email.trim() != self.email || !self.email.contains('@') {
+            "email is not a trimmed address"
+        } else if self.username.is_empty() {
+            "username is empty"
+        } else if !self.password_hash.starts_with("$argon2id$") {
+            "passwordHash is not an argon2id PHC string"
+        } else if !self.registered_at.as_deref().is_some_and(is_rfc3339_utc) {
+            "registeredAt is not an RFC 3339 UTC time"
+        } else {
+            return Ok(());
+        };
+        Err(Error::invalid_event(format!("UserRegistered: {problem}")))
+    }
 }
 
 /// `UserRegistered` as version 1 stored it.
@@ -122,6 +179,38 @@ fn parse<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| Error::invalid_event(e.to_string()))
 }
 
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
+fn is_rfc3339_utc(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let fixed = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    let rest = &b[19.min(b.len())..];
+    let fraction_ok = match rest {
+        [b'Z'] => true,
+        [b'.', middle @ .., b'Z'] => !middle.is_empty() && middle.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    fixed && fraction_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +224,44 @@ mod tests {
         assert_eq!(upcast.username, "ada");
         assert!(UserRegistered::from_version(2, v1.to_string().as_bytes()).is_err());
         assert!(UserRegistered::from_version(3, v1.to_string().as_bytes()).is_err());
+    }
+
+    fn registered() -> UserRegistered {
+        UserRegistered {
+            user_id: "0b6f4e56-6c2a-4f0e-9d55-0a4c1f3e2b7d".into(),
+            email: "Ada@Example.com".into(),
+            username: "ada".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            registered_at: Some("2026-11-23T12:00:00.000Z".into()),
+        }
+    }
+
+    #[test]
+    fn encoding_writes_the_current_version_and_reads_back() {
+        let encoded = encode(&registered()).expect("valid");
+        assert_eq!(encoded.event_type, "UserRegistered");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&encoded.metadata).expect("json"),
+            json!({"schemaVersion": 2})
+        );
+        assert_eq!(UserRegistered::from_version(2, &encoded.data).expect("reads"), registered());
+    }
+
+    #[test]
+    fn encoding_refuses_values_the_schema_does_not_allow() {
+        let cases: [(&str, fn(&mut UserRegistered)); 6] = [
+            ("userId", |e| e.user_id = "u1".into()),
+            ("email", |e| e.email = " ada@example.com".into()),
+            ("username", |e| e.username.clear()),
+            ("passwordHash", |e| e.password_hash = "hunter22".into()),
+            ("registeredAt", |e| e.registered_at = None),
+            ("registeredAt", |e| e.registered_at = Some("yesterday".into())),
+        ];
+        for (field, break_it) in cases {
+            let mut event = registered();
+            break_it(&mut event);
+            let err = encode(&event).expect_err(field);
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
     }
 }

@@ -71,9 +71,7 @@ impl Event {
     /// The stored time as an RFC 3339 UTC timestamp with milliseconds,
     /// e.g. `2026-11-23T12:00:00.000Z`.
     pub fn created_rfc3339(&self) -> String {
-        let (date, ms_of_day) = split_ms(self.created_ms);
-        let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
-        format!("{date}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+        rfc3339_from_ms(self.created_ms)
     }
 
     /// The stored day (UTC) as `YYYY-MM-DD`.
@@ -89,6 +87,14 @@ impl Event {
         }
         E::from_version(self.schema_version()?, &self.data).map(Some)
     }
+}
+
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC timestamp with
+/// milliseconds, e.g. `2026-11-23T12:00:00.000Z`.
+pub fn rfc3339_from_ms(ms: i64) -> String {
+    let (date, ms_of_day) = split_ms(ms);
+    let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+    format!("{date}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
 /// Splits milliseconds since the epoch into a `YYYY-MM-DD` date and the

@@ -71,7 +71,7 @@ pub mod testing;
 #[doc(hidden)]
 pub mod wasm;
 
-pub use event::{Event, EventSchema};
+pub use event::{rfc3339_from_ms, Event, EventSchema};
 pub use model::{log, Level, ReadModel, WriteError};
 /// Where a [`ReadModel`]'s documents live; for hosts and benchmarks that run
 /// projections natively, not for projection authors.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::users::{Argon2Settings, RegistrationConfig};
+
 /// Projector: a WebAssembly-hosted projection runtime for event sourcing.
 #[derive(Debug, Parser)]
 #[command(name = "projector", version, about)]
@@ -180,9 +182,54 @@ pub struct ServeArgs {
     #[arg(long, env = "PROJECTOR_QUERY_TOKEN", hide_env_values = true)]
     pub query_token: Option<String>,
 
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub registration: RegistrationArgs,
+
     /// Deploy a module at startup: `NAME=PATH` (repeatable). An existing
     /// projection of that name gets the module by a `continue` swap (a no-op
     /// for the same bytes).
     #[arg(long = "deploy", value_name = "NAME=PATH")]
     pub deploy: Vec<String>,
+}
+
+/// How `POST /users` registers users.
+#[derive(Debug, Args)]
+pub struct RegistrationArgs {
+    /// Memory of one argon2id password hash, in KiB.
+    #[arg(long, env = "PROJECTOR_ARGON2_MEMORY_KIB", default_value_t = Argon2Settings::default().memory_kib)]
+    pub argon2_memory_kib: u32,
+
+    /// Passes of one argon2id password hash.
+    #[arg(long, env = "PROJECTOR_ARGON2_ITERATIONS", default_value_t = Argon2Settings::default().iterations)]
+    pub argon2_iterations: u32,
+
+    /// Lanes of one argon2id password hash.
+    #[arg(long, env = "PROJECTOR_ARGON2_PARALLELISM", default_value_t = Argon2Settings::default().parallelism)]
+    pub argon2_parallelism: u32,
+
+    /// The projection `GET /users/{id}` reads users from.
+    #[arg(long, env = "PROJECTOR_USERS_PROJECTION", default_value = "user-directory")]
+    pub users_projection: String,
+
+    /// Longest one event-store operation of a registration may take before
+    /// the request is answered 503, in milliseconds.
+    #[arg(long, env = "PROJECTOR_REGISTRATION_TIMEOUT_MS", default_value_t = 5000)]
+    pub registration_timeout_ms: u64,
+}
+
+impl RegistrationArgs {
+    /// The settings these flags describe.
+    pub fn config(&self) -> RegistrationConfig {
+        RegistrationConfig {
+            argon2: Argon2Settings {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+                parallelism: self.argon2_parallelism,
+            },
+            store_timeout: std::time::Duration::from_millis(self.registration_timeout_ms),
+            directory: self.users_projection.clone(),
+            ..RegistrationConfig::default()
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod readmodel;
 pub mod registry;
 mod runner;
 pub mod runtime;
+pub mod users;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -46,12 +47,14 @@ pub struct HostConfig {
     pub admin_token: Option<String>,
     /// The token read endpoints require, if any.
     pub query_token: Option<String>,
+    /// How `POST /users` registers users and where `GET /users/{id}` reads them.
+    pub registration: users::RegistrationConfig,
 }
 
 impl HostConfig {
     /// Everything under `data_dir`, the admin token included; reads open.
     pub fn new(data_dir: PathBuf) -> Self {
-        HostConfig { data_dir, admin_token: None, query_token: None }
+        HostConfig { data_dir, admin_token: None, query_token: None, registration: Default::default() }
     }
 }
 
@@ -110,6 +113,7 @@ impl Host {
             Some(_) => anyhow::bail!("the admin token is empty"),
             None => stored_admin_token(&data_dir)?,
         };
+        let registrations = Arc::new(users::Registrations::new(client.clone(), config.registration)?);
         let runtime = Arc::new(Runtime::new(Limits::default())?.with_artifact_cache(data_dir.join("artifacts")));
         let head = Arc::new(head::Head::follow(client.clone()));
         let metrics = Arc::new(metrics::Metrics::new());
@@ -117,7 +121,7 @@ impl Host {
         projections.restore().await?;
         let http_config =
             http::HttpConfig { query_token: config.query_token, ..http::HttpConfig::new(admin_token.clone()) };
-        let app = http::router(projections.clone(), http_config);
+        let app = http::router(projections.clone(), registrations, http_config);
         let stopping = projections.clone();
         let shutdown = async move {
             shutdown.await;
@@ -172,8 +176,12 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
     };
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config =
-        HostConfig { data_dir: args.data.clone(), admin_token: args.admin_token, query_token: args.query_token };
+    let config = HostConfig {
+        data_dir: args.data.clone(),
+        admin_token: args.admin_token,
+        query_token: args.query_token,
+        registration: args.registration.config(),
+    };
     let host = Host::start(listener, client, config, async move {
         let _ = stop_rx.await;
     })

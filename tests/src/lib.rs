@@ -67,6 +67,13 @@ impl TestEnv {
     pub async fn restart_in_place(&mut self) {
         let addr = self.server().local_addr();
         self.stop().await;
+        self.start_at(addr).await;
+    }
+
+    /// Starts the (stopped) server again on the same data at `addr`, its
+    /// address before it stopped, so clients connected before reconnect to it.
+    pub async fn start_at(&mut self, addr: std::net::SocketAddr) {
+        assert!(self.server.is_none(), "the server is running");
         let listener = TcpListener::bind(addr).await.expect("bind the same address again");
         self.server = Some(EmbeddedServer::start(listener, self.config.clone()).await.expect("server starts"));
     }

@@ -2,6 +2,7 @@
 //! ports, events appended with the official client, answers read over HTTP.
 
 use eventstore::EventData;
+use projector::users::RegistrationConfig;
 use projector::{Host, HostConfig};
 use projector_tests::TestEnv;
 use reqwest::StatusCode;
@@ -18,6 +19,8 @@ pub(crate) struct HostEnv {
     pub(crate) data: tempfile::TempDir,
     /// The token reads need, if any.
     query_token: Option<String>,
+    /// How the host registers users.
+    registration: RegistrationConfig,
 }
 
 impl HostEnv {
@@ -27,12 +30,21 @@ impl HostEnv {
 
     /// A host whose reads need `query_token` (when given).
     pub(crate) async fn start_with_query_token(query_token: Option<&str>) -> HostEnv {
+        HostEnv::start_with(query_token, RegistrationConfig::default()).await
+    }
+
+    /// A host registering users with `registration`.
+    pub(crate) async fn start_with_registration(registration: RegistrationConfig) -> HostEnv {
+        HostEnv::start_with(None, registration).await
+    }
+
+    async fn start_with(query_token: Option<&str>, registration: RegistrationConfig) -> HostEnv {
         let store = TestEnv::start().await;
         let data = tempfile::tempdir().expect("tempdir");
         let events = store.client();
         let query_token = query_token.map(str::to_owned);
         let http = reqwest::Client::new();
-        let mut env = HostEnv { store, events, host: None, stop: None, http, data, query_token };
+        let mut env = HostEnv { store, events, host: None, stop: None, http, data, query_token, registration };
         env.start_host().await;
         env
     }
@@ -40,8 +52,11 @@ impl HostEnv {
     async fn start_host(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let config =
-            HostConfig { query_token: self.query_token.clone(), ..HostConfig::new(self.data.path().to_path_buf()) };
+        let config = HostConfig {
+            query_token: self.query_token.clone(),
+            registration: self.registration.clone(),
+            ..HostConfig::new(self.data.path().to_path_buf())
+        };
         let host = Host::start(listener, self.store.client(), config, async move {
             let _ = stopped.await;
         })

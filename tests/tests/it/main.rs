@@ -11,6 +11,7 @@
 //! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
 //! - `process`               the real binary: CLI client, kill -9 and restart
 //! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
+//! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //!
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
 //! and talks to it through the official `eventstore` client.
@@ -23,3 +24,4 @@ mod host;
 mod lifecycle;
 mod process;
 mod runtime;
+mod users;

@@ -1,11 +1,14 @@
 //! The HTTP API: deploy and manage projections, see their status, query
-//! their read models.
+//! their read models; register users and read them back (`users`).
 //!
 //! Errors are JSON `{ "error": { "code", "message" } }` with the matching
 //! status; internal details are logged, not returned. Mutating endpoints
 //! need `Authorization: Bearer <admin token>`; reads need a token only when
 //! the host is given a query token (the admin token is accepted there too).
 
+mod users;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,7 @@ use crate::projections::{ChangeError, DeployOptions, Deployed, Projection, Proje
 use crate::readmodel::{Filter, FilterValue, Op, Order, Page, Query as ListQuery};
 use crate::registry::ProjectionLimits;
 use crate::runtime::DeployError;
+use crate::users::Registrations;
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -48,14 +52,16 @@ impl HttpConfig {
 #[derive(Clone)]
 struct AppState {
     projections: Arc<Projections>,
+    registrations: Arc<Registrations>,
     config: Arc<HttpConfig>,
 }
 
-/// The API's routes over `projections`.
-pub fn router(projections: Arc<Projections>, config: HttpConfig) -> Router {
+/// The API's routes over `projections`, with user registration handled by `registrations`.
+pub fn router(projections: Arc<Projections>, registrations: Arc<Registrations>, config: HttpConfig) -> Router {
     let limit = config.max_module_bytes;
-    let state = AppState { projections, config: Arc::new(config) };
+    let state = AppState { projections, registrations, config: Arc::new(config) };
     Router::new()
+        .merge(users::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/projections", get(list_projections))
@@ -144,18 +150,31 @@ impl From<ChangeError> for AppError {
     }
 }
 
-/// An API error: a status, a stable code and a message for the caller.
+/// An API error: a status, a stable code and a message for the caller;
+/// problems by field for a request that names them; when to retry for an outage.
 #[derive(Debug)]
 pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    fields: Option<BTreeMap<String, String>>,
+    retry_after_seconds: Option<u32>,
 }
 
 impl AppError {
     /// An error with `status`, a stable `code` and a message for the caller.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError { status, code, message: message.into() }
+        AppError { status, code, message: message.into(), fields: None, retry_after_seconds: None }
+    }
+
+    /// The same error naming the problem of each field.
+    pub fn with_fields(self, fields: BTreeMap<String, String>) -> Self {
+        AppError { fields: Some(fields), ..self }
+    }
+
+    /// The same error, telling the caller to retry after `seconds`.
+    pub fn retry_after(self, seconds: u32) -> Self {
+        AppError { retry_after_seconds: Some(seconds), ..self }
     }
 
     /// A failure of the host: logged in full, reported without details.
@@ -167,8 +186,15 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(fields) = self.fields {
+            error["fields"] = serde_json::json!(fields);
+        }
+        let mut response = (self.status, Json(serde_json::json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
