@@ -92,8 +92,14 @@ impl Store {
             Err(_) => Err(unavailable(format!("no answer within {:?}", self.timeout))),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(E::WrongExpectedVersion { .. })) => Err(StoreError::WrongRevision),
+            // The client reports a refused connection or a node going away as
+            // a server-side error with the gRPC status inside: an outage.
             Ok(Err(
-                e @ (E::DeadlineExceeded | E::ConnectionClosed | E::GrpcConnectionError(_) | E::NotLeaderException(_)),
+                e @ (E::DeadlineExceeded
+                | E::ConnectionClosed
+                | E::GrpcConnectionError(_)
+                | E::NotLeaderException(_)
+                | E::ServerError(_)),
             )) => Err(unavailable(e.to_string())),
             Ok(Err(e @ E::Grpc { code, .. }))
                 if matches!(

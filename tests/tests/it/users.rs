@@ -221,14 +221,10 @@ async fn duplicates_are_refused_case_insensitively_and_a_refusal_holds_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_registrations_of_one_email_give_exactly_one_user() {
     let env = HostEnv::start().await;
-    let answers = futures::future::join_all((0..50).map(|n| {
-        post_user(
-            &env,
-            &user(if n % 2 == 0 { "race@example.com" } else { "Race@Example.com" }, &format!("racer{n}")),
-            None,
-        )
-    }))
-    .await;
+    let bodies: Vec<Value> = (0..50)
+        .map(|n| user(if n % 2 == 0 { "race@example.com" } else { "Race@Example.com" }, &format!("racer{n}")))
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().map(|body| post_user(&env, body, None))).await;
     let created: Vec<usize> = (0..50).filter(|&n| answers[n].status == StatusCode::CREATED).collect();
     assert_eq!(created.len(), 1, "exactly one registration wins");
     for (n, refused) in answers.iter().enumerate().filter(|(n, _)| *n != created[0]) {
@@ -314,12 +310,12 @@ async fn an_idempotent_retry_returns_the_original_response_and_appends_nothing()
     assert_eq!(all_events(&env).await.len(), appended);
 
     // Concurrent attempts under one key: one user, the same answer for all.
-    let body = user("bo@example.com", "bo");
+    let body = user("bo@example.com", "bojack");
     let answers = futures::future::join_all((0..5).map(|_| post_user(&env, &body, Some("signup-b0")))).await;
     for a in &answers {
         assert_eq!((a.status, &a.body), (StatusCode::CREATED, &answers[0].body));
     }
-    let bos = registrations(&env).await.into_iter().filter(|r| r["username"] == "bo").count();
+    let bos = registrations(&env).await.into_iter().filter(|r| r["username"] == "bojack").count();
     assert_eq!(bos, 1);
 }
 
@@ -374,4 +370,41 @@ async fn a_registered_user_is_read_back_from_the_directory_at_once() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_user")));
     let (status, body) = env.get(&format!("/users/{id}?at_least=soon")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_position")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_answers_503_when_the_event_store_does_not_answer() {
+    // A listener that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let settings: eventstore::ClientSettings = format!("esdb://{addr}?tls=false").parse().expect("settings");
+    let client = eventstore::Client::new(settings).expect("client");
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = projector::HostConfig {
+        registration: RegistrationConfig { store_timeout: Duration::from_millis(500), ..RegistrationConfig::default() },
+        ..projector::HostConfig::new(data.path().to_path_buf())
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let host = projector::Host::start(listener, client, config, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("host starts");
+    let request = reqwest::Client::new()
+        .post(format!("http://{}/users", host.local_addr()))
+        .json(&user("ada@example.com", "ada"));
+    let waited = answer(request).await;
+    assert_eq!(waited.status, StatusCode::SERVICE_UNAVAILABLE, "{}", waited.body);
+    assert_eq!(waited.body["error"]["code"], "store_unavailable");
+    assert_eq!(waited.headers["retry-after"], "2");
+    let _ = stop.send(());
+    host.stopped().await.expect("host stops");
+    held.abort();
 }
