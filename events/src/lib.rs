@@ -249,7 +249,8 @@ mod tests {
 
     #[test]
     fn encoding_refuses_values_the_schema_does_not_allow() {
-        let cases: [(&str, fn(&mut UserRegistered)); 6] = [
+        type Breakage = fn(&mut UserRegistered);
+        let cases: [(&str, Breakage); 6] = [
             ("userId", |e| e.user_id = "u1".into()),
             ("email", |e| e.email = " ada@example.com".into()),
             ("username", |e| e.username.clear()),

@@ -27,7 +27,7 @@ pub(crate) enum User {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// The id is registered already (by this `event`, at `position`).
-    AlreadyRegistered { event: UserRegistered, position: u64 },
+    AlreadyRegistered { event: Box<UserRegistered>, position: u64 },
     /// The id was fenced.
     Abandoned,
 }
@@ -66,7 +66,7 @@ impl User {
                 registered_at: Some(registered_at),
             }),
             User::Registered { event, position } => {
-                Err(Refusal::AlreadyRegistered { event: event.clone(), position: *position })
+                Err(Refusal::AlreadyRegistered { event: Box::new(event.clone()), position: *position })
             }
             User::Abandoned => Err(Refusal::Abandoned),
         }
@@ -99,7 +99,7 @@ mod tests {
         let registered = User::Registered { event: event.clone(), position: 7 };
         assert_eq!(
             registered.register("id-1", &command(), "$argon2id$other".into(), "later".into()),
-            Err(Refusal::AlreadyRegistered { event, position: 7 })
+            Err(Refusal::AlreadyRegistered { event: Box::new(event), position: 7 })
         );
         assert_eq!(
             User::Abandoned.register("id-1", &command(), "$argon2id$h".into(), "now".into()),

@@ -158,7 +158,9 @@ impl Registrations {
                 // stay as they are: a reservation whose holder registered with
                 // other values, or was fenced, is free for the next request.
                 let refusal = match self.reservations.user(&id).await? {
-                    User::Registered { event, position } => Refusal::AlreadyRegistered { event, position },
+                    User::Registered { event, position } => {
+                        Refusal::AlreadyRegistered { event: Box::new(event), position }
+                    }
                     User::Abandoned | User::New => Refusal::Abandoned,
                 };
                 self.answer_retry(&id, &command, refusal).await

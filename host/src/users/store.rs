@@ -86,6 +86,7 @@ impl Store {
         operation: impl Future<Output = eventstore::Result<T>>,
     ) -> Result<T, StoreError> {
         use eventstore::Error as E;
+        use tonic::Code;
         let unavailable =
             |why: String| StoreError::Unavailable(format!("the event store is unavailable ({what}: {why})"));
         match tokio::time::timeout(self.timeout, operation).await {
@@ -101,17 +102,11 @@ impl Store {
                 | E::NotLeaderException(_)
                 | E::ServerError(_)),
             )) => Err(unavailable(e.to_string())),
-            Ok(Err(e @ E::Grpc { code, .. }))
-                if matches!(
-                    code,
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Cancelled
-                        | tonic::Code::Aborted
-                ) =>
-            {
-                Err(unavailable(e.to_string()))
-            }
+            Ok(Err(
+                e @ E::Grpc {
+                    code: Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted, ..
+                },
+            )) => Err(unavailable(e.to_string())),
             Ok(Err(e)) => Err(StoreError::Failed(anyhow::Error::new(e).context(what.to_owned()))),
         }
     }

@@ -1,0 +1,181 @@
+//! `bench users`: registrations through `POST /users` at 16 concurrent
+//! clients, beside what hashing the password alone costs, so the cost of the
+//! rest of the path (validation, reservations, appends, HTTP) is visible.
+//!
+//! The event store and the host run in this process, over loopback, as
+//! `projector serve` runs them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use projector::users::{Argon2Settings, Hasher, RegistrationConfig};
+
+use crate::report::{ms, percentile, Row, Table};
+
+/// Flags of `bench users`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Concurrent clients, each sending one registration at a time.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// How long each load runs, in seconds.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Tiny sizes: checks that every measurement produces a number.
+    #[arg(long)]
+    quick: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let mut table = Table::default();
+    let duration = Duration::from_secs(if args.quick { 1 } else { args.seconds });
+    let defaults = Argon2Settings::default();
+
+    let (one, hashes_per_second) = tokio::task::block_in_place(|| hashing_alone(defaults, args.quick))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    table.push(Row::figure(
+        format!(
+            "hashing alone, argon2id m={} KiB t={} p={}: one hash",
+            defaults.memory_kib, defaults.iterations, defaults.parallelism
+        ),
+        format!("{} (median)", ms(one)),
+    ));
+    table.push(Row::figure(
+        format!("hashing alone: {cores} threads hashing without pause"),
+        format!("{hashes_per_second:.0} hashes/s (the ceiling for registrations)"),
+    ));
+
+    let load = register_under_load(RegistrationConfig::default(), args.clients, duration).await?;
+    table.push(Row::noted(
+        format!("registrations, {} concurrent clients, default argon2 parameters", args.clients),
+        format!(
+            "{:.1} registrations/s = {:.0}% of the hashing ceiling",
+            load.rate,
+            load.rate / hashes_per_second * 100.0
+        ),
+        format!("{} registered, {} failed", load.latencies.len(), load.failures),
+    ));
+    table.push(Row::figure(
+        "  latency, request -> 201",
+        format!("p50 {}, p99 {}", ms(percentile(&load.latencies, 0.5)), ms(percentile(&load.latencies, 0.99))),
+    ));
+
+    let cheap = Argon2Settings { memory_kib: 64, iterations: 1, parallelism: 1 };
+    let config = RegistrationConfig { argon2: cheap, ..RegistrationConfig::default() };
+    let rest = register_under_load(config, args.clients, duration).await?;
+    table.push(Row::noted(
+        "the rest of the path: the same load with a near-free hash (m=64 KiB t=1)",
+        format!("{:.0} registrations/s", rest.rate),
+        format!("{} registered, {} failed", rest.latencies.len(), rest.failures),
+    ));
+    table.push(Row::figure(
+        "  latency, request -> 201",
+        format!("p50 {}, p99 {}", ms(percentile(&rest.latencies, 0.5)), ms(percentile(&rest.latencies, 0.99))),
+    ));
+    table.print();
+    Ok(())
+}
+
+/// The median time of one hash on an idle machine, and how many hashes per
+/// second every core together manages.
+fn hashing_alone(settings: Argon2Settings, quick: bool) -> anyhow::Result<(Duration, f64)> {
+    let hasher = Hasher::new(settings)?;
+    let rounds = if quick { 3 } else { 30 };
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        hasher.hash_now("correct horse battery staple")?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..cores)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    for _ in 0..rounds {
+                        hasher.hash_now("correct horse battery staple")?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a hashing thread panicked"))?)
+    })?;
+    let rate = (rounds * cores) as f64 / started.elapsed().as_secs_f64();
+    Ok((percentile(&times, 0.5), rate))
+}
+
+struct Load {
+    rate: f64,
+    latencies: Vec<Duration>,
+    failures: usize,
+}
+
+/// A fresh store and host; `clients` tasks register distinct users for `duration`.
+async fn register_under_load(
+    registration: RegistrationConfig,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Load> {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server =
+        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
+            .await?;
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = projector::HostConfig { registration, ..projector::HostConfig::new(dir.path().join("host")) };
+    let host = projector::Host::start(api, server.client()?, config, async move {
+        let _ = stopped.await;
+    })
+    .await?;
+    let url = format!("http://{}/users", host.local_addr());
+    let http = reqwest::Client::new();
+    // One registration first, so connection set-up is not in the figures.
+    let warm = http.post(&url).json(&body(usize::MAX, 0)).send().await?;
+    if warm.status() != reqwest::StatusCode::CREATED {
+        bail!("the warm-up registration failed: {} {}", warm.status(), warm.text().await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut failures) = (Vec::new(), 0usize);
+            let mut n = 0;
+            while started.elapsed() < duration {
+                let sent = Instant::now();
+                let response = http.post(&url).json(&body(client, n)).send().await?;
+                if response.status() == reqwest::StatusCode::CREATED {
+                    latencies.push(sent.elapsed());
+                } else {
+                    failures += 1;
+                }
+                n += 1;
+            }
+            anyhow::Ok((latencies, failures))
+        }));
+    }
+    let mut load = Load { rate: 0.0, latencies: Vec::new(), failures: 0 };
+    for task in tasks {
+        let (latencies, failures) = task.await??;
+        load.latencies.extend(latencies);
+        load.failures += failures;
+    }
+    load.rate = load.latencies.len() as f64 / started.elapsed().as_secs_f64();
+    load.latencies.sort();
+    let _ = stop.send(());
+    host.stopped().await?;
+    server.shutdown().await?;
+    Ok(load)
+}
+
+fn body(client: usize, n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "email": format!("user{client}.{n}@example.com"),
+        "username": format!("user{client}-{n}"),
+        "password": "correct horse battery staple",
+    })
+}
