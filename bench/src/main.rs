@@ -9,12 +9,16 @@
 //! runtime: the Wasm boundary, Wasm against native, catch-up, live lag and
 //! document reads over HTTP.
 //!
+//! `cargo run --release -p bench -- peer` compares the `user-directory`
+//! catch-up with the Node.js design of the source articles on the same events.
+//!
 //! `cargo run --release -p bench -- users` measures registrations through
 //! `POST /users` beside the cost of hashing the password alone.
 //!
 //! Figures, not assertions: the test suite never checks timings.
 
 mod eventstore_bench;
+mod peer_bench;
 mod projections_bench;
 mod report;
 mod users_bench;
@@ -39,6 +43,8 @@ enum Command {
     Eventstore(eventstore_bench::Args),
     /// Wasm boundary, Wasm vs native, catch-up, live lag and HTTP read figures of the projection runtime.
     Projections(projections_bench::Args),
+    /// Our user-directory catch-up beside the Node.js peer (official client, in-memory Map).
+    Peer(peer_bench::Args),
     /// Registrations per second and latency at 16 concurrent clients, beside the hashing cost alone.
     Users(users_bench::Args),
     /// Runs an event store for the benchmark (internal).
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Eventstore(args) => runtime.block_on(eventstore_bench::run(args)),
         Command::Projections(args) => runtime.block_on(projections_bench::run(args)),
         Command::Users(args) => runtime.block_on(users_bench::run(args)),
+        Command::Peer(args) => runtime.block_on(peer_bench::run(args)),
         Command::Serve { listen, data, plain_tcp } => {
             runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
         }

@@ -42,11 +42,12 @@ fn registration_payload(n: u64) -> String {
 
 const METADATA: &str = r#"{"schemaVersion":2}"#;
 
+/// Stored as JSON (content type `application/json`), as the command API and
+/// the Node.js client write it, so every client decodes it as JSON.
 fn registration(n: u64) -> anyhow::Result<EventData> {
     let metadata: serde_json::Value = serde_json::from_str(METADATA)?;
-    Ok(EventData::binary("UserRegistered", registration_payload(n).into_bytes().into())
-        .metadata_as_json(&metadata)?
-        .id(uuid::Uuid::new_v4()))
+    let data = serde_json::value::RawValue::from_string(registration_payload(n))?;
+    Ok(EventData::json("UserRegistered", &data)?.metadata_as_json(&metadata)?.id(uuid::Uuid::new_v4()))
 }
 
 /// The same event as the runtime receives it.
@@ -157,7 +158,7 @@ fn boundary_and_native_rows(quick: bool, table: &mut Table) -> anyhow::Result<()
 }
 
 /// Appends `total` registrations in batches of 1000 from 4 writers; the last commit position.
-async fn preload(client: &Client, total: u64) -> anyhow::Result<u64> {
+pub(crate) async fn preload(client: &Client, total: u64) -> anyhow::Result<u64> {
     let writers = 4;
     let mut tasks = Vec::new();
     for writer in 0..writers {
@@ -187,7 +188,7 @@ async fn preload(client: &Client, total: u64) -> anyhow::Result<u64> {
 }
 
 /// The ceiling: a catch-up subscription with user-directory's filter that does nothing.
-async fn plain_subscription_rate(client: &Client, total: u64) -> anyhow::Result<f64> {
+pub(crate) async fn plain_subscription_rate(client: &Client, total: u64) -> anyhow::Result<f64> {
     let filter = eventstore::SubscriptionFilter::on_stream_name().add_prefix("user-");
     let options = SubscribeToAllOptions::default().position(eventstore::StreamPosition::Start).filter(filter);
     let started = Instant::now();
