@@ -81,6 +81,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
     let projection = host.projections().get("user-directory").context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
+    // Caught up means its declared indexes are built too.
+    projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     let ours = total as f64 / started.elapsed().as_secs_f64();
     table.push(Row::checked(
         "Projector: user-directory in Wasm -> SQLite, committed",

@@ -265,6 +265,25 @@ impl Projection {
     }
 }
 
+impl Projection {
+    /// Waits until the serving read model is `running`: caught up with the
+    /// store and its declared indexes in place. An error if its runner faults
+    /// or stops first.
+    pub async fn wait_until_running(&self) -> Result<(), LaneStatus> {
+        let lane = self.serving();
+        let mut status = lane.status.subscribe();
+        let outcome = status
+            .wait_for(|s| matches!(s.state, State::Running | State::Faulted | State::Stopped))
+            .await
+            .map(|s| s.clone());
+        match outcome {
+            Ok(s) if s.state == State::Running => Ok(()),
+            Ok(s) => Err(s),
+            Err(_) => Err(lane.status()),
+        }
+    }
+}
+
 /// How a deploy replaces the running version of an existing projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -469,7 +488,7 @@ impl Projections {
                     None
                 }
             };
-            let serving = self.open_lane(&name, &entry.serving, serving_module.as_ref())?;
+            let serving = self.open_lane(&name, &entry.serving)?;
             let projection =
                 Arc::new(Projection { name: name.clone(), lanes: RwLock::new(Lanes { serving, candidate: None }) });
             self.deployed.write().insert(name.clone(), projection.clone());
@@ -478,7 +497,7 @@ impl Projections {
             }
             if let Some(record) = &entry.candidate {
                 let module = self.stored_module(&record.module).await?;
-                let lane = self.open_lane(&name, record, Some(&module))?;
+                let lane = self.open_lane(&name, record)?;
                 projection.lanes.write().candidate = Some(lane.clone());
                 if record.state == RunState::Running {
                     self.start_candidate(&name, &lane, module, &entry)?;
@@ -531,12 +550,12 @@ impl Projections {
         }
     }
 
-    /// Opens the read model of `record`, with `module`'s indexes; its runner is not started.
-    fn open_lane(&self, name: &str, record: &LaneRecord, module: Option<&Module>) -> anyhow::Result<Arc<Lane>> {
+    /// Opens the read model of `record`; its runner is not started. The
+    /// module's declared indexes are created by the runner once it has
+    /// caught up (an index persists in the file, so a read model that has
+    /// caught up before has them already).
+    fn open_lane(&self, name: &str, record: &LaneRecord) -> anyhow::Result<Arc<Lane>> {
         let db = Arc::new(ReadModelDb::open(&self.readmodel_path(name, &record.readmodel))?);
-        for (collection, field) in module.map(|m| m.description().indexes.as_slice()).unwrap_or_default() {
-            db.create_index(collection, field)?;
-        }
         let checkpoint = db.checkpoint()?;
         let state = match record.state {
             RunState::Running => State::CatchingUp,
@@ -702,7 +721,7 @@ impl Projections {
                 next_readmodel: 0,
             };
             entry.serving.readmodel = entry.new_readmodel(&sha);
-            let lane = self.open_lane(name, &entry.serving, Some(&module))?;
+            let lane = self.open_lane(name, &entry.serving)?;
             self.registry.put(name, entry.clone())?;
             let projection = Arc::new(Projection {
                 name: name.to_owned(),
@@ -737,7 +756,7 @@ impl Projections {
                 entry.previous = None;
                 let mut record = record;
                 record.readmodel = entry.new_readmodel(&sha);
-                let lane = self.open_lane(name, &record, Some(&module))?;
+                let lane = self.open_lane(name, &record)?;
                 entry.candidate = Some(record);
                 self.registry.put(name, entry.clone())?;
                 projection.lanes.write().candidate = Some(lane.clone());
@@ -821,7 +840,7 @@ impl Projections {
             let mut restored = previous;
             restored.state = if running { RunState::Running } else { RunState::Stopped };
             restored.fault = None;
-            let lane = self.open_lane(name, &restored, Some(&module))?;
+            let lane = self.open_lane(name, &restored)?;
             let mut replaced = std::mem::replace(&mut entry.serving, restored);
             replaced.state = RunState::Stopped;
             entry.previous = Some(replaced);
@@ -918,7 +937,7 @@ impl Projections {
         record.readmodel = entry.new_readmodel(&record.module);
         record.state = RunState::Running;
         record.fault = None;
-        let lane = self.open_lane(name, &record, Some(&module))?;
+        let lane = self.open_lane(name, &record)?;
         let cancelled = entry.candidate.take();
         if let Some(previous) = entry.previous.as_mut().filter(|p| p.readmodel == old_readmodel) {
             previous.readmodel = record.readmodel.clone();

@@ -141,6 +141,15 @@ impl ReadModelDb {
         Ok(())
     }
 
+    /// The declared indexes in place, as the SQL that created them.
+    pub fn indexes(&self) -> anyhow::Result<Vec<String>> {
+        let conn = self.writer.lock();
+        let mut statement =
+            conn.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name GLOB 'ix_*' ORDER BY name")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The last committed checkpoint, if any batch was committed.
     pub fn checkpoint(&self) -> anyhow::Result<Option<Checkpoint>> {
         let row = self

@@ -253,6 +253,27 @@ async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_indexes_are_built_once_the_projection_has_caught_up() {
+    let env = HostEnv::start().await;
+    for n in 0..50 {
+        register(&env, n, &format!("user{n}@example.com")).await;
+    }
+    let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let projection = env.host.as_ref().expect("host").projections().get("user-directory").expect("deployed");
+    projection.wait_until_running().await.expect("catches up");
+    let indexes = projection.db().indexes().expect("indexes");
+    assert_eq!(indexes.len(), 2, "users.email and users.username: {indexes:?}");
+    for field in ["email", "username"] {
+        let path = format!("'$.\"{field}\"'");
+        assert!(indexes.iter().any(|sql| sql.contains(&path)), "{field}: {indexes:?}");
+    }
+    let (status, page) = env.get("/projections/user-directory/collections/users?filter=email=user7@example.com").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"][0]["key"], "u7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_filter_order_and_count_on_document_fields() {
     let env = HostEnv::start().await;
     env.deploy("inventory", env!("WASM_INVENTORY")).await;
