@@ -12,11 +12,15 @@
 //! `cargo run --release -p bench -- peer` compares the `user-directory`
 //! catch-up with the Node.js design of the source articles on the same events.
 //!
+//! `cargo run --release -p bench -- cost` measures memory per deployed
+//! projection and bytes on disk per event.
+//!
 //! `cargo run --release -p bench -- users` measures registrations through
 //! `POST /users` beside the cost of hashing the password alone.
 //!
 //! Figures, not assertions: the test suite never checks timings.
 
+mod cost_bench;
 mod eventstore_bench;
 mod peer_bench;
 mod projections_bench;
@@ -43,6 +47,8 @@ enum Command {
     Eventstore(eventstore_bench::Args),
     /// Wasm boundary, Wasm vs native, catch-up, live lag and HTTP read figures of the projection runtime.
     Projections(projections_bench::Args),
+    /// Resident memory with 1, 10 and 50 projections; bytes on disk per event.
+    Cost(cost_bench::Args),
     /// Our user-directory catch-up beside the Node.js peer (official client, in-memory Map).
     Peer(peer_bench::Args),
     /// Registrations per second and latency at 16 concurrent clients, beside the hashing cost alone.
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Command::Projections(args) => runtime.block_on(projections_bench::run(args)),
         Command::Users(args) => runtime.block_on(users_bench::run(args)),
         Command::Peer(args) => runtime.block_on(peer_bench::run(args)),
+        Command::Cost(args) => runtime.block_on(cost_bench::run(args)),
         Command::Serve { listen, data, plain_tcp } => {
             runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
         }

@@ -86,8 +86,23 @@ impl TestEnv {
 }
 
 async fn start_server(config: Config) -> EmbeddedServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = bind_below_ephemeral_range().await;
     EmbeddedServer::start(listener, config).await.expect("server starts")
+}
+
+/// A loopback listener on a free port below Linux's ephemeral range
+/// (32768-60999). A server restarted in place binds its old port again; a
+/// port from the ephemeral range may meanwhile have become the local end of
+/// some other test's outgoing connection, and the bind would fail.
+async fn bind_below_ephemeral_range() -> TcpListener {
+    for _ in 0..200 {
+        let random = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into().expect("two bytes"));
+        let port = 20_000 + random % 12_000;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 /// Paths of the WebAssembly modules `build.rs` builds, for the tests and the benchmarks.

@@ -1,0 +1,179 @@
+//! `bench cost`: what running projections costs in memory and disk.
+//!
+//! Memory: the host's resident set (this process, with the store in it) with
+//! 1, 10 and 50 deployed projections, each caught up over the same small
+//! history, and the increase per additional projection. Disk: bytes of the
+//! event log per million events and of the `user-directory` read model built
+//! from them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use projector::projections::DeployOptions;
+
+use crate::projections_bench::preload;
+use crate::report::{Row, Table};
+
+/// Flags of `bench cost`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Events in the history the disk figures are measured on.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Tiny sizes: checks that every measurement produces a number.
+    #[arg(long)]
+    quick: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let mut table = Table::default();
+    memory_rows(args.quick, &mut table).await?;
+    disk_rows(if args.quick { 20_000 } else { args.events }, &mut table).await?;
+    table.print();
+    Ok(())
+}
+
+/// The resident set of this process, in bytes (Linux).
+fn rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS in /proc/self/status")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("VmRSS without a value")?.parse()?;
+    Ok(kib * 1024)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
+    let counts: &[usize] = if quick { &[1, 3] } else { &[1, 10, 50] };
+    let history = 10_000;
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server =
+        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
+            .await?;
+    let client = server.client()?;
+    let last = preload(&client, history).await?;
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let host = projector::Host::start(
+        api,
+        server.client()?,
+        projector::HostConfig::new(dir.path().join("host")),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await?;
+    let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
+    let before = rss_bytes()?;
+    table.push(Row::figure("host + store resident set, no projection", mib(before)));
+    let mut deployed = 0;
+    let mut previous: Option<(usize, u64)> = None;
+    for &count in counts {
+        while deployed < count {
+            let name = format!("directory-{deployed}");
+            host.projections().deploy(&name, bytes.clone(), DeployOptions::default()).await?;
+            let projection = host.projections().get(&name).context("deployed")?;
+            projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
+            projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
+            deployed += 1;
+        }
+        // Let the allocator settle after the catch-ups' transient buffers.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = rss_bytes()?;
+        let label = format!("resident set with {count} projection(s) ({history} events each, caught up)");
+        match previous {
+            Some((n, earlier)) => {
+                let per = rss.saturating_sub(earlier) / (count - n) as u64;
+                table.push(Row::checked(
+                    label,
+                    format!("{}, {} per additional projection", mib(rss), mib(per)),
+                    "<= 10 MiB per additional projection",
+                    per <= 10 << 20,
+                ));
+            }
+            None => table.push(Row::figure(
+                label,
+                format!(
+                    "{}: the first costs {} (engine, compiled code, threads)",
+                    mib(rss),
+                    mib(rss.saturating_sub(before))
+                ),
+            )),
+        }
+        previous = Some((count, rss));
+    }
+    let _ = stop.send(());
+    host.stopped().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Bytes of every file under `dir` whose name starts with `prefix`.
+fn files_bytes(dir: &Path, prefix: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server =
+        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
+            .await?;
+    let last = preload(&server.client()?, total).await?;
+    let log = size_of(&dir.path().join("es/events.log"));
+    table.push(Row::figure(
+        format!("event log on disk, {total} registrations (~300 B of JSON data each)"),
+        format!("{} = {:.0} bytes per event", mib(log), log as f64 / total as f64),
+    ));
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let host = projector::Host::start(
+        api,
+        server.client()?,
+        projector::HostConfig::new(dir.path().join("host")),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await?;
+    let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
+    host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
+    let projection = host.projections().get("user-directory").context("deployed")?;
+    projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
+    projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
+    let file = projection.db().path().to_path_buf();
+    let parent = file.parent().context("read model file without a directory")?.to_path_buf();
+    let stem = file.file_name().context("read model file without a name")?.to_string_lossy().into_owned();
+    let running = files_bytes(&parent, &stem)?;
+    let main = size_of(&file);
+    table.push(Row::figure(
+        "user-directory read model on disk while running (users + emails, 2 indexes)",
+        format!(
+            "{} = {:.0} bytes per event (database {}, WAL and shared memory {})",
+            mib(running),
+            running as f64 / total as f64,
+            mib(main),
+            mib(running - main)
+        ),
+    ));
+    drop(projection);
+    let _ = stop.send(());
+    host.stopped().await?;
+    server.shutdown().await?;
+    Ok(())
+}
