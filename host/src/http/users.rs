@@ -86,7 +86,8 @@ async fn register(
             AppError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
-                "the event store is unavailable; retry later (with the same Idempotency-Key to be safe)",
+                "the registration could not complete: the event store is unavailable or too slow; \
+                 retry later (with the same Idempotency-Key to be safe)",
             )
             .retry_after(RETRY_AFTER_SECONDS)
         }

@@ -163,6 +163,12 @@ impl Registrations {
                     }
                     User::Abandoned | User::New => Refusal::Abandoned,
                 };
+                if key.is_none() {
+                    // A random id: only a fence can have got there first.
+                    return Err(RegisterError::Unavailable(
+                        "the registration stalled past its reservation lease and was abandoned".to_owned(),
+                    ));
+                }
                 self.answer_retry(&id, &command, refusal).await
             }
             // The outcome is unknown: the reservations stay, so that the
