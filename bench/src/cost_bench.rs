@@ -14,6 +14,7 @@ use projector::projections::DeployOptions;
 
 use crate::projections_bench::preload;
 use crate::report::{Row, Table};
+use crate::stack::{start_store, RunningHost};
 
 /// Flags of `bench cost`.
 #[derive(Debug, clap::Args)]
@@ -50,23 +51,11 @@ async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
     let counts: &[usize] = if quick { &[1, 3] } else { &[1, 10, 50] };
     let history = 10_000;
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server =
-        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
-            .await?;
+    let server = start_store(dir.path()).await?;
     let client = server.client()?;
     let last = preload(&client, history).await?;
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = projector::Host::start(
-        api,
-        server.client()?,
-        projector::HostConfig::new(dir.path().join("host")),
-        async move {
-            let _ = stopped.await;
-        },
-    )
-    .await?;
+    let running = RunningHost::start(&server, projector::HostConfig::new(dir.path().join("host"))).await?;
+    let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     let before = rss_bytes()?;
     table.push(Row::figure("host + store resident set, no projection", mib(before)));
@@ -106,8 +95,7 @@ async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
         }
         previous = Some((count, rss));
     }
-    let _ = stop.send(());
-    host.stopped().await?;
+    running.stop().await?;
     server.shutdown().await?;
     Ok(())
 }
@@ -130,27 +118,15 @@ fn files_bytes(dir: &Path, prefix: &str) -> anyhow::Result<u64> {
 
 async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server =
-        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
-            .await?;
+    let server = start_store(dir.path()).await?;
     let last = preload(&server.client()?, total).await?;
     let log = size_of(&dir.path().join("es/events.log"));
     table.push(Row::figure(
         format!("event log on disk, {total} registrations (~300 B of JSON data each)"),
         format!("{} = {:.0} bytes per event", mib(log), log as f64 / total as f64),
     ));
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = projector::Host::start(
-        api,
-        server.client()?,
-        projector::HostConfig::new(dir.path().join("host")),
-        async move {
-            let _ = stopped.await;
-        },
-    )
-    .await?;
+    let running = RunningHost::start(&server, projector::HostConfig::new(dir.path().join("host"))).await?;
+    let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
     let projection = host.projections().get("user-directory").context("deployed")?;
@@ -159,21 +135,20 @@ async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
     let file = projection.db().path().to_path_buf();
     let parent = file.parent().context("read model file without a directory")?.to_path_buf();
     let stem = file.file_name().context("read model file without a name")?.to_string_lossy().into_owned();
-    let running = files_bytes(&parent, &stem)?;
+    let on_disk = files_bytes(&parent, &stem)?;
     let main = size_of(&file);
     table.push(Row::figure(
         "user-directory read model on disk while running (users + emails, 2 indexes)",
         format!(
             "{} = {:.0} bytes per event (database {}, WAL and shared memory {})",
-            mib(running),
-            running as f64 / total as f64,
+            mib(on_disk),
+            on_disk as f64 / total as f64,
             mib(main),
-            mib(running - main)
+            mib(on_disk - main)
         ),
     ));
     drop(projection);
-    let _ = stop.send(());
-    host.stopped().await?;
+    running.stop().await?;
     server.shutdown().await?;
     Ok(())
 }

@@ -25,6 +25,7 @@ mod eventstore_bench;
 mod peer_bench;
 mod projections_bench;
 mod report;
+mod stack;
 mod users_bench;
 
 use std::net::SocketAddr;

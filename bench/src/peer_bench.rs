@@ -15,6 +15,7 @@ use projector::projections::DeployOptions;
 
 use crate::projections_bench::{plain_subscription_rate, preload};
 use crate::report::{Row, Table};
+use crate::stack::{start_store, RunningHost};
 
 /// Flags of `bench peer`.
 #[derive(Debug, clap::Args)]
@@ -40,10 +41,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     install_peer(&node_dir).await?;
 
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server =
-        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
-            .await?;
+    let server = start_store(dir.path()).await?;
     let client = server.client()?;
     let last = preload(&client, total).await?;
     let mut table = Table::default();
@@ -65,17 +63,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "keeps nothing durable",
     ));
 
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = projector::Host::start(
-        api,
-        server.client()?,
-        projector::HostConfig::new(dir.path().join("host")),
-        async move {
-            let _ = stopped.await;
-        },
-    )
-    .await?;
+    let running = RunningHost::start(&server, projector::HostConfig::new(dir.path().join("host"))).await?;
+    let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     let started = Instant::now();
     host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
@@ -90,8 +79,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ">= 3x the peer",
         ours >= 3.0 * peer_rate,
     ));
-    let _ = stop.send(());
-    host.stopped().await?;
+    running.stop().await?;
     server.shutdown().await?;
     table.print();
     Ok(())

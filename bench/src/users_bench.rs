@@ -11,6 +11,7 @@ use anyhow::bail;
 use projector::users::{Argon2Settings, Hasher, RegistrationConfig};
 
 use crate::report::{ms, percentile, Row, Table};
+use crate::stack::{start_store, RunningHost};
 
 /// Flags of `bench users`.
 #[derive(Debug, clap::Args)]
@@ -120,17 +121,10 @@ async fn register_under_load(
     duration: Duration,
 ) -> anyhow::Result<Load> {
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server =
-        eventstore_embedded::EmbeddedServer::start(listener, eventstore_embedded::Config::new(dir.path().join("es")))
-            .await?;
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = start_store(dir.path()).await?;
     let config = projector::HostConfig { registration, ..projector::HostConfig::new(dir.path().join("host")) };
-    let host = projector::Host::start(api, server.client()?, config, async move {
-        let _ = stopped.await;
-    })
-    .await?;
+    let running = RunningHost::start(&server, config).await?;
+    let host = &running.host;
     let url = format!("http://{}/users", host.local_addr());
     let http = reqwest::Client::new();
     // One registration first, so connection set-up is not in the figures.
@@ -166,8 +160,7 @@ async fn register_under_load(
     }
     load.rate = load.latencies.len() as f64 / started.elapsed().as_secs_f64();
     load.latencies.sort();
-    let _ = stop.send(());
-    host.stopped().await?;
+    running.stop().await?;
     server.shutdown().await?;
     Ok(load)
 }
