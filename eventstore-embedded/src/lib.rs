@@ -167,7 +167,11 @@ impl EmbeddedServer {
                     Err(e) => result = Err(Error::Transport(e.to_string())),
                 }
             } else {
+                // Awaiting the aborted task makes sure its future, and with it
+                // the listening socket, is dropped before we return: a server
+                // restarted at once on the same address must be able to bind.
                 task.abort();
+                let _ = task.await;
             }
         }
         let store = self.store.clone();
