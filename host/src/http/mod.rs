@@ -9,7 +9,9 @@
 mod users;
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -20,6 +22,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -75,7 +78,65 @@ pub fn router(projections: Arc<Projections>, registrations: Arc<Registrations>, 
         .route("/projections/{name}/collections/{collection}", get(list_documents))
         .route("/projections/{name}/collections/{collection}/{key}", get(get_document))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |request, next| finish_refused_upload(request, next, limit)))
         .with_state(state)
+}
+
+/// A request body that stays with the middleware when the handler drops it unread.
+struct SharedBody(Arc<parking_lot::Mutex<Option<axum::body::Body>>>);
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        match self.0.lock().as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.lock().as_ref().map(HttpBody::size_hint).unwrap_or_default()
+    }
+}
+
+/// Longest a refused request's unread body is read on before the answer goes out.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads and discards the rest of a body the handler did not read when it
+/// refuses the request (e.g. an upload with a wrong token), so the client,
+/// still sending, gets the answer instead of a broken pipe. Bodies beyond the
+/// upload limit, and 413 answers, are not read: the connection is closed.
+async fn finish_refused_upload(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    limit: usize,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let slot = Arc::new(parking_lot::Mutex::new(Some(body)));
+    let response =
+        next.run(axum::extract::Request::from_parts(parts, axum::body::Body::new(SharedBody(slot.clone())))).await;
+    let status = response.status();
+    let refused = status.is_client_error() && status != StatusCode::PAYLOAD_TOO_LARGE;
+    let unread = slot.lock().take().filter(|body| refused && !body.is_end_stream());
+    if let Some(mut body) = unread {
+        let drain = async {
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if read > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_WAIT, drain).await;
+    }
+    response
 }
 
 /// Proof that the request carries the admin token.

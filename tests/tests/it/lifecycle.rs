@@ -345,6 +345,9 @@ async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_unt
     let mutations = [
         env.http.put(url("/projections/tally?mode=continue")).body(v2.clone()),
         env.http.put(url("/projections/other")).body(v2.clone()),
+        // Larger than the socket buffers: the answer must still be the 401,
+        // not a broken pipe while the client is sending.
+        env.http.put(url("/projections/other")).body(vec![0u8; 12 << 20]),
         env.http.delete(url("/projections/tally")),
         env.http.post(url("/projections/tally/stop")),
         env.http.post(url("/projections/tally/start")),
