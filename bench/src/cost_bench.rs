@@ -13,7 +13,7 @@ use anyhow::Context;
 use projector::projections::DeployOptions;
 
 use crate::projections_bench::preload;
-use crate::report::{Row, Table};
+use crate::report::{mib, Row, Table, Target};
 use crate::stack::{start_store, RunningHost};
 
 /// Flags of `bench cost`.
@@ -21,18 +21,17 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Events in the history the disk figures are measured on.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(crate) events: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     let mut table = Table::default();
     memory_rows(args.quick, &mut table).await?;
     disk_rows(if args.quick { 20_000 } else { args.events }, &mut table).await?;
-    table.print();
-    Ok(())
+    Ok(table)
 }
 
 /// The resident set of this process, in bytes (Linux).
@@ -41,10 +40,6 @@ fn rss_bytes() -> anyhow::Result<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS in /proc/self/status")?;
     let kib: u64 = line.split_whitespace().nth(1).context("VmRSS without a value")?.parse()?;
     Ok(kib * 1024)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
@@ -58,7 +53,7 @@ async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
     let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     let before = rss_bytes()?;
-    table.push(Row::figure("host + store resident set, no projection", mib(before)));
+    table.push(Row::new("cost: host + store resident set, no projection", mib(before), "MiB"));
     let mut deployed = 0;
     let mut previous: Option<(usize, u64)> = None;
     for &count in counts {
@@ -73,25 +68,21 @@ async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
         // Let the allocator settle after the catch-ups' transient buffers.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = rss_bytes()?;
-        let label = format!("resident set with {count} projection(s) ({history} events each, caught up)");
         match previous {
             Some((n, earlier)) => {
                 let per = rss.saturating_sub(earlier) / (count - n) as u64;
-                table.push(Row::checked(
-                    label,
-                    format!("{}, {} per additional projection", mib(rss), mib(per)),
-                    "<= 10 MiB per additional projection",
-                    per <= 10 << 20,
-                ));
+                table.push(
+                    Row::new(format!("cost: resident set per additional projection, {n} -> {count}"), mib(per), "MiB")
+                        .target(Target::AtMost(10.0))
+                        .detail(format!("{:.1} MiB with {count} ({history} events each, caught up)", mib(rss))),
+                );
             }
-            None => table.push(Row::figure(
-                label,
-                format!(
-                    "{}: the first costs {} (engine, compiled code, threads)",
-                    mib(rss),
+            None => table.push(
+                Row::new(format!("cost: resident set with {count} projection"), mib(rss), "MiB").detail(format!(
+                    "the first costs {:.1} MiB (engine, compiled code, threads)",
                     mib(rss.saturating_sub(before))
-                ),
-            )),
+                )),
+            ),
         }
         previous = Some((count, rss));
     }
@@ -121,10 +112,10 @@ async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
     let server = start_store(dir.path()).await?;
     let last = preload(&server.client()?, total).await?;
     let log = size_of(&dir.path().join("es/events.log"));
-    table.push(Row::figure(
-        format!("event log on disk, {total} registrations (~300 B of JSON data each)"),
-        format!("{} = {:.0} bytes per event", mib(log), log as f64 / total as f64),
-    ));
+    table.push(
+        Row::new("cost: event log on disk per event (registrations, ~300 B of JSON)", log as f64 / total as f64, "B")
+            .detail(format!("{:.1} MiB for {total} events", mib(log))),
+    );
     let running = RunningHost::start(&server, projector::HostConfig::new(dir.path().join("host"))).await?;
     let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
@@ -137,16 +128,19 @@ async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
     let stem = file.file_name().context("read model file without a name")?.to_string_lossy().into_owned();
     let on_disk = files_bytes(&parent, &stem)?;
     let main = size_of(&file);
-    table.push(Row::figure(
-        "user-directory read model on disk while running (users + emails, 2 indexes)",
-        format!(
-            "{} = {:.0} bytes per event (database {}, WAL and shared memory {})",
-            mib(on_disk),
+    table.push(
+        Row::new(
+            "cost: user-directory read model on disk per event (users + emails, 2 indexes)",
             on_disk as f64 / total as f64,
+            "B",
+        )
+        .detail(format!(
+            "{:.1} MiB for {total} events while running: database {:.1} MiB, WAL and shared memory {:.1} MiB",
+            mib(on_disk),
             mib(main),
             mib(on_disk - main)
-        ),
-    ));
+        )),
+    );
     drop(projection);
     running.stop().await?;
     server.shutdown().await?;

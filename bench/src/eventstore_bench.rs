@@ -18,17 +18,17 @@ use eventstore::{
 };
 use tokio::sync::Mutex;
 
-use crate::report::{ms, percentile, Row, Table};
+use crate::report::{mib, millis, ms, percentile, Row, Table, Target};
 
 /// Flags of `bench eventstore`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Events preloaded for the read, catch-up, memory and startup figures.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(crate) events: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
 }
 
 /// Runs the store in this process until stdin closes, printing `READY <addr>`
@@ -138,12 +138,12 @@ impl Meter {
         Ok(Meter { wall: Instant::now(), cpu: server.cpu_time()? })
     }
 
-    /// Formats a rate with the server's CPU share over the period, and restarts.
-    fn rate(&mut self, server: &ServerProcess, events_per_sec: f64) -> anyhow::Result<String> {
+    /// The server's CPU share over the period, as a detail; restarts.
+    fn cpu(&mut self, server: &ServerProcess) -> anyhow::Result<String> {
         let cpu = server.cpu_time()?;
         let share = (cpu - self.cpu).as_secs_f64() / self.wall.elapsed().as_secs_f64();
         *self = Meter::start(server)?;
-        Ok(format!("{events_per_sec:.0} events/s (server CPU {:.0}% of a core)", share * 100.0))
+        Ok(format!("server CPU {:.0}% of a core", share * 100.0))
     }
 }
 
@@ -189,7 +189,7 @@ async fn append_throughput(client: &Client, total: u64, batch: u64, concurrency:
     Ok(appended as f64 / started.elapsed().as_secs_f64())
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     let events = if args.quick { 2_000 } else { args.events };
     let scale = |full: u64, quick: u64| if args.quick { quick } else { full };
     let dir = tempfile::tempdir()?;
@@ -213,43 +213,47 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         latencies.push(started.elapsed());
     }
     latencies.sort();
-    let p50 = percentile(&latencies, 0.5);
-    rows.push(Row::checked("single append latency p50", ms(p50), "<= 2 ms", p50 <= Duration::from_millis(2)));
-    rows.push(Row::figure("single append latency p99", ms(percentile(&latencies, 0.99))));
     let baseline = single_append_latencies(&dir.path().join("plain-tcp"), scale(100, 10)).await?;
-    rows.push(Row::noted(
-        "baseline: same, server sockets at OS defaults",
-        format!("p50 {}, p99 {}", ms(percentile(&baseline, 0.5)), ms(percentile(&baseline, 0.99))),
-        "(why the server sets NODELAY/QUICKACK)",
-    ));
+    rows.push(
+        Row::new("event store: single append latency p50", millis(percentile(&latencies, 0.5)), "ms")
+            .target(Target::AtMost(2.0))
+            .detail(format!(
+                "baseline with server sockets at OS defaults: {} (why the server sets NODELAY/QUICKACK)",
+                ms(percentile(&baseline, 0.5))
+            )),
+    );
+    rows.push(
+        Row::new("event store: single append latency p99", millis(percentile(&latencies, 0.99)), "ms")
+            .detail(format!("at OS defaults: {}", ms(percentile(&baseline, 0.99)))),
+    );
 
     let mut total = 1 + latencies.len() as u64;
     let mut meter = Meter::start(&server)?;
     let n = scale(50_000, 512);
     let rate = append_throughput(&client, n, 1, 64).await?;
     total += n;
-    rows.push(Row::figure("append, batch 1 (64 concurrent writers)", meter.rate(&server, rate)?));
+    rows.push(
+        Row::new("event store: append, batch 1 (64 concurrent writers)", rate, "events/s").detail(meter.cpu(&server)?),
+    );
 
     let n = scale(200_000, 800);
     let rate = append_throughput(&client, n, 100, 8).await?;
     total += n;
-    rows.push(Row::checked(
-        "append, batch 100 (8 writers)",
-        meter.rate(&server, rate)?,
-        ">= 200k events/s",
-        rate >= 200_000.0,
-    ));
+    rows.push(
+        Row::new("event store: append, batch 100 (8 writers)", rate, "events/s")
+            .target(Target::AtLeast(200_000.0))
+            .detail(meter.cpu(&server)?),
+    );
 
     // Load up to `events` in batches of 1000: the batch-1000 figure.
     let n = events.saturating_sub(total).max(4_000) / 4000 * 4000;
     let rate = append_throughput(&client, n, 1000, 4).await?;
     total += n;
-    rows.push(Row::checked(
-        "append, batch 1000 (4 writers)",
-        meter.rate(&server, rate)?,
-        ">= 200k events/s",
-        rate >= 200_000.0,
-    ));
+    rows.push(
+        Row::new("event store: append, batch 1000 (4 writers)", rate, "events/s")
+            .target(Target::AtLeast(200_000.0))
+            .detail(meter.cpu(&server)?),
+    );
 
     // read_all over everything.
     let started = Instant::now();
@@ -259,7 +263,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         count += 1;
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    rows.push(Row::checked("read_all", meter.rate(&server, rate)?, ">= 300k events/s", rate >= 300_000.0));
+    rows.push(
+        Row::new(format!("event store: read_all of {count} events"), rate, "events/s")
+            .target(Target::AtLeast(300_000.0))
+            .detail(meter.cpu(&server)?),
+    );
 
     // Catch-up subscription over everything.
     let started = Instant::now();
@@ -273,12 +281,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    rows.push(Row::checked(
-        "catch-up subscription to $all",
-        meter.rate(&server, rate)?,
-        ">= 300k events/s",
-        rate >= 300_000.0,
-    ));
+    rows.push(
+        Row::new("event store: catch-up subscription to $all", rate, "events/s")
+            .target(Target::AtLeast(300_000.0))
+            .detail(meter.cpu(&server)?),
+    );
     drop(sub);
 
     // Live latency: append -> delivered to a live $all subscriber.
@@ -313,29 +320,25 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut delays = receiver.await??;
     delays.sort();
-    rows.push(Row::figure("live append -> subscriber p50", ms(percentile(&delays, 0.5))));
-    rows.push(Row::figure("live append -> subscriber p99", ms(percentile(&delays, 0.99))));
+    rows.push(Row::new("event store: live append -> subscriber p50", millis(percentile(&delays, 0.5)), "ms"));
+    rows.push(Row::new("event store: live append -> subscriber p99", millis(percentile(&delays, 0.99)), "ms"));
 
     let rss = server.rss_bytes()?;
     let log_bytes = std::fs::metadata(data.join("events.log"))?.len();
-    rows.push(Row::checked(
-        "server RSS after load",
-        format!("{:.1} MiB ({total} events)", rss as f64 / 1048576.0),
-        "well under 1 GB for 1M x 300 B",
-        rss < 1 << 30,
-    ));
-    rows.push(Row::figure("log size per event", format!("{:.0} B", log_bytes as f64 / total.max(1) as f64)));
+    rows.push(
+        Row::new("event store: server RSS after the load", mib(rss), "MiB")
+            .target(Target::AtMost(1024.0))
+            .detail(format!("{total} events of ~300 B")),
+    );
+    rows.push(Row::new("event store: log size per event", log_bytes as f64 / total.max(1) as f64, "B"));
     server.stop()?;
 
     let restarted = ServerProcess::start(&data)?;
-    rows.push(Row::checked(
-        "startup (open + recover index)",
-        format!("{} for {total} events", ms(restarted.started_in)),
-        "seconds, not minutes",
-        restarted.started_in < Duration::from_secs(10),
-    ));
+    rows.push(
+        Row::new("event store: startup (open + recover the index)", millis(restarted.started_in), "ms")
+            .target(Target::AtMost(10_000.0))
+            .detail(format!("{total} events")),
+    );
     restarted.stop()?;
-
-    rows.print();
-    Ok(())
+    Ok(rows)
 }

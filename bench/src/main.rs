@@ -1,13 +1,20 @@
 //! Benchmarks that print figures beside their targets.
 //!
+//! `cargo run --release -p bench -- all` runs every benchmark below three
+//! times, interleaved, and writes the median, min and max of every figure,
+//! with the machine's facts, into `BENCHMARKS.md`; `all --quick` is the
+//! smoke test the suite runs (tiny sizes; it checks that every figure is a
+//! number, never a time).
+//!
 //! `cargo run --release -p bench -- eventstore` measures the embedded event
 //! store through the official Rust client over loopback. The server runs in a
 //! child process (this same binary, hidden `serve` subcommand) so that its
 //! memory and startup time are measured alone.
 //!
 //! `cargo run --release -p bench -- projections` measures the projection
-//! runtime: the Wasm boundary, Wasm against native, catch-up, live lag and
-//! document reads over HTTP.
+//! runtime: the Wasm boundary, Wasm against native, catch-up of a mixed
+//! history by the three examples alone and together, live lag, queries over
+//! HTTP at 1, 16 and 64 clients, hot swaps.
 //!
 //! `cargo run --release -p bench -- peer` compares the `user-directory`
 //! catch-up with the Node.js design of the source articles on the same events.
@@ -20,6 +27,7 @@
 //!
 //! Figures, not assertions: the test suite never checks timings.
 
+mod all_bench;
 mod cost_bench;
 mod eventstore_bench;
 mod peer_bench;
@@ -44,6 +52,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Every benchmark below, several runs, medians written into BENCHMARKS.md.
+    All(all_bench::Args),
     /// Append, read, subscription, latency, memory and startup figures of the embedded event store.
     Eventstore(eventstore_bench::Args),
     /// Wasm boundary, Wasm vs native, catch-up, live lag and HTTP read figures of the projection runtime.
@@ -76,12 +86,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let print = |table: anyhow::Result<report::Table>| table.map(report::Table::print);
     let result = match cli.command {
-        Command::Eventstore(args) => runtime.block_on(eventstore_bench::run(args)),
-        Command::Projections(args) => runtime.block_on(projections_bench::run(args)),
-        Command::Users(args) => runtime.block_on(users_bench::run(args)),
-        Command::Peer(args) => runtime.block_on(peer_bench::run(args)),
-        Command::Cost(args) => runtime.block_on(cost_bench::run(args)),
+        Command::All(args) => runtime.block_on(all_bench::run(args)),
+        Command::Eventstore(args) => print(runtime.block_on(eventstore_bench::run(args))),
+        Command::Projections(args) => print(runtime.block_on(projections_bench::run(args))),
+        Command::Users(args) => print(runtime.block_on(users_bench::run(args))),
+        Command::Peer(args) => print(runtime.block_on(peer_bench::run(args))),
+        Command::Cost(args) => print(runtime.block_on(cost_bench::run(args))),
         Command::Serve { listen, data, plain_tcp } => {
             runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
         }

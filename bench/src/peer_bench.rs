@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use projector::projections::DeployOptions;
 
 use crate::projections_bench::{plain_subscription_rate, preload};
-use crate::report::{Row, Table};
+use crate::report::{Row, Table, Target};
 use crate::stack::{start_store, RunningHost};
 
 /// Flags of `bench peer`.
@@ -22,10 +22,10 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Registrations in the history both read.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(crate) events: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -35,7 +35,7 @@ struct PeerRun {
     users: u64,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     let total = if args.quick { 20_000 } else { args.events };
     let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
     install_peer(&node_dir).await?;
@@ -46,10 +46,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let last = preload(&client, total).await?;
     let mut table = Table::default();
     let ceiling = plain_subscription_rate(&client, total).await?;
-    table.push(Row::figure(
-        "ceiling: filtered catch-up subscription doing nothing (Rust client)",
-        format!("{ceiling:.0} events/s"),
-    ));
+    table.push(Row::new("peer: ceiling, the same subscription doing nothing (Rust client)", ceiling, "events/s"));
 
     let connection = format!("esdb://{}?tls=false", server.local_addr());
     let peer = run_peer(&node_dir, &connection, total).await?;
@@ -57,11 +54,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bail!("the peer applied {} events into {} users, expected {total}", peer.events, peer.users);
     }
     let peer_rate = total as f64 / peer.seconds;
-    table.push(Row::noted(
-        "Node.js peer: @eventstore/db-client 6.2.1 -> in-memory Map",
-        format!("{peer_rate:.0} events/s ({:.1} s)", peer.seconds),
-        "keeps nothing durable",
-    ));
+    table.push(
+        Row::new("peer: Node.js, @eventstore/db-client 6.2.1 -> in-memory Map", peer_rate, "events/s")
+            .detail(format!("{total} events in {:.1} s; keeps nothing durable", peer.seconds)),
+    );
 
     let running = RunningHost::start(&server, projector::HostConfig::new(dir.path().join("host"))).await?;
     let host = &running.host;
@@ -73,16 +69,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     // Caught up means its declared indexes are built too.
     projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     let ours = total as f64 / started.elapsed().as_secs_f64();
-    table.push(Row::checked(
-        "Projector: user-directory in Wasm -> SQLite, committed",
-        format!("{ours:.0} events/s = {:.2}x the peer", ours / peer_rate),
-        ">= 3x the peer",
-        ours >= 3.0 * peer_rate,
-    ));
+    table.push(Row::new("peer: Projector, user-directory in Wasm -> SQLite, committed", ours, "events/s"));
+    table.push(
+        Row::new("peer: Projector's events/s over the Node.js peer's", ours / peer_rate, "x")
+            .target(Target::AtLeast(3.0)),
+    );
     running.stop().await?;
     server.shutdown().await?;
-    table.print();
-    Ok(())
+    Ok(table)
 }
 
 /// `npm ci` in the peer's directory unless its client is installed already.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use projector::users::{Argon2Settings, Hasher, RegistrationConfig};
 
-use crate::report::{ms, percentile, Row, Table};
+use crate::report::{millis, percentile, Row, Table};
 use crate::stack::{start_store, RunningHost};
 
 /// Flags of `bench users`.
@@ -18,63 +18,79 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Concurrent clients, each sending one registration at a time.
     #[arg(long, default_value_t = 16)]
-    clients: usize,
+    pub(crate) clients: usize,
     /// How long each load runs, in seconds.
     #[arg(long, default_value_t = 20)]
-    seconds: u64,
+    pub(crate) seconds: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     let mut table = Table::default();
     let duration = Duration::from_secs(if args.quick { 1 } else { args.seconds });
     let defaults = Argon2Settings::default();
 
     let (one, hashes_per_second) = tokio::task::block_in_place(|| hashing_alone(defaults, args.quick))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    table.push(Row::figure(
+    table.push(Row::new(
         format!(
-            "hashing alone, argon2id m={} KiB t={} p={}: one hash",
+            "users: hashing alone, argon2id m={} KiB t={} p={}, one hash",
             defaults.memory_kib, defaults.iterations, defaults.parallelism
         ),
-        format!("{} (median)", ms(one)),
+        millis(one),
+        "ms",
     ));
-    table.push(Row::figure(
-        format!("hashing alone: {cores} threads hashing without pause"),
-        format!("{hashes_per_second:.0} hashes/s (the ceiling for registrations)"),
-    ));
+    table.push(
+        Row::new(format!("users: hashing alone, {cores} threads without pause"), hashes_per_second, "hashes/s")
+            .detail("the ceiling for registrations"),
+    );
 
     let load = register_under_load(RegistrationConfig::default(), args.clients, duration).await?;
-    table.push(Row::noted(
-        format!("registrations, {} concurrent clients, default argon2 parameters", args.clients),
-        format!(
-            "{:.1} registrations/s = {:.0}% of the hashing ceiling",
-            load.rate,
-            load.rate / hashes_per_second * 100.0
-        ),
-        format!("{} registered, {} failed", load.latencies.len(), load.failures),
+    let clients = args.clients;
+    table.push(
+        Row::new(format!("users: registrations, {clients} clients, default argon2"), load.rate, "registrations/s")
+            .detail(format!(
+                "{:.0}% of the hashing ceiling; {} registered, {} failed",
+                load.rate / hashes_per_second * 100.0,
+                load.latencies.len(),
+                load.failures
+            )),
+    );
+    table.push(Row::new(
+        "users: latency request -> 201, default argon2, p50",
+        millis(percentile(&load.latencies, 0.5)),
+        "ms",
     ));
-    table.push(Row::figure(
-        "  latency, request -> 201",
-        format!("p50 {}, p99 {}", ms(percentile(&load.latencies, 0.5)), ms(percentile(&load.latencies, 0.99))),
+    table.push(Row::new(
+        "users: latency request -> 201, default argon2, p99",
+        millis(percentile(&load.latencies, 0.99)),
+        "ms",
     ));
 
     let cheap = Argon2Settings { memory_kib: 64, iterations: 1, parallelism: 1 };
     let config = RegistrationConfig { argon2: cheap, ..RegistrationConfig::default() };
     let rest = register_under_load(config, args.clients, duration).await?;
-    table.push(Row::noted(
-        "the rest of the path: the same load with a near-free hash (m=64 KiB t=1)",
-        format!("{:.0} registrations/s", rest.rate),
-        format!("{} registered, {} failed", rest.latencies.len(), rest.failures),
+    table.push(
+        Row::new(
+            format!("users: the rest of the path, {clients} clients, near-free hash (m=64 KiB t=1)"),
+            rest.rate,
+            "registrations/s",
+        )
+        .detail(format!("{} registered, {} failed", rest.latencies.len(), rest.failures)),
+    );
+    table.push(Row::new(
+        "users: latency request -> 201, near-free hash, p50",
+        millis(percentile(&rest.latencies, 0.5)),
+        "ms",
     ));
-    table.push(Row::figure(
-        "  latency, request -> 201",
-        format!("p50 {}, p99 {}", ms(percentile(&rest.latencies, 0.5)), ms(percentile(&rest.latencies, 0.99))),
+    table.push(Row::new(
+        "users: latency request -> 201, near-free hash, p99",
+        millis(percentile(&rest.latencies, 0.99)),
+        "ms",
     ));
-    table.print();
-    Ok(())
+    Ok(table)
 }
 
 /// The median time of one hash on an idle machine, and how many hashes per
