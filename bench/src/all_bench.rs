@@ -1,7 +1,10 @@
 //! `bench all`: every benchmark, several times, side by side on one machine.
 //!
-//! Runs are interleaved (every benchmark once, then again) so that a noisy
-//! minute on the machine spreads over all figures instead of spoiling one.
+//! Every benchmark runs in a process of its own (this binary, with the
+//! benchmark's subcommand), so memory figures never include what an earlier
+//! benchmark left in the allocator. Runs are interleaved (every benchmark
+//! once, then again) so that a noisy minute on the machine spreads over all
+//! figures instead of spoiling one.
 //! Each figure is reported as the median of the runs with min and max, and
 //! the report, with the machine's facts, replaces the generated section of
 //! `BENCHMARKS.md` (between two marker comments; the prose around it stays).
@@ -14,7 +17,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use crate::report::{Summary, Table};
-use crate::{cost_bench, eventstore_bench, peer_bench, projections_bench, users_bench};
+
+/// Set for a benchmark run by `all`: print the table as one JSON line.
+pub(crate) const JSON_OUTPUT: &str = "PROJECTOR_BENCH_JSON";
 
 /// Flags of `bench all`.
 #[derive(Debug, clap::Args)]
@@ -69,17 +74,20 @@ impl Bench {
         }
     }
 
+    /// Runs the benchmark at its default sizes in a child process; its table.
     async fn run(self, quick: bool) -> anyhow::Result<Table> {
-        let events = 1_000_000;
-        match self {
-            Bench::EventStore => eventstore_bench::run(eventstore_bench::Args { events, quick }).await,
-            Bench::Projections => {
-                projections_bench::run(projections_bench::Args { events, lag_seconds: 30, quick }).await
-            }
-            Bench::Peer => peer_bench::run(peer_bench::Args { events, quick }).await,
-            Bench::Cost => cost_bench::run(cost_bench::Args { events, quick }).await,
-            Bench::Users => users_bench::run(users_bench::Args { clients: 16, seconds: 20, quick }).await,
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.arg(self.command()).env(JSON_OUTPUT, "1").stdin(std::process::Stdio::null());
+        if quick {
+            command.arg("--quick");
         }
+        let output = command.stderr(std::process::Stdio::inherit()).output().await?;
+        if !output.status.success() {
+            bail!("exited with {}", output.status);
+        }
+        let stdout = String::from_utf8(output.stdout)?;
+        let line = stdout.lines().last().context("printed no table")?;
+        serde_json::from_str(line).with_context(|| format!("printed {line:?}"))
     }
 }
 

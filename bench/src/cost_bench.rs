@@ -21,10 +21,10 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Events in the history the disk figures are measured on.
     #[arg(long, default_value_t = 1_000_000)]
-    pub(crate) events: u64,
+    events: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    pub(crate) quick: bool,
+    quick: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {

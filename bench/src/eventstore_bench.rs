@@ -25,10 +25,10 @@ use crate::report::{mib, millis, ms, percentile, Row, Table, Target};
 pub(crate) struct Args {
     /// Events preloaded for the read, catch-up, memory and startup figures.
     #[arg(long, default_value_t = 1_000_000)]
-    pub(crate) events: u64,
+    events: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    pub(crate) quick: bool,
+    quick: bool,
 }
 
 /// Runs the store in this process until stdin closes, printing `READY <addr>`

@@ -86,7 +86,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let print = |table: anyhow::Result<report::Table>| table.map(report::Table::print);
+    // `bench all` runs each benchmark as a child process (so none inherits
+    // another's heap) and reads its table as JSON.
+    let print = |table: anyhow::Result<report::Table>| {
+        let table = table?;
+        if std::env::var_os(all_bench::JSON_OUTPUT).is_some() {
+            table.print_json()?;
+        } else {
+            table.print();
+        }
+        Ok(())
+    };
     let result = match cli.command {
         Command::All(args) => runtime.block_on(all_bench::run(args)),
         Command::Eventstore(args) => print(runtime.block_on(eventstore_bench::run(args))),

@@ -22,10 +22,10 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Registrations in the history both read.
     #[arg(long, default_value_t = 1_000_000)]
-    pub(crate) events: u64,
+    events: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    pub(crate) quick: bool,
+    quick: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -30,13 +30,13 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Events in the history the catch-up figures read.
     #[arg(long, default_value_t = 1_000_000)]
-    pub(crate) events: u64,
+    events: u64,
     /// How long the live lag is measured, in seconds.
     #[arg(long, default_value_t = 30)]
-    pub(crate) lag_seconds: u64,
+    lag_seconds: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    pub(crate) quick: bool,
+    quick: bool,
 }
 
 /// Events are appended in blocks of this many, one stream per block.

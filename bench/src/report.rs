@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// What a figure should reach.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Target {
     AtLeast(f64),
     AtMost(f64),
@@ -29,19 +29,19 @@ impl Target {
 }
 
 /// One figure of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Row {
     metric: String,
     value: f64,
-    unit: &'static str,
+    unit: String,
     target: Option<Target>,
     detail: String,
 }
 
 impl Row {
     /// `metric` measured at `value` `unit`.
-    pub(crate) fn new(metric: impl Into<String>, value: f64, unit: &'static str) -> Row {
-        Row { metric: metric.into(), value, unit, target: None, detail: String::new() }
+    pub(crate) fn new(metric: impl Into<String>, value: f64, unit: &str) -> Row {
+        Row { metric: metric.into(), value, unit: unit.to_owned(), target: None, detail: String::new() }
     }
 
     /// The same figure with a target to meet.
@@ -56,12 +56,18 @@ impl Row {
 }
 
 /// The figures of one run of one benchmark, in the order measured.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Table(Vec<Row>);
 
 impl Table {
     pub(crate) fn push(&mut self, row: Row) {
         self.0.push(row);
+    }
+
+    /// Prints this run as one line of JSON (for `bench all`).
+    pub(crate) fn print_json(&self) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string(self)?);
+        Ok(())
     }
 
     /// Prints this run alone as a Markdown table.
@@ -74,7 +80,7 @@ impl Table {
 #[derive(Debug)]
 struct Line {
     metric: String,
-    unit: &'static str,
+    unit: String,
     values: Vec<f64>,
     target: Option<Target>,
     /// The detail of the run whose value is nearest the median.
@@ -120,7 +126,7 @@ impl Summary {
                     None => {
                         lines.push(Line {
                             metric: row.metric.clone(),
-                            unit: row.unit,
+                            unit: row.unit.clone(),
                             values: Vec::new(),
                             target: row.target,
                             detail: String::new(),
@@ -176,7 +182,7 @@ impl Summary {
             let (min, max) = line.range();
             let range = if self.runs > 1 { format!("{} - {}", number(min), number(max)) } else { String::new() };
             let (target, met) = match line.target {
-                Some(target) => (target.label(line.unit), if target.met(median) { "yes" } else { "NO" }),
+                Some(target) => (target.label(&line.unit), if target.met(median) { "yes" } else { "NO" }),
                 None => (String::new(), ""),
             };
             out.push_str(&format!(

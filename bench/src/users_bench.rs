@@ -18,13 +18,13 @@ use crate::stack::{start_store, RunningHost};
 pub(crate) struct Args {
     /// Concurrent clients, each sending one registration at a time.
     #[arg(long, default_value_t = 16)]
-    pub(crate) clients: usize,
+    clients: usize,
     /// How long each load runs, in seconds.
     #[arg(long, default_value_t = 20)]
-    pub(crate) seconds: u64,
+    seconds: u64,
     /// Tiny sizes: checks that every measurement produces a number.
     #[arg(long)]
-    pub(crate) quick: bool,
+    quick: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {

@@ -182,6 +182,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PROJECTOR_QUERY_TOKEN", hide_env_values = true)]
     pub query_token: Option<String>,
 
+    /// Longest a query with `at_least` waits for the projection to reach
+    /// that position before answering 504, in milliseconds.
+    #[arg(long, env = "PROJECTOR_AT_LEAST_WAIT_MS", default_value_t = 5000)]
+    pub at_least_wait_ms: u64,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub registration: RegistrationArgs,

@@ -47,6 +47,8 @@ pub struct HostConfig {
     pub admin_token: Option<String>,
     /// The token read endpoints require, if any.
     pub query_token: Option<String>,
+    /// Longest a query with `at_least` waits for its position (then 504).
+    pub at_least_wait: std::time::Duration,
     /// How `POST /users` registers users and where `GET /users/{id}` reads them.
     pub registration: users::RegistrationConfig,
 }
@@ -54,7 +56,13 @@ pub struct HostConfig {
 impl HostConfig {
     /// Everything under `data_dir`, the admin token included; reads open.
     pub fn new(data_dir: PathBuf) -> Self {
-        HostConfig { data_dir, admin_token: None, query_token: None, registration: Default::default() }
+        HostConfig {
+            data_dir,
+            admin_token: None,
+            query_token: None,
+            at_least_wait: std::time::Duration::from_secs(5),
+            registration: Default::default(),
+        }
     }
 }
 
@@ -119,8 +127,11 @@ impl Host {
         let metrics = Arc::new(metrics::Metrics::new());
         let projections = Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default(), head, metrics)?);
         projections.restore().await?;
-        let http_config =
-            http::HttpConfig { query_token: config.query_token, ..http::HttpConfig::new(admin_token.clone()) };
+        let http_config = http::HttpConfig {
+            query_token: config.query_token,
+            at_least_wait: config.at_least_wait,
+            ..http::HttpConfig::new(admin_token.clone())
+        };
         let app = http::router(projections.clone(), registrations, http_config);
         let stopping = projections.clone();
         let shutdown = async move {
@@ -180,6 +191,7 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         data_dir: args.data.clone(),
         admin_token: args.admin_token,
         query_token: args.query_token,
+        at_least_wait: std::time::Duration::from_millis(args.at_least_wait_ms),
         registration: args.registration.config(),
     };
     let host = Host::start(listener, client, config, async move {

@@ -4,8 +4,9 @@
 //!   release binary, then runs `projector serve` with the three examples
 //!   deployed (or `projector ARGS` when arguments are given).
 //! - `cargo xtask test`: installs what the tests need that cargo does not
-//!   (the wasm target, the Node.js client), builds the example projections
-//!   to WebAssembly, then runs every test.
+//!   (the wasm target, the Node.js client, schemathesis in a Python virtual
+//!   environment under `target/`), builds the example projections to
+//!   WebAssembly, then runs every test.
 //! - `cargo xtask guests`: builds the example projections to WebAssembly
 //!   (into `target-guests/`, a separate target dir so it never waits on the
 //!   host build's lock).
@@ -111,12 +112,41 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "npm ci (the official Node.js client, for the conformance test)",
         Command::new("npm").current_dir(&node_dir).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
     )?;
+    let schemathesis = install_schemathesis()?;
     step(
         "cargo test --workspace",
         Command::new(cargo())
             .current_dir(root())
             .args(["test", "--workspace"])
             .args(args)
-            .env("PROJECTOR_NODE_TESTS", "1"),
+            .env("PROJECTOR_NODE_TESTS", "1")
+            .env("PROJECTOR_SCHEMATHESIS", schemathesis),
     )
+}
+
+/// The schemathesis release the API fuzzing test is run with.
+const SCHEMATHESIS: &str = "4.32.5";
+
+/// Installs schemathesis into `target/schemathesis` (a Python virtual
+/// environment) unless that release is there already; the path of its `st`.
+fn install_schemathesis() -> anyhow::Result<PathBuf> {
+    let venv = root().join("target/schemathesis");
+    let st = venv.join("bin/st");
+    let installed = Command::new(&st)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).contains(SCHEMATHESIS));
+    if !installed {
+        step("python3 -m venv target/schemathesis", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        step(
+            &format!("pip install schemathesis=={SCHEMATHESIS} (for the HTTP API fuzzing test)"),
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("schemathesis=={SCHEMATHESIS}"),
+            ]),
+        )?;
+    }
+    Ok(st)
 }

@@ -32,6 +32,9 @@ use crate::registry::ProjectionLimits;
 use crate::runtime::DeployError;
 use crate::users::Registrations;
 
+/// The API's OpenAPI document, served at `/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -66,6 +69,7 @@ pub fn router(projections: Arc<Projections>, registrations: Arc<Registrations>, 
     Router::new()
         .merge(users::routes())
         .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
         .route("/metrics", get(metrics))
         .route("/projections", get(list_projections))
         .route("/projections/{name}", get(get_projection).put(deploy).delete(delete_projection))
@@ -77,9 +81,59 @@ pub fn router(projections: Arc<Projections>, registrations: Arc<Registrations>, 
         .route("/projections/{name}/dead-letters", get(dead_letters))
         .route("/projections/{name}/collections/{collection}", get(list_documents))
         .route("/projections/{name}/collections/{collection}/{key}", get(get_document))
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |request, next| finish_refused_upload(request, next, limit)))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "no_route", format!("no endpoint at {method} {}", uri.path()))
+}
+
+/// Gives every error the API's JSON shape, including those axum's extractors
+/// and routing answer in plain text or with no body at all (a query string
+/// that does not parse, a path segment that is not UTF-8, a method the
+/// endpoint does not take). Headers are kept.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let (code, message) = match status {
+        // axum adds the `Allow` header after this layer.
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", format!("{method} is not allowed on {path}; the Allow header lists what is"))
+        }
+        StatusCode::BAD_REQUEST => ("bad_request", text),
+        StatusCode::NOT_FOUND => ("not_found", text),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", text),
+        StatusCode::UNPROCESSABLE_ENTITY => ("unprocessable", text),
+        _ if status.is_server_error() => ("internal", text),
+        _ => ("error", text),
+    };
+    let message =
+        if message.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { message };
+    let mut converted = AppError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    converted
 }
 
 /// A request body that stays with the middleware when the handler drops it unread.

@@ -21,6 +21,8 @@ pub(crate) struct HostEnv {
     query_token: Option<String>,
     /// How the host registers users.
     registration: RegistrationConfig,
+    /// Other settings of the host, applied at every start.
+    adjust: fn(&mut HostConfig),
 }
 
 impl HostEnv {
@@ -30,21 +32,30 @@ impl HostEnv {
 
     /// A host whose reads need `query_token` (when given).
     pub(crate) async fn start_with_query_token(query_token: Option<&str>) -> HostEnv {
-        HostEnv::start_with(query_token, RegistrationConfig::default()).await
+        HostEnv::start_with(query_token, RegistrationConfig::default(), |_| {}).await
     }
 
     /// A host registering users with `registration`.
     pub(crate) async fn start_with_registration(registration: RegistrationConfig) -> HostEnv {
-        HostEnv::start_with(None, registration).await
+        HostEnv::start_with(None, registration, |_| {}).await
     }
 
-    async fn start_with(query_token: Option<&str>, registration: RegistrationConfig) -> HostEnv {
+    /// A host whose settings `adjust` changes from the defaults.
+    pub(crate) async fn start_adjusted(adjust: fn(&mut HostConfig)) -> HostEnv {
+        HostEnv::start_with(None, RegistrationConfig::default(), adjust).await
+    }
+
+    async fn start_with(
+        query_token: Option<&str>,
+        registration: RegistrationConfig,
+        adjust: fn(&mut HostConfig),
+    ) -> HostEnv {
         let store = TestEnv::start().await;
         let data = tempfile::tempdir().expect("tempdir");
         let events = store.client();
         let query_token = query_token.map(str::to_owned);
         let http = reqwest::Client::new();
-        let mut env = HostEnv { store, events, host: None, stop: None, http, data, query_token, registration };
+        let mut env = HostEnv { store, events, host: None, stop: None, http, data, query_token, registration, adjust };
         env.start_host().await;
         env
     }
@@ -52,11 +63,12 @@ impl HostEnv {
     async fn start_host(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = HostConfig {
+        let mut config = HostConfig {
             query_token: self.query_token.clone(),
             registration: self.registration.clone(),
             ..HostConfig::new(self.data.path().to_path_buf())
         };
+        (self.adjust)(&mut config);
         let host = Host::start(listener, self.store.client(), config, async move {
             let _ = stopped.await;
         })
@@ -192,6 +204,28 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_cursor")));
     let (status, _) = env.get("/projections/user-directory/collections/users?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // What axum's routing and extractors refuse comes back in the same JSON shape.
+    let (status, body) = env.get("/projections/user-directory/dead-letters?after=minus-one").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    assert!(body["error"]["message"].as_str().expect("message").contains("after"), "{body}");
+    let (status, body) = env.get("/projections/user-directory/collections/users/u1?at_least=soon").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    let (status, body) = env.get("/nowhere/at/all").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_route")));
+    assert_eq!(body["error"]["message"], "no endpoint at GET /nowhere/at/all");
+    let (status, body) = env.get("/projections/%FF%FE").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let response = env.http.patch(env.url("/projections/user-directory")).send().await.expect("patch");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = response.headers().get("allow").expect("Allow").to_str().expect("ascii").to_owned();
+    assert!(allow.contains("PUT") && allow.contains("DELETE"), "{allow}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert_eq!(
+        body["error"]["message"],
+        "PATCH is not allowed on /projections/user-directory; the Allow header lists what is"
+    );
 
     let (_, all) = env.get("/projections").await;
     assert_eq!(all.as_array().expect("list").len(), 1, "refused deploys add nothing");

@@ -10,8 +10,10 @@
 //! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
 //! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
 //! - `process`               the real binary: CLI client, kill -9 and restart
+//! - `crash`                 kill -9 at random points of a catch-up; read models equal an uninterrupted run's
 //! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
+//! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
 //!
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
 //! and talks to it through the official `eventstore` client.
@@ -19,7 +21,9 @@
 // Tests assert on the error they expect.
 #![allow(clippy::unwrap_used)]
 
+mod crash;
 mod eventstore;
+mod fuzz;
 mod host;
 mod lifecycle;
 mod process;

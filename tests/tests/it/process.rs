@@ -17,17 +17,17 @@ use serde_json::{json, Value};
 const BINARY: &str = env!("CARGO_BIN_EXE_projector-host");
 const V1: &str = env!("WASM_GUEST_TALLY");
 const V2: &str = env!("WASM_GUEST_TALLY_V2");
-const TOKEN: &str = "process-test-admin-token";
+pub(crate) const TOKEN: &str = "process-test-admin-token";
 
 /// A host process and where its API is.
-struct HostProcess {
+pub(crate) struct HostProcess {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl HostProcess {
     /// Starts `projector serve` on `data` and waits for its "listening" log line.
-    fn start(data: &Path, eventstore: &str) -> HostProcess {
+    pub(crate) fn start(data: &Path, eventstore: &str) -> HostProcess {
         let mut child = Command::new(BINARY)
             .args(["serve", "--listen", "127.0.0.1:0", "--eventstore", eventstore])
             .arg("--data")
@@ -55,7 +55,7 @@ impl HostProcess {
     }
 
     /// `kill -9`.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }

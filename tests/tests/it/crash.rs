@@ -1,0 +1,166 @@
+//! `kill -9` at random points of a catch-up: the real `projector` binary
+//! follows a preloaded history with the three example projections and is
+//! killed again and again; at the end every read model must equal, document
+//! for document, what an uninterrupted run of the same binary produced.
+//! `inventory` sums quantities and `signup-stats` counts, so an event applied
+//! twice or lost changes a document.
+//!
+//! The default suite kills 5 times during a 20,000-event catch-up. The long
+//! run is `PROJECTOR_CRASH_KILLS=20 PROJECTOR_CRASH_EVENTS=200000`;
+//! `PROJECTOR_CRASH_SEED` replays the kill points of a run (printed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use eventstore::{AppendToStreamOptions, EventData};
+use projector_tests::{within, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::process::{HostProcess, TOKEN};
+
+/// Each projection's collections.
+const MODELS: [(&str, &str, &[&str]); 3] = [
+    ("user-directory", env!("WASM_USER_DIRECTORY"), &["users", "emails"]),
+    ("signup-stats", env!("WASM_SIGNUP_STATS"), &["domains", "days"]),
+    ("inventory", env!("WASM_INVENTORY"), &["stock", "skus"]),
+];
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A registration or a stock movement, by its number.
+fn event(n: u64) -> EventData {
+    let (event_type, data, version) = if n % 3 == 2 {
+        let kinds = ["StockReceived", "StockReceived", "StockShipped", "StockAdjusted"];
+        let quantity = if n % 4 == 3 { -((n % 5) as i64) } else { (n % 9) as i64 + 1 };
+        let data =
+            json!({"sku": format!("SKU-{:03}", n % 97), "warehouse": format!("WH-{}", n % 5), "quantity": quantity});
+        (kinds[(n % 4) as usize], data, 1)
+    } else {
+        let data = json!({"userId": format!("u{n}"), "email": format!("user{n}@domain{}.example", n % 37),
+            "username": format!("user_{n}"), "passwordHash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            "registeredAt": format!("2026-11-{:02}T10:00:00Z", n % 30 + 1)});
+        ("UserRegistered", data, 2)
+    };
+    EventData::json(event_type, &data)
+        .expect("event")
+        .metadata_as_json(&json!({"schemaVersion": version}))
+        .expect("metadata")
+}
+
+/// Appends `total` events, registrations to `user-` streams and stock
+/// movements to `stock-` streams, 500 per append; the last commit position.
+async fn preload(events: &eventstore::Client, total: u64) -> u64 {
+    let mut last = 0;
+    for block in 0..total.div_ceil(500) {
+        let numbers = block * 500..((block + 1) * 500).min(total);
+        let (users, stock): (Vec<u64>, Vec<u64>) = numbers.partition(|n| n % 3 != 2);
+        for (prefix, numbers) in [("user", users), ("stock", stock)] {
+            let batch: Vec<EventData> = numbers.into_iter().map(event).collect();
+            let stream = format!("{prefix}-b{block}");
+            let written =
+                events.append_to_stream(stream, &AppendToStreamOptions::default(), batch).await.expect("append");
+            last = last.max(written.position.commit);
+        }
+    }
+    last
+}
+
+async fn start_host(data: &Path, eventstore: &str) -> HostProcess {
+    let (data, eventstore) = (data.to_path_buf(), eventstore.to_owned());
+    tokio::task::spawn_blocking(move || HostProcess::start(&data, &eventstore)).await.expect("host")
+}
+
+async fn deploy_all(http: &reqwest::Client, host: &HostProcess) {
+    for (name, module, _) in MODELS {
+        let bytes = std::fs::read(module).expect("module");
+        let url = format!("{}/projections/{name}", host.url);
+        let response = http.put(url).bearer_auth(TOKEN).body(bytes).send().await.expect("deploy");
+        assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await.unwrap_or_default());
+    }
+}
+
+/// Every document of every collection, once each projection has applied `last`.
+async fn dump(http: &reqwest::Client, host: &HostProcess, last: u64) -> BTreeMap<String, Value> {
+    let mut documents = BTreeMap::new();
+    for (name, _, collections) in MODELS {
+        for collection in collections {
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut url =
+                    format!("{}/projections/{name}/collections/{collection}?limit=1000&at_least={last}", host.url);
+                if let Some(cursor) = &cursor {
+                    url.push_str(&format!("&cursor={cursor}"));
+                }
+                // A debug build may need longer than one at_least wait to catch up.
+                let page: Value = within("a caught-up page", async {
+                    loop {
+                        let response = http.get(&url).send().await.expect("list");
+                        match response.status() {
+                            StatusCode::GATEWAY_TIMEOUT => continue,
+                            StatusCode::OK => break response.json().await.expect("json"),
+                            other => panic!("{url}: {other} {}", response.text().await.unwrap_or_default()),
+                        }
+                    }
+                })
+                .await;
+                for item in page["items"].as_array().expect("items") {
+                    let key = format!("{name}/{collection}/{}", item["key"].as_str().expect("key"));
+                    documents.insert(key, item["doc"].clone());
+                }
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+        }
+    }
+    documents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupted_run() {
+    let kills = env_number("PROJECTOR_CRASH_KILLS", 5);
+    let total = env_number("PROJECTOR_CRASH_EVENTS", 20_000);
+    let seed = env_number("PROJECTOR_CRASH_SEED", u64::from(std::process::id()));
+    eprintln!("crash test: {kills} kills during a {total}-event catch-up, PROJECTOR_CRASH_SEED={seed}");
+
+    let store = TestEnv::start().await;
+    let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
+    let last = preload(&store.client(), total).await;
+    let http = reqwest::Client::new();
+
+    let clean_dir = tempfile::tempdir().expect("tempdir");
+    let clean = start_host(clean_dir.path(), &eventstore).await;
+    deploy_all(&http, &clean).await;
+    let expected = dump(&http, &clean, last).await;
+    clean.kill();
+    assert!(expected.len() > 1000, "the history builds a sizeable read model: {}", expected.len());
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut host = start_host(data.path(), &eventstore).await;
+    deploy_all(&http, &host).await;
+    let mut rng = seed;
+    let mut progress = Vec::new();
+    for _ in 0..kills {
+        // The kill point: a pseudo-random moment 20-400 ms into this life of the host.
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(20 + (rng >> 33) % 380)).await;
+        host.kill();
+        host = start_host(data.path(), &eventstore).await;
+        let status: Value =
+            http.get(format!("{}/projections", host.url)).send().await.expect("list").json().await.expect("json");
+        progress.push(
+            status.as_array().expect("list").iter().map(|p| p["events_processed"].as_u64().unwrap_or(0)).sum::<u64>(),
+        );
+    }
+    eprintln!("events processed by the three after each restart: {progress:?}");
+    let actual = dump(&http, &host, last).await;
+    let differing: Vec<&String> =
+        expected.keys().chain(actual.keys()).filter(|key| expected.get(*key) != actual.get(*key)).take(5).collect();
+    assert!(differing.is_empty(), "{} documents differ after {kills} kills, e.g. {differing:?}", differing.len());
+    assert_eq!(actual.len(), expected.len());
+}
