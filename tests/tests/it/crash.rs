@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use eventstore::{AppendToStreamOptions, EventData};
 use projector_tests::{within, TestEnv};
@@ -52,9 +51,9 @@ fn event(n: u64) -> EventData {
 }
 
 /// Appends `total` events, registrations to `user-` streams and stock
-/// movements to `stock-` streams, 500 per append; the last commit position.
-async fn preload(events: &eventstore::Client, total: u64) -> u64 {
-    let mut last = 0;
+/// movements to `stock-` streams, 500 per append; each append's commit position.
+async fn preload(events: &eventstore::Client, total: u64) -> Vec<u64> {
+    let mut positions = Vec::new();
     for block in 0..total.div_ceil(500) {
         let numbers = block * 500..((block + 1) * 500).min(total);
         let (users, stock): (Vec<u64>, Vec<u64>) = numbers.partition(|n| n % 3 != 2);
@@ -63,10 +62,10 @@ async fn preload(events: &eventstore::Client, total: u64) -> u64 {
             let stream = format!("{prefix}-b{block}");
             let written =
                 events.append_to_stream(stream, &AppendToStreamOptions::default(), batch).await.expect("append");
-            last = last.max(written.position.commit);
+            positions.push(written.position.commit);
         }
     }
-    last
+    positions
 }
 
 async fn start_host(data: &Path, eventstore: &str) -> HostProcess {
@@ -81,6 +80,23 @@ async fn deploy_all(http: &reqwest::Client, host: &HostProcess) {
         let response = http.put(url).bearer_auth(TOKEN).body(bytes).send().await.expect("deploy");
         assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await.unwrap_or_default());
     }
+}
+
+/// Answers once `user-directory` has applied `position` (server-side waits of
+/// up to 5 s, repeated: a debug build can be slower than one wait).
+async fn reached(http: &reqwest::Client, host: &HostProcess, position: u64) {
+    let url = format!("{}/projections/user-directory/collections/users?limit=1&at_least={position}", host.url);
+    within("the position", async {
+        loop {
+            let response = http.get(&url).send().await.expect("query");
+            match response.status() {
+                StatusCode::GATEWAY_TIMEOUT => continue,
+                StatusCode::OK => break,
+                other => panic!("{url}: {other} {}", response.text().await.unwrap_or_default()),
+            }
+        }
+    })
+    .await;
 }
 
 /// Every document of every collection, once each projection has applied `last`.
@@ -130,7 +146,8 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
 
     let store = TestEnv::start().await;
     let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
-    let last = preload(&store.client(), total).await;
+    let positions = preload(&store.client(), total).await;
+    let last = *positions.last().expect("appended");
     let http = reqwest::Client::new();
 
     let clean_dir = tempfile::tempdir().expect("tempdir");
@@ -145,10 +162,14 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
     deploy_all(&http, &host).await;
     let mut rng = seed;
     let mut progress = Vec::new();
-    for _ in 0..kills {
-        // The kill point: a pseudo-random moment 20-400 ms into this life of the host.
+    let segment = positions.len() as u64 / kills.max(1);
+    for kill in 0..kills {
+        // The kill point: once user-directory has passed a pseudo-random
+        // position in the kill's share of the history (the other two are
+        // wherever they are), then at once.
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(20 + (rng >> 33) % 380)).await;
+        let target = positions[(kill * segment + (rng >> 33) % segment.max(1)) as usize];
+        reached(&http, &host, target).await;
         host.kill();
         host = start_host(data.path(), &eventstore).await;
         let status: Value =
@@ -163,4 +184,5 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
         expected.keys().chain(actual.keys()).filter(|key| expected.get(*key) != actual.get(*key)).take(5).collect();
     assert!(differing.is_empty(), "{} documents differ after {kills} kills, e.g. {differing:?}", differing.len());
     assert_eq!(actual.len(), expected.len());
+    eprintln!("{} documents equal to the uninterrupted run's after {kills} kills", actual.len());
 }
