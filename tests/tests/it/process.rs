@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use eventstore::{AppendToStreamOptions, EventData};
 use projector_tests::{within, TestEnv};
@@ -23,6 +24,8 @@ pub(crate) const TOKEN: &str = "process-test-admin-token";
 pub(crate) struct HostProcess {
     child: Child,
     pub(crate) url: String,
+    /// Every line the host has logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl HostProcess {
@@ -41,17 +44,25 @@ impl HostProcess {
             .spawn()
             .expect("start the host");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let addr = loop {
             let line = lines.next().expect("the host exited before listening").expect("log line");
             assert!(!line.contains("ERROR"), "host failed to start: {line}");
+            log.lock().expect("log").push(line.clone());
             if line.contains("projector API listening") {
                 let addr = line.split("addr=").nth(1).expect("addr in the log line");
                 break addr.split_whitespace().next().expect("address").to_owned();
             }
         };
         // Keep draining the log so the host never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        HostProcess { child, url: format!("http://{addr}") }
+        let kept = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.lock().expect("log").push(line)));
+        HostProcess { child, url: format!("http://{addr}"), log }
+    }
+
+    /// The lines logged so far.
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
     }
 
     /// `kill -9`.
@@ -124,6 +135,14 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
     assert!(err.starts_with("error: not a WebAssembly module") && err.contains("HTTP 422"), "{err}");
     let (ok, _, err) = cli(&host.url, &["stop", "nope"]).await;
     assert!(!ok && err.contains("no projection named 'nope'") && err.contains("HTTP 404"), "{err}");
+    let wrong = "not-the-admin-token-5f2a9c";
+    let refused = http.post(format!("{}/projections/tally/stop", host.url)).bearer_auth(wrong).send().await;
+    assert_eq!(refused.expect("post").status(), StatusCode::UNAUTHORIZED);
+    let log = host.log();
+    assert!(log.len() > 3, "the host logged: {log:?}");
+    for token in [TOKEN, wrong] {
+        assert!(!log.iter().any(|line| line.contains(token)), "a token is in the host's log: {log:?}");
+    }
 
     let (ok, out, err) = cli(&host.url, &["deploy", "swapped", V2, "--mode", "continue"]).await;
     assert!(ok && out.contains("2.0.0"), "{out}{err}");
