@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("inventory", "inventory"),
     ("guest-looping", "guest_looping"),
     ("guest-hungry", "guest_hungry"),
+    ("guest-scribbler", "guest_scribbler"),
     ("guest-panicking", "guest_panicking"),
     ("guest-noop", "guest_noop"),
     ("guest-tally", "guest_tally"),

@@ -379,10 +379,14 @@ impl Job {
             }
             Err(fault) => {
                 self.recover(&fault)?;
-                if self.on_error == OnError::Fault {
-                    return Err(fault_info(fault, events));
+                match self.on_error {
+                    OnError::Fault if matches!(fault, Fault::Guest { .. }) || events.len() == 1 => {
+                        Err(fault_info(fault, events))
+                    }
+                    // A trap names no event: find the one it comes from.
+                    OnError::Fault => self.until_failure(events, checkpoint),
+                    OnError::Skip => self.one_by_one(events, checkpoint),
                 }
-                self.one_by_one(events, checkpoint)
             }
         }
     }
@@ -406,6 +410,28 @@ impl Job {
                 .map_err(|f| plain_fault(format!("cannot start the module again after a fault: {f}")))?;
         }
         Ok(())
+    }
+
+    /// After a trap in a batch: applies the events one at a time, each in
+    /// its own transaction, until one fails, and faults naming that one (the
+    /// checkpoint ends just before it). Should each succeed alone (a batch
+    /// that was only too slow as a whole), the batch is done.
+    fn until_failure(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), FaultInfo> {
+        let mut checkpoint = self.start;
+        for event in events {
+            checkpoint = Checkpoint { position: event.commit_position, events: checkpoint.events + 1 };
+            match self.handle(std::slice::from_ref(event)) {
+                Ok(writes) => self.db.commit(&writes, checkpoint).map_err(commit_fault)?,
+                Err(fault) => {
+                    self.recover(&fault)?;
+                    return Err(fault_info(fault, std::slice::from_ref(event)));
+                }
+            }
+        }
+        if end.position > checkpoint.position {
+            self.db.commit(&Writes::new(), end).map_err(commit_fault)?;
+        }
+        Ok((end, 0))
     }
 
     /// Applies each event in its own transaction; failures become dead letters.
@@ -525,6 +551,8 @@ fn plain_fault(reason: String) -> FaultInfo {
 fn fault_info(fault: Fault, events: &[Event]) -> FaultInfo {
     let event = match &fault {
         Fault::Guest { event_index, .. } => events.get(*event_index),
+        // A trap while applying a single event is that event's.
+        _ if events.len() == 1 => events.first(),
         _ => None,
     };
     FaultInfo {

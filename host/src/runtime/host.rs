@@ -18,19 +18,48 @@ pub trait DocumentSource: Send + Sync {
 pub(crate) struct HostState {
     pub(super) limits: StoreLimits,
     document_bytes: usize,
+    /// The batch's write budget, and what it has used.
+    batch_write_bytes: usize,
+    written_bytes: usize,
     source: Option<Arc<dyn DocumentSource>>,
     writes: Writes,
     projection: String,
 }
 
+/// What one write costs the budget beyond its bytes (the overlay's entry).
+const WRITE_OVERHEAD: usize = 64;
+
 impl HostState {
-    pub(super) fn new(limits: StoreLimits, document_bytes: usize, projection: String) -> Self {
-        HostState { limits, document_bytes, source: None, writes: Writes::new(), projection }
+    pub(super) fn new(limits: StoreLimits, sandbox: &super::Limits, projection: String) -> Self {
+        HostState {
+            limits,
+            document_bytes: sandbox.document_bytes,
+            batch_write_bytes: sandbox.batch_write_bytes,
+            written_bytes: 0,
+            source: None,
+            writes: Writes::new(),
+            projection,
+        }
     }
 
     pub(super) fn begin_batch(&mut self, source: Arc<dyn DocumentSource>) {
         self.source = Some(source);
         self.writes.clear();
+        self.written_bytes = 0;
+    }
+
+    /// Charges a write of `bytes` to the batch; past the budget the module
+    /// traps, so a flood of writes faults the batch instead of growing the
+    /// host's memory.
+    fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        self.written_bytes += bytes + WRITE_OVERHEAD;
+        if self.written_bytes > self.batch_write_bytes {
+            return Err(wasmtime::Error::msg(format!(
+                "the batch wrote more than {} MiB to the read model (the per-batch write limit)",
+                self.batch_write_bytes >> 20
+            )));
+        }
+        Ok(())
     }
 
     pub(super) fn end_batch(&mut self) -> Writes {
@@ -67,11 +96,13 @@ impl read_model::Host for HostState {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&document) {
             return Ok(Err(read_model::WriteError::InvalidJson(e.to_string())));
         }
+        self.charge(collection.len() + key.len() + document.len())?;
         self.writes.insert((collection, key), Some(document));
         Ok(Ok(()))
     }
 
     fn delete(&mut self, collection: String, key: String) -> wasmtime::Result<()> {
+        self.charge(collection.len() + key.len())?;
         self.writes.insert((collection, key), None);
         Ok(())
     }

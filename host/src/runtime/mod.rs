@@ -38,11 +38,20 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Largest document a module may write.
     pub document_bytes: usize,
+    /// Most a single batch may write (documents, keys and deletes, each
+    /// counted when written): what the host holds for the batch until it
+    /// commits, outside the module's memory cap.
+    pub batch_write_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { batch_deadline: Duration::from_secs(5), memory_bytes: 64 << 20, document_bytes: 1 << 20 }
+        Limits {
+            batch_deadline: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            document_bytes: 1 << 20,
+            batch_write_bytes: 64 << 20,
+        }
     }
 }
 
@@ -187,7 +196,7 @@ impl Runtime {
     pub fn instantiate_with(&self, module: &Module, limits: Limits) -> Result<Instance, Fault> {
         let store_limits =
             StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
-        let state = HostState::new(store_limits, limits.document_bytes, module.description.name.clone());
+        let state = HostState::new(store_limits, &limits, module.description.name.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(deadline_ticks(limits.batch_deadline));

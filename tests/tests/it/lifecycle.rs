@@ -458,3 +458,76 @@ async fn the_generated_admin_token_is_kept_owner_only_and_survives_a_restart() {
     env.restart_host().await;
     assert_eq!(env.token(), stored, "the same token after a restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modules_are_stopped_with_a_reason_while_a_healthy_one_keeps_going() {
+    let env = HostEnv::start().await;
+    env.deploy("inventory", env!("WASM_INVENTORY")).await;
+    // Skipping: each hostile event becomes a dead letter with its reason.
+    let (status, body) = env.deploy_with("scribbler", env!("WASM_GUEST_SCRIBBLER"), "on_error=skip").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Faulting: the first one stops it, with its reason in the status.
+    let (status, body) = env.deploy("strict-scribbler", env!("WASM_GUEST_SCRIBBLER")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let stock = |quantity: i64| {
+        EventData::json("StockReceived", &json!({"sku": "pear", "warehouse": "west", "quantity": quantity}))
+            .expect("event")
+    };
+    let hostile = ["Recurse", "BigDocument", "ManyWrites"];
+    let mut positions = Vec::new();
+    for event_type in hostile {
+        env.events.append_to_stream("stock-pear", &AppendToStreamOptions::default(), stock(1)).await.expect("append");
+        let event = EventData::json(event_type, &json!({})).expect("event");
+        let written = env
+            .events
+            .append_to_stream(format!("scribble-{event_type}"), &AppendToStreamOptions::default(), event)
+            .await
+            .expect("append");
+        positions.push(written.position.commit);
+    }
+    let last =
+        env.events.append_to_stream("stock-pear", &AppendToStreamOptions::default(), stock(1)).await.expect("append");
+
+    // The healthy projection applied every stock event, once.
+    let url = format!("/projections/inventory/collections/skus/pear?at_least={}", last.position.commit);
+    let (status, pear) = env.get(&url).await;
+    assert_eq!((status, &pear["quantity"]), (StatusCode::OK, &json!(4)), "{pear}");
+
+    let skipped = wait_status(&env, "scribbler", "three dead letters", |s| s["dead_letters"] == 3).await;
+    assert_eq!(skipped["state"], "running", "{skipped}");
+    let (_, letters) = env.get("/projections/scribbler/dead-letters").await;
+    let letters = letters["items"].as_array().expect("items").clone();
+    let reasons: Vec<(&str, u64, &str)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["event_type"].as_str().expect("type"),
+                l["position"].as_u64().expect("position"),
+                l["error"].as_str().expect("error"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        hostile.into_iter().zip(positions.clone()).collect::<Vec<_>>()
+    );
+    assert!(reasons[0].2.contains("stack"), "deep recursion: {}", reasons[0].2);
+    assert!(
+        reasons[1].2.contains("document is larger than the limit of 1048576 bytes"),
+        "big document: {}",
+        reasons[1].2
+    );
+    assert!(reasons[2].2.contains("per-batch write limit"), "flood of writes: {}", reasons[2].2);
+    // Nothing any of them wrote was kept.
+    for collection in ["depth", "big", "many"] {
+        let (_, page) = env.get(&format!("/projections/scribbler/collections/{collection}")).await;
+        assert_eq!(page["items"], json!([]), "{collection}: {page}");
+    }
+
+    let strict = wait_status(&env, "strict-scribbler", "the fault", |s| s["state"] == "faulted").await;
+    assert_eq!(strict["fault"]["position"], positions[0], "{strict}");
+    assert!(strict["fault"]["reason"].as_str().expect("reason").contains("stack"), "{strict}");
+    let response = env.http.get(env.url("/healthz")).send().await.expect("the host is up");
+    assert_eq!(response.status(), StatusCode::OK);
+}

@@ -1,0 +1,46 @@
+//! A projection that misbehaves in the way each event's type asks, for the
+//! sandbox tests: `Recurse` recurses without end (the Wasm stack must run
+//! out), `BigDocument` writes a 2 MiB document (over the host's 1 MiB
+//! document limit), `ManyWrites` writes a million documents in one batch
+//! (over the host's per-batch write budget). Streams `scribble-`.
+
+use projector_guest_sdk::{Description, Event, Projection, ReadModel, Result};
+
+/// Misbehaves on request.
+#[derive(Debug)]
+pub struct Scribbler;
+
+/// Recurses until the stack is exhausted.
+#[inline(never)]
+#[allow(unconditional_recursion)] // on purpose
+fn recurse(depth: u64) -> u64 {
+    std::hint::black_box(recurse(std::hint::black_box(depth + 1))) + 1
+}
+
+impl Projection for Scribbler {
+    fn description() -> Description {
+        Description::new("scribbler", "0.0.1")
+            .event_types(["Recurse", "BigDocument", "ManyWrites"])
+            .streams(["scribble-"])
+    }
+
+    fn apply(event: &Event, model: &mut ReadModel<'_>) -> Result<()> {
+        match event.event_type.as_str() {
+            "Recurse" => {
+                let depth = recurse(0);
+                model.put("depth", "reached", &depth)
+            }
+            "BigDocument" => model.put("big", "one", &"x".repeat(2 << 20)),
+            "ManyWrites" => {
+                let filler = "y".repeat(200);
+                for n in 0..1_000_000u32 {
+                    model.put("many", &n.to_string(), &filler)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+projector_guest_sdk::export_projection!(Scribbler);
