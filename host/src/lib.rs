@@ -251,6 +251,17 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A write past the process's file size limit (`RLIMIT_FSIZE`) then fails
+/// with `EFBIG` and is handled like a full disk (the write is refused, the
+/// service goes on) instead of the signal killing the process.
+#[allow(unsafe_code)]
+fn ignore_file_size_signal() {
+    // SAFETY: installs the "ignore" disposition for one signal, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// The `projector` binary: parses flags, sets up logging, and runs the
 /// chosen command until SIGINT or SIGTERM. A test binary calls it too, so
 /// process-level tests run exactly what users run.
@@ -262,6 +273,7 @@ pub fn main() -> std::process::ExitCode {
     use tracing_subscriber::EnvFilter;
 
     let cli = cli::Cli::parse();
+    ignore_file_size_signal();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log)))
         .with_writer(std::io::stderr)

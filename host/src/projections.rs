@@ -44,11 +44,15 @@ pub enum State {
     Faulted,
     /// Not following events (stopped by a user, or the host is shutting down); queries are still answered.
     Stopped,
+    /// Held up by something outside the module (the event store unreachable,
+    /// a read-model write refused by a full disk); see `problem`. Retried with
+    /// backoff; nothing is lost or applied twice meanwhile.
+    Retrying,
 }
 
 impl State {
     /// Every state, in the order the API documents them.
-    pub const ALL: [State; 4] = [State::Running, State::CatchingUp, State::Faulted, State::Stopped];
+    pub const ALL: [State; 5] = [State::Running, State::CatchingUp, State::Faulted, State::Stopped, State::Retrying];
 
     /// The state's name in the API.
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl State {
             State::Running => "running",
             State::Faulted => "faulted",
             State::Stopped => "stopped",
+            State::Retrying => "retrying",
         }
     }
 }
@@ -91,6 +96,8 @@ pub struct LaneStatus {
     pub dead_letters: u64,
     /// The fault, when faulted.
     pub fault: Option<FaultInfo>,
+    /// What it is retrying after, when `retrying`.
+    pub problem: Option<String>,
 }
 
 /// A projection's status as the API reports it.
@@ -112,6 +119,9 @@ pub struct Status {
     pub events_processed: u64,
     /// The fault, when faulted.
     pub fault: Option<FaultInfo>,
+    /// What it is retrying after, when `retrying` (the event store
+    /// unreachable, a read-model write refused).
+    pub problem: Option<String>,
     /// What happens when the module fails on an event.
     pub on_error: OnError,
     /// Events skipped under `on_error=skip` (see `/dead-letters`).
@@ -143,6 +153,8 @@ pub struct Rebuild {
     pub eta_seconds: Option<f64>,
     /// Its fault, when faulted (queries stay on the serving version).
     pub fault: Option<FaultInfo>,
+    /// What it is retrying after, when `retrying`.
+    pub problem: Option<String>,
 }
 
 /// A read model and the runner that feeds it.
@@ -440,6 +452,7 @@ impl Projections {
             lag_seconds: lag.seconds,
             events_processed: lane.events_processed,
             fault: lane.fault,
+            problem: lane.problem,
             dead_letters: lane.dead_letters,
             on_error: entry.as_ref().map(|e| e.on_error).unwrap_or_default(),
             limits: entry.as_ref().map(|e| e.limits).unwrap_or_default(),
@@ -465,6 +478,7 @@ impl Projections {
             rate,
             eta_seconds: (rate > 0.0).then(|| behind as f64 / rate),
             fault: status.fault,
+            problem: status.problem,
         }
     }
 
@@ -569,6 +583,7 @@ impl Projections {
             events_processed: checkpoint.map_or(0, |c| c.events),
             dead_letters: db.dead_letter_count()?,
             fault: record.fault.clone(),
+            problem: None,
         });
         Ok(Arc::new(Lane {
             readmodel: record.readmodel.clone(),
@@ -627,7 +642,11 @@ impl Projections {
         let (name, lane) = (name.to_owned(), lane.clone());
         tokio::spawn(async move {
             let mut status = lane.status.subscribe();
-            let settled = status.wait_for(|s| s.state != State::CatchingUp).await.map(|s| s.state);
+            // A rebuild held up by an outage (`retrying`) goes on waiting.
+            let settled = status
+                .wait_for(|s| matches!(s.state, State::Running | State::Faulted | State::Stopped))
+                .await
+                .map(|s| s.state);
             if let Ok(State::Running) = settled {
                 if let Err(e) = this.promote(&name, &lane).await {
                     tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot switch to the rebuilt read model");

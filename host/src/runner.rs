@@ -88,7 +88,8 @@ enum Exit {
     Resubscribe,
     /// The module faulted; the runner is done.
     Faulted,
-    /// The subscription broke; follow again after a pause.
+    /// The subscription broke or the read model could not be written:
+    /// follow again from the committed checkpoint after a pause.
     Broken(anyhow::Error),
     /// The owner is gone.
     Closed,
@@ -142,7 +143,12 @@ impl Runner {
         loop {
             let exit = match self.follow(&mut commands).await {
                 Exit::Broken(e) => {
-                    tracing::warn!(projection = %self.name, error = %format!("{e:#}"), ?backoff, "subscription lost; resubscribing");
+                    let problem = format!("{e:#}");
+                    tracing::warn!(projection = %self.name, error = %problem, ?backoff, "held up; retrying");
+                    self.status.send_modify(|s| {
+                        s.state = State::Retrying;
+                        s.problem = Some(problem);
+                    });
                     // Commands are still taken while waiting to resubscribe.
                     let command = tokio::select! {
                         () = tokio::time::sleep(backoff) => None,
@@ -234,11 +240,31 @@ impl Runner {
                 Err(e) => return Exit::Broken(e),
             };
             if let Some(position) = position.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) {
-                if let Err(fault) = self.apply(events, position).await {
-                    self.fault(fault);
-                    return Exit::Faulted;
+                match self.apply(events, position).await {
+                    Ok(()) => {}
+                    Err(Failure::Fault(fault)) => {
+                        self.fault(fault);
+                        return Exit::Faulted;
+                    }
+                    Err(Failure::Storage(e)) => {
+                        // Part of the batch may have been committed (events
+                        // applied one at a time): go on from what is stored.
+                        if let Err(fault) = self.reload_checkpoint().await {
+                            self.fault(fault);
+                            return Exit::Faulted;
+                        }
+                        return Exit::Broken(e.context("cannot write the read model"));
+                    }
                 }
             }
+            self.status.send_if_modified(|s| {
+                let recovered = s.state == State::Retrying;
+                if recovered {
+                    s.state = State::CatchingUp;
+                    s.problem = None;
+                }
+                recovered
+            });
             if caught_up {
                 if self.status.borrow().state == State::CatchingUp {
                     self.build_indexes().await;
@@ -299,12 +325,29 @@ impl Runner {
         });
     }
 
+    /// Reads the checkpoint and the dead-letter count back from the read model.
+    async fn reload_checkpoint(&mut self) -> Result<(), FaultInfo> {
+        let db = self.db.clone();
+        let stored = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((db.checkpoint()?, db.dead_letter_count()?)))
+            .await
+            .map_err(|e| plain_fault(format!("the checkpoint thread failed: {e}")))?;
+        let (checkpoint, dead_letters) =
+            stored.map_err(|e| plain_fault(format!("cannot read the checkpoint after a failed write: {e:#}")))?;
+        self.checkpoint = checkpoint;
+        self.status.send_modify(|s| {
+            s.checkpoint = checkpoint.map(|c| c.position);
+            s.events_processed = checkpoint.map_or(0, |c| c.events);
+            s.dead_letters = dead_letters;
+        });
+        Ok(())
+    }
+
     /// Runs and commits one batch on a blocking thread. On a fault nothing of
     /// the batch is kept, unless the policy is `skip`: then the batch is run
     /// again one event at a time, and the events that fail become dead letters.
-    async fn apply(&mut self, events: Vec<Event>, position: u64) -> Result<(), FaultInfo> {
+    async fn apply(&mut self, events: Vec<Event>, position: u64) -> Result<(), Failure> {
         let Some(instance) = self.instance.take() else {
-            return Err(plain_fault("the module instance was lost after an earlier failure".into()));
+            return Err(plain_fault("the module instance was lost after an earlier failure".into()).into());
         };
         let mut job = Job {
             instance,
@@ -369,19 +412,19 @@ struct Job {
 
 impl Job {
     /// Applies `events` (ending at `position`); returns the new checkpoint and the number of events skipped.
-    fn run(&mut self, events: &[Event], position: u64) -> Result<(Checkpoint, u64), FaultInfo> {
+    fn run(&mut self, events: &[Event], position: u64) -> Result<(Checkpoint, u64), Failure> {
         let checkpoint = Checkpoint { position, events: self.start.events + events.len() as u64 };
         let result = self.handle(events);
         match result {
             Ok(writes) => {
-                self.db.commit(&writes, checkpoint).map_err(commit_fault)?;
+                self.db.commit(&writes, checkpoint).map_err(Failure::Storage)?;
                 Ok((checkpoint, 0))
             }
             Err(fault) => {
                 self.recover(&fault)?;
                 match self.on_error {
                     OnError::Fault if matches!(fault, Fault::Guest { .. }) || events.len() == 1 => {
-                        Err(fault_info(fault, events))
+                        Err(fault_info(fault, events).into())
                     }
                     // A trap names no event: find the one it comes from.
                     OnError::Fault => self.until_failure(events, checkpoint),
@@ -416,32 +459,32 @@ impl Job {
     /// its own transaction, until one fails, and faults naming that one (the
     /// checkpoint ends just before it). Should each succeed alone (a batch
     /// that was only too slow as a whole), the batch is done.
-    fn until_failure(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), FaultInfo> {
+    fn until_failure(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), Failure> {
         let mut checkpoint = self.start;
         for event in events {
             checkpoint = Checkpoint { position: event.commit_position, events: checkpoint.events + 1 };
             match self.handle(std::slice::from_ref(event)) {
-                Ok(writes) => self.db.commit(&writes, checkpoint).map_err(commit_fault)?,
+                Ok(writes) => self.db.commit(&writes, checkpoint).map_err(Failure::Storage)?,
                 Err(fault) => {
                     self.recover(&fault)?;
-                    return Err(fault_info(fault, std::slice::from_ref(event)));
+                    return Err(fault_info(fault, std::slice::from_ref(event)).into());
                 }
             }
         }
         if end.position > checkpoint.position {
-            self.db.commit(&Writes::new(), end).map_err(commit_fault)?;
+            self.db.commit(&Writes::new(), end).map_err(Failure::Storage)?;
         }
         Ok((end, 0))
     }
 
     /// Applies each event in its own transaction; failures become dead letters.
-    fn one_by_one(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), FaultInfo> {
+    fn one_by_one(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), Failure> {
         let mut checkpoint = self.start;
         let mut skipped = 0;
         for event in events {
             checkpoint = Checkpoint { position: event.commit_position, events: checkpoint.events + 1 };
             match self.handle(std::slice::from_ref(event)) {
-                Ok(writes) => self.db.commit(&writes, checkpoint).map_err(commit_fault)?,
+                Ok(writes) => self.db.commit(&writes, checkpoint).map_err(Failure::Storage)?,
                 Err(fault) => {
                     self.recover(&fault)?;
                     let letter = DeadLetter {
@@ -455,20 +498,31 @@ impl Job {
                         },
                     };
                     tracing::warn!(stream = %letter.stream, position = letter.position, error = %letter.error, "event skipped");
-                    self.db.commit_dead_letter(&letter, checkpoint).map_err(commit_fault)?;
+                    self.db.commit_dead_letter(&letter, checkpoint).map_err(Failure::Storage)?;
                     skipped += 1;
                 }
             }
         }
         if end.position > checkpoint.position {
-            self.db.commit(&Writes::new(), end).map_err(commit_fault)?;
+            self.db.commit(&Writes::new(), end).map_err(Failure::Storage)?;
         }
         Ok((end, skipped))
     }
 }
 
-fn commit_fault(e: anyhow::Error) -> FaultInfo {
-    plain_fault(format!("cannot commit the read model: {e:#}"))
+/// Why a batch was not applied.
+enum Failure {
+    /// The module failed on it: the projection faults.
+    Fault(FaultInfo),
+    /// Its documents could not be committed (a full disk, an I/O error):
+    /// nothing of it is kept, and it is tried again after a pause.
+    Storage(anyhow::Error),
+}
+
+impl From<FaultInfo> for Failure {
+    fn from(fault: FaultInfo) -> Self {
+        Failure::Fault(fault)
+    }
 }
 
 /// Batches formed ahead of the one running.

@@ -138,3 +138,113 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+/// A number from the environment variable `name`, or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A seeded pseudo-random sequence. Tests print their seed so that a run
+/// (its kill points, damage offsets) can be replayed by setting it again.
+#[derive(Debug, Clone)]
+pub struct Seeded(u64);
+
+impl Seeded {
+    /// The sequence seeded from the environment variable `name`, or from the process id.
+    pub fn from_env(name: &str) -> Seeded {
+        Seeded(env_number(name, u64::from(std::process::id())))
+    }
+
+    /// The sequence from `seed`.
+    pub fn new(seed: u64) -> Seeded {
+        Seeded(seed)
+    }
+
+    /// The seed, for the test's log.
+    pub fn seed(&self) -> u64 {
+        self.0
+    }
+
+    /// The next number in `0..below`.
+    pub fn below(&mut self, below: u64) -> u64 {
+        // Knuth's MMIX linear congruential generator; its high bits are the good ones.
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// A child process whose log (stderr) is collected line by line.
+#[derive(Debug)]
+pub struct LoggedProcess {
+    child: std::process::Child,
+    /// The address from the `addr=` field of its ready line.
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LoggedProcess {
+    /// Spawns `command` and waits for the log line containing `ready`, which
+    /// must carry an `addr=` field. Panics with the log if it exits first or
+    /// logs an error.
+    pub fn start(mut command: std::process::Command, ready: &str) -> LoggedProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the process");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = lines.next().expect("the process exited before it was ready").expect("log line");
+            assert!(!line.contains("ERROR"), "the process failed to start: {line}");
+            log.lock().expect("log").push(line.clone());
+            if line.contains(ready) {
+                let addr = line.split("addr=").nth(1).expect("addr in the ready line");
+                break addr.split_whitespace().next().expect("address").to_owned();
+            }
+        };
+        // Keep draining the log so the process never blocks on a full pipe.
+        let kept = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.lock().expect("log").push(line)));
+        LoggedProcess { child, addr, log }
+    }
+
+    /// The lines logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`, and reaps the process.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// Sets the largest size the process may make a file (`RLIMIT_FSIZE`,
+    /// soft limit; `None` lifts it). A write past it fails with `EFBIG`
+    /// (the projector binary ignores `SIGXFSZ`): a full disk, for one process,
+    /// without privileges.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let limit = libc::rlimit { rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY), rlim_max: libc::RLIM_INFINITY };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: `limit` is a valid rlimit for the call to read; the old value is not asked for.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+        assert_eq!(result, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for LoggedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

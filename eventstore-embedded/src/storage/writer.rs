@@ -125,7 +125,7 @@ impl Writer {
         if !self.buf.is_empty() {
             if let Err(e) = self.persist() {
                 tracing::error!(error = %e, "cannot write the event log; failing the group");
-                let message = e.to_string();
+                let message = format!("cannot write the event log: {e}");
                 for (outcome, reply) in outcomes {
                     let failed = match outcome {
                         Ok(_) => Err(WriteError::Unavailable(message.clone())),

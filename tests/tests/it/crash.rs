@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use eventstore::{AppendToStreamOptions, EventData};
-use projector_tests::{within, TestEnv};
+use projector_tests::{env_number, within, Seeded, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -25,10 +25,6 @@ const MODELS: [(&str, &str, &[&str]); 3] = [
     ("signup-stats", env!("WASM_SIGNUP_STATS"), &["domains", "days"]),
     ("inventory", env!("WASM_INVENTORY"), &["stock", "skus"]),
 ];
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// A registration or a stock movement, by its number.
 fn event(n: u64) -> EventData {
@@ -141,8 +137,8 @@ async fn dump(http: &reqwest::Client, host: &HostProcess, last: u64) -> BTreeMap
 async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupted_run() {
     let kills = env_number("PROJECTOR_CRASH_KILLS", 5);
     let total = env_number("PROJECTOR_CRASH_EVENTS", 20_000);
-    let seed = env_number("PROJECTOR_CRASH_SEED", u64::from(std::process::id()));
-    eprintln!("crash test: {kills} kills during a {total}-event catch-up, PROJECTOR_CRASH_SEED={seed}");
+    let mut random = Seeded::from_env("PROJECTOR_CRASH_SEED");
+    eprintln!("crash test: {kills} kills during a {total}-event catch-up, PROJECTOR_CRASH_SEED={}", random.seed());
 
     let store = TestEnv::start().await;
     let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
@@ -160,15 +156,13 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
     let data = tempfile::tempdir().expect("tempdir");
     let mut host = start_host(data.path(), &eventstore).await;
     deploy_all(&http, &host).await;
-    let mut rng = seed;
     let mut progress = Vec::new();
     let segment = positions.len() as u64 / kills.max(1);
     for kill in 0..kills {
         // The kill point: once user-directory has passed a pseudo-random
         // position in the kill's share of the history (the other two are
         // wherever they are), then at once.
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let target = positions[(kill * segment + (rng >> 33) % segment.max(1)) as usize];
+        let target = positions[(kill * segment + random.below(segment)) as usize];
         reached(&http, &host, target).await;
         host.kill();
         host = start_host(data.path(), &eventstore).await;

@@ -444,8 +444,24 @@ async fn projections_follow_a_restarted_event_store_without_losing_or_repeating_
         env.get(&format!("/projections/signup-stats/collections/domains/example.com?at_least={last}")).await;
     assert_eq!(status, StatusCode::OK);
 
-    // The store goes away under the running host and comes back on the same address.
-    env.store.restart_in_place().await;
+    // The store goes away under the running host: the status says so while
+    // it lasts. Then it comes back on the same address.
+    let addr = env.store.server().local_addr();
+    env.store.stop().await;
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(20));
+    let held = projector_tests::within("the status to show the outage", async {
+        loop {
+            poll.tick().await;
+            let (_, status) = env.get("/projections/signup-stats").await;
+            if status["state"] == "retrying" {
+                break status;
+            }
+        }
+    })
+    .await;
+    assert!(held["problem"].as_str().is_some_and(|p| !p.is_empty()), "{held}");
+    assert_eq!(held["events_processed"], 10);
+    env.store.start_at(addr).await;
     for n in 10..20 {
         last = projector_tests::within("an append after the restart", register(&env, n, &format!("u{n}@example.com")))
             .await;
@@ -459,4 +475,5 @@ async fn projections_follow_a_restarted_event_store_without_losing_or_repeating_
     assert_eq!(doc, json!({"domain": "example.com", "count": 20}), "each event applied exactly once");
     let (_, stats) = env.get("/projections/signup-stats").await;
     assert_eq!(stats["events_processed"], 20);
+    assert!(stats["problem"].is_null(), "{stats}");
 }

@@ -5,12 +5,16 @@
 //! - `eventstore::read`      stream and `$all` reads, deleted / tombstoned / missing streams
 //! - `eventstore::subscribe` catch-up -> caught-up -> live, filters and checkpoints, many subscribers
 //! - `eventstore::durability` restart, torn and corrupt tails
+//! - `eventstore::kill`      the store's own process killed under concurrent appends; a full disk
+//! - `eventstore::malformed` raw HTTP/2: malformed and oversized gRPC requests beside a good client
 //! - `eventstore::protocol`  server features, gossip, transport latency path
 //! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`)
 //! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
 //! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
 //! - `process`               the real binary: CLI client, kill -9 and restart
 //! - `crash`                 kill -9 at random points of a catch-up; read models equal an uninterrupted run's
+//! - `soak`                  the binary under steady appends, registrations, queries and swaps: resources flat, nothing lost
+//! - `storage`               the host's data directory unusable or full: clear errors, retried, nothing damaged
 //! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
@@ -28,4 +32,6 @@ mod host;
 mod lifecycle;
 mod process;
 mod runtime;
+mod soak;
+mod storage;
 mod users;

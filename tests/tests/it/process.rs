@@ -5,13 +5,11 @@
 //! follows it through `--eventstore`. The host's log tells the test where
 //! its API listens; nothing here waits by sleeping.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 
 use eventstore::{AppendToStreamOptions, EventData};
-use projector_tests::{within, TestEnv};
+use projector_tests::{within, LoggedProcess, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -22,53 +20,39 @@ pub(crate) const TOKEN: &str = "process-test-admin-token";
 
 /// A host process and where its API is.
 pub(crate) struct HostProcess {
-    child: Child,
+    process: LoggedProcess,
     pub(crate) url: String,
-    /// Every line the host has logged so far.
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl HostProcess {
     /// Starts `projector serve` on `data` and waits for its "listening" log line.
     pub(crate) fn start(data: &Path, eventstore: &str) -> HostProcess {
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--eventstore", eventstore])
             .arg("--data")
             .arg(data)
             .env("PROJECTOR_ADMIN_TOKEN", TOKEN)
             .env("PROJECTOR_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the host");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = loop {
-            let line = lines.next().expect("the host exited before listening").expect("log line");
-            assert!(!line.contains("ERROR"), "host failed to start: {line}");
-            log.lock().expect("log").push(line.clone());
-            if line.contains("projector API listening") {
-                let addr = line.split("addr=").nth(1).expect("addr in the log line");
-                break addr.split_whitespace().next().expect("address").to_owned();
-            }
-        };
-        // Keep draining the log so the host never blocks on a full pipe.
-        let kept = log.clone();
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.lock().expect("log").push(line)));
-        HostProcess { child, url: format!("http://{addr}"), log }
+            .env_remove("RUST_LOG");
+        let process = LoggedProcess::start(command, "projector API listening");
+        let url = format!("http://{}", process.addr);
+        HostProcess { process, url }
     }
 
     /// The lines logged so far.
-    fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.process.log()
+    }
+
+    /// The process behind it.
+    pub(crate) fn process(&self) -> &LoggedProcess {
+        &self.process
     }
 
     /// `kill -9`.
-    pub(crate) fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
+    pub(crate) fn kill(self) {
+        self.process.kill();
     }
 }
 
@@ -79,13 +63,6 @@ async fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
     let output = tokio::task::spawn_blocking(move || command.output()).await.expect("thread").expect("run the client");
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8");
     (output.status.success(), text(output.stdout), text(output.stderr))
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn append(events: &eventstore::Client, stream: &str, count: u64) -> u64 {

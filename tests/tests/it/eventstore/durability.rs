@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 
 use eventstore::{ReadAllOptions, StreamPosition};
-use projector_tests::{collect, json_event, TestEnv};
+use projector_tests::{collect, env_number, json_event, Seeded, TestEnv};
 use serde_json::json;
 
 async fn all_events(client: &eventstore::Client) -> Vec<(String, u64, u64, String)> {
@@ -132,12 +132,9 @@ enum Damage {
 
 #[tokio::test]
 async fn randomly_damaged_tails_recover_to_the_last_complete_record_every_time() {
-    let rounds = std::env::var("PROJECTOR_TAIL_DAMAGE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40u64);
-    let seed = std::env::var("PROJECTOR_TAIL_DAMAGE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::from(std::process::id()));
-    eprintln!("{rounds} damaged tails, PROJECTOR_TAIL_DAMAGE_SEED={seed}");
+    let rounds = env_number("PROJECTOR_TAIL_DAMAGE_ROUNDS", 40);
+    let mut random = Seeded::from_env("PROJECTOR_TAIL_DAMAGE_SEED");
+    eprintln!("{rounds} damaged tails, PROJECTOR_TAIL_DAMAGE_SEED={}", random.seed());
 
     let mut env = TestEnv::start().await;
     let client = env.client();
@@ -156,14 +153,9 @@ async fn randomly_damaged_tails_recover_to_the_last_complete_record_every_time()
     // Damage only the last 40 records: the tail a crash can leave behind.
     let tail_start = starts[starts.len() - 41];
 
-    let mut rng = seed;
-    let mut next = move |below: u64| {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (rng >> 33) % below
-    };
     for round in 0..rounds {
-        let offset = tail_start + next(pristine.len() as u64 - tail_start);
-        let damage = if next(2) == 0 { Damage::TruncateAt(offset) } else { Damage::Flip(offset) };
+        let offset = tail_start + random.below(pristine.len() as u64 - tail_start);
+        let damage = if random.below(2) == 0 { Damage::TruncateAt(offset) } else { Damage::Flip(offset) };
         let mut bytes = pristine.clone();
         match damage {
             Damage::TruncateAt(at) => bytes.truncate(at as usize),

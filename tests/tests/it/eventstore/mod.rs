@@ -2,6 +2,8 @@
 
 mod append;
 mod durability;
+mod kill;
+mod malformed;
 mod node;
 mod protocol;
 mod read;
