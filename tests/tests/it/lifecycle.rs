@@ -474,7 +474,7 @@ async fn hostile_modules_are_stopped_with_a_reason_while_a_healthy_one_keeps_goi
         EventData::json("StockReceived", &json!({"sku": "pear", "warehouse": "west", "quantity": quantity}))
             .expect("event")
     };
-    let hostile = ["Recurse", "BigDocument", "ManyWrites"];
+    let hostile = ["Recurse", "BigDocument", "ManyWrites", "HugeDocument", "NotJson"];
     let mut positions = Vec::new();
     for event_type in hostile {
         env.events.append_to_stream("stock-pear", &AppendToStreamOptions::default(), stock(1)).await.expect("append");
@@ -492,9 +492,9 @@ async fn hostile_modules_are_stopped_with_a_reason_while_a_healthy_one_keeps_goi
     // The healthy projection applied every stock event, once.
     let url = format!("/projections/inventory/collections/skus/pear?at_least={}", last.position.commit);
     let (status, pear) = env.get(&url).await;
-    assert_eq!((status, &pear["quantity"]), (StatusCode::OK, &json!(4)), "{pear}");
+    assert_eq!((status, &pear["quantity"]), (StatusCode::OK, &json!(hostile.len() + 1)), "{pear}");
 
-    let skipped = wait_status(&env, "scribbler", "three dead letters", |s| s["dead_letters"] == 3).await;
+    let skipped = wait_status(&env, "scribbler", "five dead letters", |s| s["dead_letters"] == 5).await;
     assert_eq!(skipped["state"], "running", "{skipped}");
     let (_, letters) = env.get("/projections/scribbler/dead-letters").await;
     let letters = letters["items"].as_array().expect("items").clone();
@@ -519,8 +519,12 @@ async fn hostile_modules_are_stopped_with_a_reason_while_a_healthy_one_keeps_goi
         reasons[1].2
     );
     assert!(reasons[2].2.contains("per-batch write limit"), "flood of writes: {}", reasons[2].2);
+    eprintln!("100 MiB document: {}", reasons[3].2);
+    eprintln!("not JSON: {}", reasons[4].2);
+    assert!(reasons[3].2.contains("memory"), "a 100 MiB document in a 64 MiB module: {}", reasons[3].2);
+    assert!(reasons[4].2.contains("InvalidJson"), "not JSON: {}", reasons[4].2);
     // Nothing any of them wrote was kept.
-    for collection in ["depth", "big", "many"] {
+    for collection in ["depth", "big", "many", "raw"] {
         let (_, page) = env.get(&format!("/projections/scribbler/collections/{collection}")).await;
         assert_eq!(page["items"], json!([]), "{collection}: {page}");
     }

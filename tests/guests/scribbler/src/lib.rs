@@ -2,7 +2,10 @@
 //! sandbox tests: `Recurse` recurses without end (the Wasm stack must run
 //! out), `BigDocument` writes a 2 MiB document (over the host's 1 MiB
 //! document limit), `ManyWrites` writes a million documents in one batch
-//! (over the host's per-batch write budget). Streams `scribble-`.
+//! (over the host's per-batch write budget), `HugeDocument` builds a 100 MiB
+//! document (more than the module's default 64 MiB of memory), `NotJson`
+//! writes text that is not JSON through the raw import, past the SDK, which
+//! only ever writes serialised values. Streams `scribble-`.
 
 use projector_guest_sdk::{Description, Event, Projection, ReadModel, Result};
 
@@ -20,7 +23,7 @@ fn recurse(depth: u64) -> u64 {
 impl Projection for Scribbler {
     fn description() -> Description {
         Description::new("scribbler", "0.0.1")
-            .event_types(["Recurse", "BigDocument", "ManyWrites"])
+            .event_types(["Recurse", "BigDocument", "ManyWrites", "HugeDocument", "NotJson"])
             .streams(["scribble-"])
     }
 
@@ -38,9 +41,24 @@ impl Projection for Scribbler {
                 }
                 Ok(())
             }
+            "HugeDocument" => model.put("big", "huge", &"z".repeat(100 << 20)),
+            "NotJson" => write_not_json(),
             _ => Ok(()),
         }
     }
+}
+
+/// Calls the host's `put` with a document that is not JSON.
+#[cfg(target_arch = "wasm32")]
+fn write_not_json() -> Result<()> {
+    use projector_guest_sdk::wasm::bindings::projector::projection::read_model;
+    read_model::put("raw", "one", "{this is not json")
+        .map_err(|e| projector_guest_sdk::Error::other(format!("the host refused the write: {e:?}")))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn write_not_json() -> Result<()> {
+    Ok(())
 }
 
 projector_guest_sdk::export_projection!(Scribbler);
