@@ -328,9 +328,10 @@ impl Runner {
     /// Reads the checkpoint and the dead-letter count back from the read model.
     async fn reload_checkpoint(&mut self) -> Result<(), FaultInfo> {
         let db = self.db.clone();
-        let stored = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((db.checkpoint()?, db.dead_letter_count()?)))
-            .await
-            .map_err(|e| plain_fault(format!("the checkpoint thread failed: {e}")))?;
+        let stored =
+            tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((db.checkpoint()?, db.dead_letter_count()?)))
+                .await
+                .map_err(|e| plain_fault(format!("the checkpoint thread failed: {e}")))?;
         let (checkpoint, dead_letters) =
             stored.map_err(|e| plain_fault(format!("cannot read the checkpoint after a failed write: {e:#}")))?;
         self.checkpoint = checkpoint;

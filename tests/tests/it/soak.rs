@@ -90,7 +90,9 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
                 pace.tick().await;
                 let batch: Vec<EventData> =
                     (0..10).map(|i| EventData::json("Tallied", &json!({"n": n * 10 + i})).expect("event")).collect();
-                match events.append_to_stream(format!("tally-{}", n % 50), &AppendToStreamOptions::default(), batch).await
+                match events
+                    .append_to_stream(format!("tally-{}", n % 50), &AppendToStreamOptions::default(), batch)
+                    .await
                 {
                     Ok(written) => {
                         tally.appended.fetch_add(10, Ordering::Relaxed);
@@ -181,9 +183,8 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     let appended = tally.appended.load(Ordering::Relaxed);
     let last = tally.last_position.load(Ordering::Relaxed);
     let url = format!("{}/projections/tally/collections/totals/all?at_least={last}", host.url);
-    let total: Value = within("the total", async { http.get(&url).send().await.expect("total").json().await })
-        .await
-        .expect("json");
+    let total: Value =
+        within("the total", async { http.get(&url).send().await.expect("total").json().await }).await.expect("json");
     assert_eq!(total["count"], appended, "{total}");
     let registered = tally.registered.lock().expect("registered").clone();
     for (id, position) in &registered {

@@ -90,8 +90,7 @@ async fn a_full_disk_holds_a_projection_up_without_damage_and_it_resumes_when_sp
     for block in 0..10 {
         last = append(&events, 100 + block * 500, 500).await;
     }
-    let held =
-        status_until(&http, &host, "the projection to report the full disk", |s| s["state"] == "retrying").await;
+    let held = status_until(&http, &host, "the projection to report the full disk", |s| s["state"] == "retrying").await;
     let problem = held["problem"].as_str().expect("a problem while retrying").to_owned();
     eprintln!("held up by: {problem}");
     assert!(problem.contains("cannot write the read model"), "{problem}");
@@ -123,7 +122,9 @@ async fn a_full_disk_holds_a_projection_up_without_damage_and_it_resumes_when_sp
     let after = status_until(&http, &host, "the state to clear", |s| s["state"] == "running").await;
     assert!(after["problem"].is_null() && after["fault"].is_null(), "{after}");
     assert!(
-        host.log().iter().any(|line| line.contains("held up; retrying") && line.contains("cannot write the read model")),
+        host.log()
+            .iter()
+            .any(|line| line.contains("held up; retrying") && line.contains("cannot write the read model")),
         "the host logged why it was held up"
     );
 }

@@ -136,7 +136,11 @@ async fn check(client: &eventstore::Client, ledger: &Ledger) -> Found {
         }
     }
     for (id, position) in &ledger.served {
-        assert_eq!(stored.get(id).map(|e| e.2), Some(*position), "event {id} was served to a subscriber before the kill");
+        assert_eq!(
+            stored.get(id).map(|e| e.2),
+            Some(*position),
+            "event {id} was served to a subscriber before the kill"
+        );
     }
     Found { events: events.len(), unanswered_whole, unanswered_absent }
 }

@@ -48,7 +48,8 @@ async fn call(addr: std::net::SocketAddr, path: &str, content_type: &str, body: 
     let header = |headers: &http::HeaderMap, name: &str| {
         headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
-    let (mut status, mut message) = (header(response.headers(), "grpc-status"), header(response.headers(), "grpc-message"));
+    let (mut status, mut message) =
+        (header(response.headers(), "grpc-status"), header(response.headers(), "grpc-message"));
     let mut body = response.into_body();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.expect("body");
