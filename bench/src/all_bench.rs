@@ -51,6 +51,7 @@ enum Bench {
     Peer,
     Cost,
     Users,
+    Sandbox,
 }
 
 impl Bench {
@@ -61,6 +62,7 @@ impl Bench {
             Bench::Peer => "Against the Node.js peer",
             Bench::Cost => "Cost: memory and disk",
             Bench::Users => "User registration",
+            Bench::Sandbox => "A healthy projection beside hostile ones",
         }
     }
 
@@ -71,6 +73,7 @@ impl Bench {
             Bench::Peer => "peer",
             Bench::Cost => "cost",
             Bench::Users => "users",
+            Bench::Sandbox => "sandbox",
         }
     }
 
@@ -93,7 +96,8 @@ impl Bench {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let runs = if args.quick { 1 } else { args.runs.max(1) };
-    let mut benches = vec![Bench::EventStore, Bench::Projections, Bench::Peer, Bench::Cost, Bench::Users];
+    let mut benches =
+        vec![Bench::EventStore, Bench::Projections, Bench::Peer, Bench::Cost, Bench::Users, Bench::Sandbox];
     if args.no_peer {
         benches.retain(|b| *b != Bench::Peer);
     }

@@ -25,6 +25,9 @@
 //! `cargo run --release -p bench -- users` measures registrations through
 //! `POST /users` beside the cost of hashing the password alone.
 //!
+//! `cargo run --release -p bench -- sandbox` measures a healthy projection's
+//! catch-up beside modules that always run into their limits.
+//!
 //! Figures, not assertions: the test suite never checks timings.
 
 mod all_bench;
@@ -33,6 +36,7 @@ mod eventstore_bench;
 mod peer_bench;
 mod projections_bench;
 mod report;
+mod sandbox_bench;
 mod stack;
 mod users_bench;
 
@@ -64,6 +68,8 @@ enum Command {
     Peer(peer_bench::Args),
     /// Registrations per second and latency at 16 concurrent clients, beside the hashing cost alone.
     Users(users_bench::Args),
+    /// A healthy projection's catch-up beside modules that always run into their limits.
+    Sandbox(sandbox_bench::Args),
     /// Runs an event store for the benchmark (internal).
     #[command(hide = true)]
     Serve {
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
         Command::Eventstore(args) => print(runtime.block_on(eventstore_bench::run(args))),
         Command::Projections(args) => print(runtime.block_on(projections_bench::run(args))),
         Command::Users(args) => print(runtime.block_on(users_bench::run(args))),
+        Command::Sandbox(args) => print(runtime.block_on(sandbox_bench::run(args))),
         Command::Peer(args) => print(runtime.block_on(peer_bench::run(args))),
         Command::Cost(args) => print(runtime.block_on(cost_bench::run(args))),
         Command::Serve { listen, data, plain_tcp } => {

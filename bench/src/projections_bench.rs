@@ -214,7 +214,7 @@ pub(crate) async fn preload(client: &Client, total: u64) -> anyhow::Result<u64> 
 /// Appends `total` events in blocks of 1000 (one stream each) from 4
 /// writers: registrations, or with `mixed` every third block stock
 /// movements. The last commit position.
-async fn preload_blocks(client: &Client, total: u64, mixed: bool) -> anyhow::Result<u64> {
+pub(crate) async fn preload_blocks(client: &Client, total: u64, mixed: bool) -> anyhow::Result<u64> {
     let writers = 4;
     let blocks = total.div_ceil(BLOCK);
     let mut tasks = Vec::new();

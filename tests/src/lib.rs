@@ -115,6 +115,10 @@ pub mod modules {
     pub const INVENTORY: &str = env!("WASM_INVENTORY");
     /// A guest that takes every event and does nothing.
     pub const NOOP: &str = env!("WASM_GUEST_NOOP");
+    /// A guest that never returns from an event.
+    pub const LOOPING: &str = env!("WASM_GUEST_LOOPING");
+    /// A guest that allocates without bound on every event.
+    pub const HUNGRY: &str = env!("WASM_GUEST_HUNGRY");
 }
 
 /// A JSON event of `event_type` with `payload`.

@@ -163,9 +163,11 @@ impl HttpBody for SharedBody {
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Reads and discards the rest of a body the handler did not read when it
-/// refuses the request (e.g. an upload with a wrong token), so the client,
-/// still sending, gets the answer instead of a broken pipe. Bodies beyond the
-/// upload limit, and 413 answers, are not read: the connection is closed.
+/// refuses the request (an upload with a wrong token, a module over the size
+/// limit), so the client, still sending, gets the answer instead of a broken
+/// pipe. At most the upload limit is read after a refusal, eight times it
+/// after a 413 (a 100 MiB upload gets its 413), and for at most
+/// `DRAIN_WAIT`; past that the connection is closed.
 async fn finish_refused_upload(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -176,14 +178,14 @@ async fn finish_refused_upload(
     let response =
         next.run(axum::extract::Request::from_parts(parts, axum::body::Body::new(SharedBody(slot.clone())))).await;
     let status = response.status();
-    let refused = status.is_client_error() && status != StatusCode::PAYLOAD_TOO_LARGE;
-    let unread = slot.lock().take().filter(|body| refused && !body.is_end_stream());
+    let bound = if status == StatusCode::PAYLOAD_TOO_LARGE { limit.saturating_mul(8) } else { limit };
+    let unread = slot.lock().take().filter(|body| status.is_client_error() && !body.is_end_stream());
     if let Some(mut body) = unread {
         let drain = async {
             let mut read = 0usize;
             while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
                 read += frame.data_ref().map_or(0, Bytes::len);
-                if read > limit {
+                if read > bound {
                     break;
                 }
             }

@@ -377,7 +377,7 @@ async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_unt
         ("mode=rebuild", crate::runtime::wasi_importing_module(), StatusCode::UNPROCESSABLE_ENTITY, "forbidden_import"),
         ("mode=sideways", v2.clone(), StatusCode::BAD_REQUEST, "invalid_parameter"),
         ("memory_mb=0", v2.clone(), StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ("mode=continue", vec![0; 17 << 20], StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"),
+        ("mode=continue", vec![0; 100 << 20], StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"),
     ];
     for (query, bytes, expected, code) in uploads {
         // A client of its own: the server may close the connection after
