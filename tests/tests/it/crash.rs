@@ -10,7 +10,6 @@
 //! `PROJECTOR_CRASH_SEED` replays the kill points of a run (printed).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use eventstore::{AppendToStreamOptions, EventData};
 use projector_tests::{env_number, within, Seeded, TestEnv};
@@ -62,11 +61,6 @@ async fn preload(events: &eventstore::Client, total: u64) -> Vec<u64> {
         }
     }
     positions
-}
-
-async fn start_host(data: &Path, eventstore: &str) -> HostProcess {
-    let (data, eventstore) = (data.to_path_buf(), eventstore.to_owned());
-    tokio::task::spawn_blocking(move || HostProcess::start(&data, &eventstore)).await.expect("host")
 }
 
 async fn deploy_all(http: &reqwest::Client, host: &HostProcess) {
@@ -141,20 +135,20 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
     eprintln!("crash test: {kills} kills during a {total}-event catch-up, PROJECTOR_CRASH_SEED={}", random.seed());
 
     let store = TestEnv::start().await;
-    let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
+    let eventstore = store.server().connection_string();
     let positions = preload(&store.client(), total).await;
     let last = *positions.last().expect("appended");
     let http = reqwest::Client::new();
 
     let clean_dir = tempfile::tempdir().expect("tempdir");
-    let clean = start_host(clean_dir.path(), &eventstore).await;
+    let clean = HostProcess::spawn(clean_dir.path(), &eventstore).await;
     deploy_all(&http, &clean).await;
     let expected = dump(&http, &clean, last).await;
     clean.kill();
     assert!(expected.len() > 1000, "the history builds a sizeable read model: {}", expected.len());
 
     let data = tempfile::tempdir().expect("tempdir");
-    let mut host = start_host(data.path(), &eventstore).await;
+    let mut host = HostProcess::spawn(data.path(), &eventstore).await;
     deploy_all(&http, &host).await;
     let mut progress = Vec::new();
     let segment = positions.len() as u64 / kills.max(1);
@@ -165,7 +159,7 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
         let target = positions[(kill * segment + random.below(segment)) as usize];
         reached(&http, &host, target).await;
         host.kill();
-        host = start_host(data.path(), &eventstore).await;
+        host = HostProcess::spawn(data.path(), &eventstore).await;
         let status: Value =
             http.get(format!("{}/projections", host.url)).send().await.expect("list").json().await.expect("json");
         progress.push(

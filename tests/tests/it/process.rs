@@ -40,6 +40,12 @@ impl HostProcess {
         HostProcess { process, url }
     }
 
+    /// `start` off the async threads (it blocks until the host logs its address).
+    pub(crate) async fn spawn(data: &Path, eventstore: &str) -> HostProcess {
+        let (data, eventstore) = (data.to_path_buf(), eventstore.to_owned());
+        tokio::task::spawn_blocking(move || HostProcess::start(&data, &eventstore)).await.expect("host")
+    }
+
     /// The lines logged so far.
     pub(crate) fn log(&self) -> Vec<String> {
         self.process.log()
@@ -82,16 +88,11 @@ async fn total(http: &reqwest::Client, url: &str, name: &str, at_least: u64) -> 
 async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() {
     let store = TestEnv::start().await;
     let events = store.client();
-    let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
+    let eventstore = store.server().connection_string();
     let data = tempfile::tempdir().expect("tempdir");
     let http = reqwest::Client::new();
 
-    let host = tokio::task::spawn_blocking({
-        let (data, eventstore) = (data.path().to_path_buf(), eventstore.clone());
-        move || HostProcess::start(&data, &eventstore)
-    })
-    .await
-    .expect("host");
+    let host = HostProcess::spawn(data.path(), &eventstore).await;
 
     let (ok, out, err) = cli(&host.url, &["deploy", "tally", V1]).await;
     assert!(ok, "{out}{err}");
@@ -150,12 +151,7 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
     host.kill();
     let last = appending.await.expect("appends while the host is down");
 
-    let host = tokio::task::spawn_blocking({
-        let (data, eventstore) = (data.path().to_path_buf(), eventstore.clone());
-        move || HostProcess::start(&data, &eventstore)
-    })
-    .await
-    .expect("host again");
+    let host = HostProcess::spawn(data.path(), &eventstore).await;
     let after: Value =
         http.get(format!("{}/projections", host.url)).send().await.expect("list").json().await.expect("json");
     let shape = |list: &Value| -> Vec<Value> {

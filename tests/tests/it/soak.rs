@@ -65,15 +65,10 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     eprintln!("soak: {seconds} s, a continue swap every {swap_every} s");
     let store = TestEnv::start().await;
     let events = store.client();
-    let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
+    let eventstore = store.server().connection_string();
     let data = tempfile::tempdir().expect("tempdir");
     let http = reqwest::Client::new();
-    let host = tokio::task::spawn_blocking({
-        let (data, eventstore) = (data.path().to_path_buf(), eventstore.clone());
-        move || HostProcess::start(&data, &eventstore)
-    })
-    .await
-    .expect("host");
+    let host = HostProcess::spawn(data.path(), &eventstore).await;
     assert_eq!(deploy(&http, &host, "tally", TALLY[0]).await, StatusCode::CREATED);
     assert_eq!(deploy(&http, &host, "user-directory", env!("WASM_USER_DIRECTORY")).await, StatusCode::CREATED);
 

@@ -62,15 +62,10 @@ fn largest_readmodel_file(data: &Path) -> u64 {
 async fn a_full_disk_holds_a_projection_up_without_damage_and_it_resumes_when_space_returns() {
     let store = TestEnv::start().await;
     let events = store.client();
-    let eventstore = format!("esdb://{}?tls=false", store.server().local_addr());
+    let eventstore = store.server().connection_string();
     let data = tempfile::tempdir().expect("tempdir");
     let http = reqwest::Client::new();
-    let host = tokio::task::spawn_blocking({
-        let (data, eventstore) = (data.path().to_path_buf(), eventstore.clone());
-        move || HostProcess::start(&data, &eventstore)
-    })
-    .await
-    .expect("host");
+    let host = HostProcess::spawn(data.path(), &eventstore).await;
     let deployed = http
         .put(format!("{}/projections/tally", host.url))
         .bearer_auth(TOKEN)
