@@ -58,6 +58,9 @@
 //! one with `cargo build --target wasm32-unknown-unknown --release`; the host
 //! turns the module into a component when it is deployed.
 //!
+//! The limits on what a projection writes (name lengths, document size) are
+//! in [`rules`]; the host and the test harness both check writes with it.
+//!
 //! This crate depends on neither tokio nor wasmtime. The WIT contract
 //! (`wit/projection.wit`) is its single source of truth; its generated
 //! bindings are private.
@@ -65,6 +68,7 @@
 
 mod event;
 mod model;
+pub mod rules;
 pub mod testing;
 
 #[cfg(target_arch = "wasm32")]

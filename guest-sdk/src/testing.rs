@@ -2,9 +2,14 @@
 //!
 //! The harness behaves like the host where a projection can tell: it delivers
 //! only the events the description asks for (never `$`-system events), gives
-//! them increasing positions and per-stream revisions, validates documents as
-//! the host does, and applies each `given` call as one batch that is
-//! discarded whole if any event fails.
+//! them increasing positions and per-stream revisions, checks every write with
+//! the host's own [`rules`] (same limits, same errors, same order), and
+//! applies each `given` call as one batch that is discarded whole if any
+//! event fails.
+//!
+//! It does not apply the host's sandbox limits (a batch's deadline, its
+//! memory cap, its write budget): those depend on the machine, not on the
+//! projection's logic.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -14,10 +19,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::model::{Backend, Level, WriteError};
-use crate::{apply_batch, BatchError, Event, Projection, ReadModel};
+use crate::{apply_batch, rules, BatchError, Event, Projection, ReadModel};
 
-/// The document size limit the host applies by default.
-pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// The document size limit the host applies by default: an alias of
+/// [`rules::MAX_DOCUMENT_BYTES`], kept so that code written against it
+/// still builds.
+#[deprecated(note = "use `projector_guest_sdk::rules::MAX_DOCUMENT_BYTES`")]
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = rules::MAX_DOCUMENT_BYTES;
 
 thread_local! {
     static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
@@ -105,12 +113,14 @@ impl<P: Projection> Harness<P> {
             documents: BTreeMap::new(),
             revisions: HashMap::new(),
             position: 0,
-            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            max_document_bytes: rules::MAX_DOCUMENT_BYTES,
             projection: PhantomData,
         }
     }
 
-    /// Sets the document size limit (the host's `--max-document-bytes`).
+    /// Sets the document size limit, [`rules::MAX_DOCUMENT_BYTES`] by default
+    /// as in the host; a smaller one tests how a projection handles
+    /// [`WriteError::TooLarge`].
     pub fn max_document_bytes(mut self, limit: usize) -> Self {
         self.max_document_bytes = limit;
         self
@@ -194,18 +204,18 @@ impl Backend for Scratch<'_> {
     }
 
     fn put(&mut self, collection: &str, key: &str, document: String) -> Result<(), WriteError> {
-        if collection.is_empty() || key.is_empty() {
-            return Err(WriteError::InvalidName("collection and key must not be empty".into()));
-        }
-        if document.len() > self.limit {
-            return Err(WriteError::TooLarge(self.limit as u64));
-        }
+        rules::check_put(collection, key, &document, self.limit)?;
+        // The check accepts exactly what a `Value` can hold, so this cannot
+        // fail; if it ever did, it would be the same kind of refusal.
         let value: Value = serde_json::from_str(&document).map_err(|e| WriteError::InvalidJson(e.to_string()))?;
         self.writes.insert((collection.to_owned(), key.to_owned()), Some(value));
         Ok(())
     }
 
     fn delete(&mut self, collection: &str, key: &str) {
-        self.writes.insert((collection.to_owned(), key.to_owned()), None);
+        // As in the host: nothing can be stored under a name `put` refuses.
+        if rules::check_name(collection, key).is_ok() {
+            self.writes.insert((collection.to_owned(), key.to_owned()), None);
+        }
     }
 }

@@ -1,11 +1,17 @@
 //! What the module imports: its read model (through the batch overlay) and
 //! the log.
+//!
+//! Which writes are acceptable (name lengths, JSON, the default document
+//! size) is not decided here: it is the SDK's [`rules`], which the SDK's test
+//! harness applies too. This file adds only what is the host's own: the
+//! configured document limit and the batch's write budget.
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
+use projector_guest_sdk::{rules, WriteError};
 
 use super::bindings::projector::projection::{log, read_model};
+use super::limiter::MemoryCap;
 use super::Writes;
 
 /// Where committed documents are read from (the read-model database).
@@ -16,7 +22,8 @@ pub trait DocumentSource: Send + Sync {
 
 /// The store's data: limits and the current batch's overlay.
 pub(crate) struct HostState {
-    pub(super) limits: StoreLimits,
+    /// The store's resource limiter; it records a refused memory growth.
+    pub(super) limiter: MemoryCap,
     document_bytes: usize,
     /// The batch's write budget, and what it has used.
     batch_write_bytes: usize,
@@ -30,9 +37,9 @@ pub(crate) struct HostState {
 const WRITE_OVERHEAD: usize = 64;
 
 impl HostState {
-    pub(super) fn new(limits: StoreLimits, sandbox: &super::Limits, projection: String) -> Self {
+    pub(super) fn new(sandbox: &super::Limits, projection: String) -> Self {
         HostState {
-            limits,
+            limiter: MemoryCap::new(sandbox.memory_bytes),
             document_bytes: sandbox.document_bytes,
             batch_write_bytes: sandbox.batch_write_bytes,
             written_bytes: 0,
@@ -85,23 +92,20 @@ impl read_model::Host for HostState {
         key: String,
         document: String,
     ) -> wasmtime::Result<Result<(), read_model::WriteError>> {
-        if collection.is_empty() || key.is_empty() || collection.len() > 256 || key.len() > 1024 {
-            return Ok(Err(read_model::WriteError::InvalidName(
-                "collection must be 1-256 bytes and key 1-1024 bytes".into(),
-            )));
-        }
-        if document.len() > self.document_bytes {
-            return Ok(Err(read_model::WriteError::TooLarge(self.document_bytes as u64)));
-        }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&document) {
-            return Ok(Err(read_model::WriteError::InvalidJson(e.to_string())));
+        if let Err(refusal) = rules::check_put(&collection, &key, &document, self.document_bytes) {
+            return Ok(Err(to_wit(refusal)));
         }
         self.charge(collection.len() + key.len() + document.len())?;
         self.writes.insert((collection, key), Some(document));
         Ok(Ok(()))
     }
 
+    /// A name `put` would refuse holds nothing, so deleting it writes
+    /// nothing (and costs nothing); the SDK's harness does the same.
     fn delete(&mut self, collection: String, key: String) -> wasmtime::Result<()> {
+        if rules::check_name(&collection, &key).is_err() {
+            return Ok(());
+        }
         self.charge(collection.len() + key.len())?;
         self.writes.insert((collection, key), None);
         Ok(())
@@ -122,3 +126,12 @@ impl log::Host for HostState {
 }
 
 impl super::bindings::projector::projection::types::Host for HostState {}
+
+/// The SDK's refusal as the WIT's.
+fn to_wit(refusal: WriteError) -> read_model::WriteError {
+    match refusal {
+        WriteError::TooLarge(limit) => read_model::WriteError::TooLarge(limit),
+        WriteError::InvalidJson(message) => read_model::WriteError::InvalidJson(message),
+        WriteError::InvalidName(message) => read_model::WriteError::InvalidName(message),
+    }
+}

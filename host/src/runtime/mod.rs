@@ -12,13 +12,16 @@
 mod bindings;
 mod cache;
 mod host;
+mod limiter;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 
 use bindings::projector::projection::types as wit;
 pub use host::DocumentSource;
@@ -36,7 +39,9 @@ pub struct Limits {
     pub batch_deadline: Duration,
     /// Largest linear memory a module may have.
     pub memory_bytes: usize,
-    /// Largest document a module may write.
+    /// Largest document a module may write; by default the SDK's
+    /// [`projector_guest_sdk::rules::MAX_DOCUMENT_BYTES`], which its test
+    /// harness applies too.
     pub document_bytes: usize,
     /// Most a single batch may write (documents, keys and deletes, each
     /// counted when written): what the host holds for the batch until it
@@ -49,7 +54,7 @@ impl Default for Limits {
         Limits {
             batch_deadline: Duration::from_secs(5),
             memory_bytes: 64 << 20,
-            document_bytes: 1 << 20,
+            document_bytes: projector_guest_sdk::rules::MAX_DOCUMENT_BYTES,
             batch_write_bytes: 64 << 20,
         }
     }
@@ -194,14 +199,12 @@ impl Runtime {
 
     /// A fresh instance of `module` with `limits` (a projection's own).
     pub fn instantiate_with(&self, module: &Module, limits: Limits) -> Result<Instance, Fault> {
-        let store_limits =
-            StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
-        let state = HostState::new(store_limits, &limits, module.description.name.clone());
+        let state = HostState::new(&limits, module.description.name.clone());
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(limits.batch_deadline));
         let bindings = bindings::Projection::instantiate(&mut store, &module.component, &self.linker)
-            .map_err(|e| classify(e, &limits))?;
+            .map_err(|e| classify(e, &limits, store.data().limiter.refused()))?;
         Ok(Instance { store, bindings, limits })
     }
 }
@@ -221,8 +224,8 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     fn describe(&mut self) -> Result<Description, Fault> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
-        let d = self.bindings.call_describe(&mut self.store).map_err(|e| classify(e, &self.limits))?;
+        self.begin_call();
+        let d = self.bindings.call_describe(&mut self.store).map_err(|e| self.classify(e))?;
         Ok(Description {
             name: d.name,
             version: d.version,
@@ -250,7 +253,7 @@ impl Instance {
             })
             .collect();
         self.store.data_mut().begin_batch(source);
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
+        self.begin_call();
         let outcome = self.bindings.call_handle_batch(&mut self.store, &batch);
         let writes = self.store.data_mut().end_batch();
         match outcome {
@@ -263,8 +266,19 @@ impl Instance {
                     wit::HandleError::Other(m) => m,
                 },
             }),
-            Err(e) => Err(classify(e, &self.limits)),
+            Err(e) => Err(self.classify(e)),
         }
+    }
+
+    /// Gives the next call into the module a fresh deadline and forgets
+    /// what the memory cap refused before.
+    fn begin_call(&mut self) {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_deadline));
+        self.store.data_mut().limiter.reset();
+    }
+
+    fn classify(&self, error: wasmtime::Error) -> Fault {
+        classify(error, &self.limits, self.store.data().limiter.refused())
     }
 }
 
@@ -313,18 +327,18 @@ fn deadline_ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
-/// Turns a wasmtime error into the fault a user can act on.
-fn classify(error: wasmtime::Error, limits: &Limits) -> Fault {
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return Fault::Timeout(limits.batch_deadline);
-        }
+/// Turns a wasmtime error into the fault a user can act on, by its cause:
+/// the epoch deadline's trap, or `memory_refused` (the store's memory cap
+/// refused a growth during the call, which then traps); anything else is a
+/// trap, described by its message.
+fn classify(error: wasmtime::Error, limits: &Limits, memory_refused: bool) -> Fault {
+    if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return Fault::Timeout(limits.batch_deadline);
     }
-    let text = format!("{error:#}");
-    if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
+    if memory_refused {
         return Fault::MemoryLimit(limits.memory_bytes);
     }
-    Fault::Trap(text)
+    Fault::Trap(format!("{error:#}"))
 }
 
 /// Ticks the engine's epoch until the engine is dropped.
