@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use projector::projections::DeployOptions;
+use projector::settings::DeployOptions;
 
 use crate::projections_bench::preload;
 use crate::report::{mib, Row, Table, Target};
@@ -59,8 +59,8 @@ async fn memory_rows(quick: bool, table: &mut Table) -> anyhow::Result<()> {
     for &count in counts {
         while deployed < count {
             let name = format!("directory-{deployed}");
-            host.projections().deploy(&name, bytes.clone(), DeployOptions::default()).await?;
-            let projection = host.projections().get(&name).context("deployed")?;
+            host.deployments().deploy(&name, bytes.clone(), DeployOptions::default()).await?;
+            let projection = host.deployments().get(&name).context("deployed")?;
             projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
             projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
             deployed += 1;
@@ -119,8 +119,8 @@ async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
     let running = RunningHost::start(&server, projector::HostConfig::new(dir.path().join("host"))).await?;
     let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
-    host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
-    let projection = host.projections().get("user-directory").context("deployed")?;
+    host.deployments().deploy("user-directory", bytes, DeployOptions::default()).await?;
+    let projection = host.deployments().get("user-directory").context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     let file = projection.db().path().to_path_buf();

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use projector::projections::DeployOptions;
+use projector::settings::DeployOptions;
 
 use crate::projections_bench::{plain_subscription_rate, preload};
 use crate::report::{Row, Table, Target};
@@ -63,8 +63,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     let host = &running.host;
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     let started = Instant::now();
-    host.projections().deploy("user-directory", bytes, DeployOptions::default()).await?;
-    let projection = host.projections().get("user-directory").context("deployed")?;
+    host.deployments().deploy("user-directory", bytes, DeployOptions::default()).await?;
+    let projection = host.deployments().get("user-directory").context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     // Caught up means its declared indexes are built too.
     projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;

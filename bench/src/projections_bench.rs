@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use eventstore::{AppendToStreamOptions, Client, EventData, SubscribeToAllOptions, SubscriptionEvent};
-use projector::projections::{DeployOptions, Projection};
+use projector::deployments::Deployment;
 use projector::runtime::{DocumentSource, Event, Limits, Runtime};
+use projector::settings::DeployOptions;
 use projector_guest_sdk::{ReadModel, WriteError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -270,7 +271,7 @@ async fn subscription_rate(client: &Client, total: u64, filter: eventstore::Subs
 /// and the time the append itself took (sorted).
 async fn live_lags(
     client: &Client,
-    projection: &Arc<Projection>,
+    projection: &Arc<Deployment>,
     first: u64,
     rate: u64,
     duration: Duration,
@@ -421,10 +422,10 @@ async fn catch_up(
     let started = Instant::now();
     for (name, module) in projections {
         let bytes = std::fs::read(module).with_context(|| format!("cannot read {module}"))?;
-        running.host.projections().deploy(name, bytes, DeployOptions::default()).await?;
+        running.host.deployments().deploy(name, bytes, DeployOptions::default()).await?;
     }
     for (name, _) in projections {
-        let projection = running.host.projections().get(name).context("deployed")?;
+        let projection = running.host.deployments().get(name).context("deployed")?;
         projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
         // Caught up means its declared indexes are built too.
         projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
@@ -454,7 +455,7 @@ async fn catch_up_rows(
     for (index, example) in EXAMPLES.iter().enumerate() {
         let (running, took) = catch_up(server, &dir.join(format!("alone-{index}")), &[*example], last).await?;
         let rate = total as f64 / took.as_secs_f64();
-        let metrics = running.host.projections().metrics().render(&[]);
+        let metrics = running.host.deployments().metrics().render(&[]);
         let module = metric_sum(&metrics, "projection_event_processing_seconds_sum");
         let commit = metric_sum(&metrics, "projector_batch_commit_seconds_sum");
         let processed = metric_sum(&metrics, "projector_events_processed_total");
@@ -538,7 +539,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
 
     let running = catch_up_rows(&server, dir.path(), total, last, &mut table).await?;
     let host = &running.host;
-    let projection = host.projections().get("user-directory").context("deployed")?;
+    let projection = host.deployments().get("user-directory").context("deployed")?;
 
     let duration = Duration::from_secs(if quick { 1 } else { args.lag_seconds });
     let (lags, appends) = live_lags(&client, &projection, total, 2_000, duration).await?;
@@ -611,7 +612,7 @@ async fn swap_rows(
     for n in 0..3 {
         let bytes = Arc::new(variant(module, 500 + n));
         let started = Instant::now();
-        host.projections().compile(bytes).await?;
+        host.deployments().compile(bytes).await?;
         compiles.push(started.elapsed());
     }
     compiles.sort();
@@ -665,10 +666,10 @@ async fn swap_rows(
     if response.status() != 202 {
         bail!("rebuild answered {}: {}", response.status(), response.text().await?);
     }
-    let projection = host.projections().get("user-directory").context("deployed")?;
+    let projection = host.deployments().get("user-directory").context("deployed")?;
     let mut answered = 0usize;
     let mut window_time = Duration::ZERO;
-    while host.projections().status(&projection).rebuild.is_some() {
+    while host.deployments().status(&projection).rebuild.is_some() {
         let window_started = Instant::now();
         let (_, latencies) = get_by_key(addr, keys, 16, window).await?;
         answered += latencies.len();

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use projector::projections::{DeployOptions, OnError, ProjectionLimits};
+use projector::settings::{DeployOptions, OnError, ProjectionLimits};
 use projector::HostConfig;
 use projector_tests::modules;
 
@@ -41,7 +41,7 @@ async fn catch_up(
     last: u64,
 ) -> anyhow::Result<Duration> {
     let running = RunningHost::start(server, HostConfig::new(dir.to_path_buf())).await?;
-    let projections = running.host.projections();
+    let projections = running.host.deployments();
     for (name, module, limits) in beside {
         let options = DeployOptions { on_error: Some(OnError::Skip), limits: Some(*limits), ..Default::default() };
         projections.deploy(name, std::fs::read(module)?, options).await?;

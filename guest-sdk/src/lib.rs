@@ -76,7 +76,7 @@ pub mod testing;
 pub mod wasm;
 
 pub use event::{rfc3339_from_ms, Event, EventSchema};
-pub use model::{log, Level, ReadModel, WriteError};
+pub use model::{Level, ReadModel, WriteError};
 /// Where a [`ReadModel`]'s documents live; for hosts and benchmarks that run
 /// projections natively, not for projection authors.
 #[doc(hidden)]
@@ -240,4 +240,14 @@ macro_rules! export_projection {
     $crate::wasm::bindings::__export_projection_world!(__ProjectorExport with_types_in $crate::wasm::bindings);
         };
     };
+}
+
+/// Writes a log line, shown by the host under the projection's name (and
+/// collected by the test harness). Here at the root, where both backends
+/// meet, so the model does not depend on either.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    wasm::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    testing::record_log(level, message);
 }

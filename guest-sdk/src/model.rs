@@ -101,12 +101,3 @@ pub enum Level {
     /// Something that went wrong.
     Error,
 }
-
-/// Writes a log line, shown by the host under the projection's name (and
-/// collected by the test harness).
-pub fn log(level: Level, message: &str) {
-    #[cfg(target_arch = "wasm32")]
-    crate::wasm::log(level, message);
-    #[cfg(not(target_arch = "wasm32"))]
-    crate::testing::record_log(level, message);
-}

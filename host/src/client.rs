@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::cli::{ClientCommand, Connection, DeployArgs, NameArgs, QueryArgs};
 
 /// Runs one client command against the API.
-pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
     let action = |args: NameArgs, action: &'static str| async move {
         Client::new(&args.connection)?.act(&args.name, action).await
     };

@@ -6,15 +6,18 @@
 //! store alone.
 
 pub mod cli;
-pub mod client;
+mod client;
+mod data_dir;
+pub mod deployments;
 pub mod head;
 pub mod http;
 pub mod metrics;
-pub mod projections;
 pub mod readmodel;
-pub mod registry;
+mod registry;
 mod runner;
 pub mod runtime;
+pub mod settings;
+pub mod status;
 pub mod users;
 
 use std::future::Future;
@@ -25,7 +28,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use cli::{Command, EventstoreArgs, ServeArgs};
-use projections::{BatchConfig, Projections};
+use data_dir::DataDir;
+use deployments::{BatchConfig, Deployments};
 use runtime::{Limits, Runtime};
 
 /// Runs `command` until `shutdown` resolves, then stops cleanly.
@@ -68,14 +72,15 @@ impl HostConfig {
 
 /// The file holding the generated admin token, readable by its owner only.
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin-token")
+    DataDir::new(data_dir).admin_token()
 }
 
-/// The admin token stored under `data_dir`, created (owner-only) if there is none.
-fn stored_admin_token(data_dir: &Path) -> anyhow::Result<String> {
+/// The admin token stored under `data`, created (owner-only) if there is none.
+fn stored_admin_token(data: &DataDir) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = admin_token_path(data_dir);
+    let data_dir = data.root();
+    let path = data.admin_token();
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
         Ok(_) => anyhow::bail!("{} is empty; delete it to generate a new token", path.display()),
@@ -100,7 +105,7 @@ fn stored_admin_token(data_dir: &Path) -> anyhow::Result<String> {
 #[derive(Debug)]
 pub struct Host {
     addr: std::net::SocketAddr,
-    projections: Arc<Projections>,
+    deployments: Arc<Deployments>,
     admin_token: String,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -115,32 +120,32 @@ impl Host {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Host> {
         let addr = listener.local_addr()?;
-        let data_dir = config.data_dir;
+        let data = DataDir::new(config.data_dir);
         let admin_token = match config.admin_token {
             Some(token) if !token.is_empty() => token,
             Some(_) => anyhow::bail!("the admin token is empty"),
-            None => stored_admin_token(&data_dir)?,
+            None => stored_admin_token(&data)?,
         };
         let registrations = Arc::new(users::Registrations::new(client.clone(), config.registration)?);
-        let runtime = Arc::new(Runtime::new(Limits::default())?.with_artifact_cache(data_dir.join("artifacts")));
+        let runtime = Arc::new(Runtime::new(Limits::default())?.with_artifact_cache(data.artifacts()));
         let head = Arc::new(head::Head::follow(client.clone()));
         let metrics = Arc::new(metrics::Metrics::new());
-        let projections = Arc::new(Projections::new(runtime, client, data_dir, BatchConfig::default(), head, metrics)?);
-        projections.restore().await?;
+        let deployments = Arc::new(Deployments::new(runtime, client, data, BatchConfig::default(), head, metrics)?);
+        deployments.restore().await?;
         let http_config = http::HttpConfig {
             query_token: config.query_token,
             at_least_wait: config.at_least_wait,
             ..http::HttpConfig::new(admin_token.clone())
         };
-        let app = http::router(projections.clone(), registrations, http_config);
-        let stopping = projections.clone();
+        let app = http::router(deployments.clone(), registrations, http_config);
+        let stopping = deployments.clone();
         let shutdown = async move {
             shutdown.await;
             stopping.stop_all();
         };
         let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(%addr, "projector API listening");
-        Ok(Host { addr, projections, admin_token, task })
+        Ok(Host { addr, deployments, admin_token, task })
     }
 
     /// The token the mutating endpoints accept.
@@ -154,8 +159,8 @@ impl Host {
     }
 
     /// The deployed projections.
-    pub fn projections(&self) -> &Arc<Projections> {
-        &self.projections
+    pub fn deployments(&self) -> &Arc<Deployments> {
+        &self.deployments
     }
 
     /// Waits for the API to stop (after the shutdown future resolves).
@@ -178,7 +183,7 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
                 .with_context(|| format!("cannot listen on {}", args.eventstore_listen))?;
             let server = eventstore_embedded::EmbeddedServer::start(
                 listener,
-                eventstore_embedded::Config::new(args.data.join("eventstore")),
+                eventstore_embedded::Config::new(DataDir::new(&args.data).eventstore()),
             )
             .await?;
             let client = server.client()?;
@@ -202,8 +207,8 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         let (name, path) = spec.split_once('=').with_context(|| format!("--deploy '{spec}' is not NAME=PATH"))?;
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
         let (deployed, _) = host
-            .projections()
-            .deploy(name, bytes, projections::DeployOptions::default())
+            .deployments()
+            .deploy(name, bytes, settings::DeployOptions::default())
             .await
             .with_context(|| format!("cannot deploy {path} as '{name}'"))?;
         tracing::info!(?deployed, "{name}: http://{}/projections/{name}", host.local_addr());

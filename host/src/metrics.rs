@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::projections::{State, Status};
+use crate::status::{State, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionLabel {
@@ -177,12 +177,12 @@ impl Metrics {
     pub fn render(&self, statuses: &[Status]) -> String {
         for status in statuses {
             let label = ProjectionLabel { projection: status.name.clone() };
-            self.checkpoint.get_or_create(&label).set(status.checkpoint.map_or(-1, |c| c as i64));
+            self.checkpoint.get_or_create(&label).set(status.serving.checkpoint.map_or(-1, |c| c as i64));
             self.lag_events.get_or_create(&label).set(status.lag_events as i64);
             self.lag_seconds.get_or_create(&label).set(status.lag_seconds);
             for state in State::ALL {
                 let labels = StateLabels { projection: status.name.clone(), state: state.as_str() };
-                self.state.get_or_create(&labels).set(i64::from(status.state == state));
+                self.state.get_or_create(&labels).set(i64::from(status.serving.state == state));
             }
         }
         let mut text = String::new();

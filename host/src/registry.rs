@@ -2,81 +2,37 @@
 //! (their modules, read models, policies and states) and the module bytes,
 //! stored content-addressed beside it.
 //!
-//! Layout under the data dir:
-//! - `registry.json`: replaced as a whole on every change (written to a
-//!   temporary file, synced, renamed over the old one, directory synced), so
-//!   a crash leaves either the old registry or the new one;
-//! - `modules/{sha256}.wasm`: every module a registry entry refers to;
-//! - `readmodels/{name}/{readmodel}.sqlite`: the read models.
+//! `registry.json` is replaced as a whole on every change (written to a
+//! temporary file, synced, renamed over the old one, directory synced), so a
+//! crash leaves either the old registry or the new one; `modules/` holds
+//! every module an entry refers to (paths: `data_dir.rs`).
+//!
+//! Entries are changed in place, under the registry's own lock, by a closure
+//! that sees the entry as it is at that moment ([`Registry::change`]): no
+//! caller saves back a copy it read earlier, so two changes never overwrite
+//! each other. Only the deployments (`deployments/`) call it; runners report
+//! to them instead of writing here.
 //!
 //! Names reaching this module are already validated (`[a-z0-9][a-z0-9-]{0,62}`);
 //! module files are named by their hash, never by anything a caller sent.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::projections::FaultInfo;
-
-/// What a projection does when its module fails on an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    /// Stop at the event; nothing after it is applied until a retry or a fix.
-    #[default]
-    Fault,
-    /// Record the event as a dead letter and go on with the next one.
-    Skip,
-}
-
-impl std::str::FromStr for OnError {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "fault" => Ok(OnError::Fault),
-            "skip" => Ok(OnError::Skip),
-            other => Err(format!("on_error '{other}' must be 'fault' or 'skip'")),
-        }
-    }
-}
-
-/// Sandbox limits a deploy may set for its projection (the host's defaults otherwise).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ProjectionLimits {
-    /// Largest linear memory, in MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-    /// Longest one batch may run, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_timeout_ms: Option<u64>,
-}
-
-impl ProjectionLimits {
-    /// Accepted ranges, so a typo cannot starve the host or make a limit meaningless.
-    pub const MEMORY_MB: std::ops::RangeInclusive<u64> = 1..=4096;
-    /// See [`ProjectionLimits::MEMORY_MB`].
-    pub const BATCH_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 10..=600_000;
-
-    /// `defaults` with these overrides applied.
-    pub fn apply(&self, defaults: crate::runtime::Limits) -> crate::runtime::Limits {
-        crate::runtime::Limits {
-            memory_bytes: self.memory_mb.map_or(defaults.memory_bytes, |mb| (mb as usize) << 20),
-            batch_deadline: self.batch_timeout_ms.map_or(defaults.batch_deadline, std::time::Duration::from_millis),
-            ..defaults
-        }
-    }
-}
+use crate::data_dir::DataDir;
+use crate::settings::{OnError, ProjectionLimits};
+use crate::status::FaultInfo;
 
 /// Whether a read model's runner should be following events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RunState {
+pub(crate) enum RunState {
     /// Following events (catching up or live).
     Running,
     /// Stopped by a user; resumes on `start`.
@@ -87,43 +43,43 @@ pub enum RunState {
 
 /// One read model and the module that builds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LaneRecord {
+pub(crate) struct LaneRecord {
     /// SHA-256 of the module's bytes (its file under `modules/`).
-    pub module: String,
+    pub(crate) module: String,
     /// The version the module declares.
-    pub version: String,
+    pub(crate) version: String,
     /// The read model's file name, without `.sqlite`.
-    pub readmodel: String,
+    pub(crate) readmodel: String,
     /// Whether it runs.
-    pub state: RunState,
+    pub(crate) state: RunState,
     /// Why it stopped, when faulted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<FaultInfo>,
+    pub(crate) fault: Option<FaultInfo>,
 }
 
 /// One deployed projection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Poison-event policy.
-    pub on_error: OnError,
+    pub(crate) on_error: OnError,
     /// Sandbox limits.
-    pub limits: ProjectionLimits,
+    pub(crate) limits: ProjectionLimits,
     /// The read model that answers queries.
-    pub serving: LaneRecord,
+    pub(crate) serving: LaneRecord,
     /// A blue/green rebuild in progress: becomes `serving` once it has caught up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidate: Option<LaneRecord>,
+    pub(crate) candidate: Option<LaneRecord>,
     /// What `rollback` returns to. Same read model as `serving` after a
     /// `continue` swap; the replaced read model after a rebuild.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<LaneRecord>,
+    pub(crate) previous: Option<LaneRecord>,
     /// Number for the next read model's file name.
-    pub next_readmodel: u64,
+    pub(crate) next_readmodel: u64,
 }
 
 impl Entry {
     /// The lane record whose read model is `readmodel`, if it is serving or the candidate.
-    pub fn lane_mut(&mut self, readmodel: &str) -> Option<&mut LaneRecord> {
+    pub(crate) fn lane_mut(&mut self, readmodel: &str) -> Option<&mut LaneRecord> {
         if self.serving.readmodel == readmodel {
             Some(&mut self.serving)
         } else {
@@ -131,15 +87,20 @@ impl Entry {
         }
     }
 
+    /// Every lane record it holds: serving, candidate, previous.
+    pub(crate) fn lanes(&self) -> impl Iterator<Item = &LaneRecord> {
+        [Some(&self.serving), self.candidate.as_ref(), self.previous.as_ref()].into_iter().flatten()
+    }
+
     /// A new read model name for `module`.
-    pub fn new_readmodel(&mut self, module: &str) -> String {
+    pub(crate) fn new_readmodel(&mut self, module: &str) -> String {
         self.next_readmodel += 1;
         readmodel_name(self.next_readmodel, module)
     }
 }
 
 /// `0003-0123456789abcdef`: a sequence number and the module that started it.
-pub fn readmodel_name(n: u64, module: &str) -> String {
+pub(crate) fn readmodel_name(n: u64, module: &str) -> String {
     format!("{n:04}-{}", &module[..16.min(module.len())])
 }
 
@@ -150,17 +111,16 @@ struct File {
 
 /// The registry file and the module store.
 #[derive(Debug)]
-pub struct Registry {
-    path: PathBuf,
-    modules: PathBuf,
+pub(crate) struct Registry {
+    data: DataDir,
     entries: Mutex<BTreeMap<String, Entry>>,
 }
 
 impl Registry {
-    /// Opens the registry under `data_dir` (empty if there is none yet).
-    pub fn open(data_dir: &Path) -> anyhow::Result<Registry> {
-        let path = data_dir.join("registry.json");
-        let modules = data_dir.join("modules");
+    /// Opens the registry under `data` (empty if there is none yet).
+    pub(crate) fn open(data: &DataDir) -> anyhow::Result<Registry> {
+        let path = data.registry();
+        let modules = data.modules();
         std::fs::create_dir_all(&modules).with_context(|| format!("cannot create {}", modules.display()))?;
         let entries = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -171,64 +131,71 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Ok(Registry { path, modules, entries: Mutex::new(entries) })
+        Ok(Registry { data: data.clone(), entries: Mutex::new(entries) })
     }
 
     /// Every entry, by name.
-    pub fn entries(&self) -> BTreeMap<String, Entry> {
+    pub(crate) fn entries(&self) -> BTreeMap<String, Entry> {
         self.entries.lock().clone()
     }
 
-    /// The entry for `name`.
-    pub fn get(&self, name: &str) -> Option<Entry> {
+    /// The entry for `name`, as it is now.
+    pub(crate) fn get(&self, name: &str) -> Option<Entry> {
         self.entries.lock().get(name).cloned()
     }
 
-    /// Records `entry` as `name`'s and saves the registry.
-    pub fn put(&self, name: &str, entry: Entry) -> anyhow::Result<()> {
+    /// Records a new projection and saves the registry; an error if `name` exists.
+    pub(crate) fn insert(&self, name: &str, entry: Entry) -> anyhow::Result<()> {
         let mut entries = self.entries.lock();
-        let old = entries.insert(name.to_owned(), entry);
+        anyhow::ensure!(!entries.contains_key(name), "the registry already holds '{name}'");
+        entries.insert(name.to_owned(), entry);
         self.save(&entries).inspect_err(|_| {
-            match old {
-                Some(old) => entries.insert(name.to_owned(), old),
-                None => entries.remove(name),
-            };
+            entries.remove(name);
         })
     }
 
-    /// Changes `name`'s entry with `change` and saves; a no-op for an unknown name.
-    pub fn update(&self, name: &str, change: impl FnOnce(&mut Entry)) -> anyhow::Result<()> {
-        let Some(mut entry) = self.get(name) else { return Ok(()) };
-        change(&mut entry);
-        self.put(name, entry)
+    /// Changes `name`'s entry in place with `change` and saves the registry,
+    /// all under the registry's lock; `None` for an unknown name. Should the
+    /// save fail, the entry is put back as it was and the error returned.
+    pub(crate) fn change<R>(&self, name: &str, change: impl FnOnce(&mut Entry) -> R) -> anyhow::Result<Option<R>> {
+        let mut entries = self.entries.lock();
+        let Some(entry) = entries.get_mut(name) else { return Ok(None) };
+        let before = entry.clone();
+        let outcome = change(entry);
+        if *entry == before {
+            return Ok(Some(outcome));
+        }
+        match self.save(&entries) {
+            Ok(()) => Ok(Some(outcome)),
+            Err(e) => {
+                entries.insert(name.to_owned(), before);
+                Err(e)
+            }
+        }
     }
 
     /// Forgets `name`, then deletes module files no entry refers to any more.
-    pub fn remove(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> anyhow::Result<()> {
         let mut entries = self.entries.lock();
         let Some(old) = entries.remove(name) else { return Ok(()) };
         if let Err(e) = self.save(&entries) {
             entries.insert(name.to_owned(), old);
             return Err(e);
         }
-        let used: std::collections::HashSet<&str> = entries
-            .values()
-            .flat_map(|e| [Some(&e.serving), e.candidate.as_ref(), e.previous.as_ref()])
-            .flatten()
-            .map(|lane| lane.module.as_str())
-            .collect();
-        for lane in [Some(&old.serving), old.candidate.as_ref(), old.previous.as_ref()].into_iter().flatten() {
+        let used: std::collections::HashSet<&str> =
+            entries.values().flat_map(Entry::lanes).map(|lane| lane.module.as_str()).collect();
+        for lane in old.lanes() {
             if !used.contains(lane.module.as_str()) {
-                let _ = std::fs::remove_file(self.module_path(&lane.module));
+                let _ = std::fs::remove_file(self.data.module(&lane.module));
             }
         }
         Ok(())
     }
 
     /// Stores `bytes` under their hash (once) and returns the hash.
-    pub fn store_module(&self, bytes: &[u8]) -> anyhow::Result<String> {
+    pub(crate) fn store_module(&self, bytes: &[u8]) -> anyhow::Result<String> {
         let sha: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let path = self.module_path(&sha);
+        let path = self.data.module(&sha);
         if !path.exists() {
             write_atomically(&path, bytes)?;
         }
@@ -236,13 +203,9 @@ impl Registry {
     }
 
     /// The bytes stored under `sha`.
-    pub fn module_bytes(&self, sha: &str) -> anyhow::Result<Vec<u8>> {
-        let path = self.module_path(sha);
+    pub(crate) fn module_bytes(&self, sha: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self.data.module(sha);
         std::fs::read(&path).with_context(|| format!("cannot read module {}", path.display()))
-    }
-
-    fn module_path(&self, sha: &str) -> PathBuf {
-        self.modules.join(format!("{sha}.wasm"))
     }
 
     fn save(&self, entries: &BTreeMap<String, Entry>) -> anyhow::Result<()> {
@@ -251,7 +214,7 @@ impl Registry {
             projections: &'a BTreeMap<String, Entry>,
         }
         let bytes = serde_json::to_vec_pretty(&Out { projections: entries })?;
-        write_atomically(&self.path, &bytes)
+        write_atomically(&self.data.registry(), &bytes)
     }
 }
 
@@ -265,4 +228,86 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> 
     file.persist(path).with_context(|| format!("cannot replace {}", path.display()))?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(module: &str, readmodel: &str) -> LaneRecord {
+        LaneRecord {
+            module: module.into(),
+            version: "1".into(),
+            readmodel: readmodel.into(),
+            state: RunState::Running,
+            fault: None,
+        }
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            on_error: OnError::Fault,
+            limits: ProjectionLimits::default(),
+            serving: record("aaaa", "0001-aaaa"),
+            candidate: Some(record("bbbb", "0002-bbbb")),
+            previous: None,
+            next_readmodel: 2,
+        }
+    }
+
+    #[test]
+    fn read_model_names_carry_a_sequence_number_and_the_module_prefix() {
+        let sha = "0123456789abcdef0123456789abcdef";
+        assert_eq!(readmodel_name(3, sha), "0003-0123456789abcdef");
+        assert_eq!(readmodel_name(12345, "ab"), "12345-ab");
+        let mut entry = entry();
+        assert_eq!(entry.new_readmodel(sha), "0003-0123456789abcdef");
+        assert_eq!(entry.new_readmodel(sha), "0004-0123456789abcdef");
+    }
+
+    #[test]
+    fn lanes_are_found_by_read_model_among_serving_and_candidate_only() {
+        let mut entry = entry();
+        entry.previous = Some(record("cccc", "0000-cccc"));
+        assert_eq!(entry.lane_mut("0001-aaaa").map(|l| l.module.clone()), Some("aaaa".into()));
+        assert_eq!(entry.lane_mut("0002-bbbb").map(|l| l.module.clone()), Some("bbbb".into()));
+        assert!(entry.lane_mut("0000-cccc").is_none(), "the kept previous lane runs nothing");
+    }
+
+    #[test]
+    fn changes_in_place_keep_each_other_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data = DataDir::new(dir.path());
+        let registry = Registry::open(&data).expect("open");
+        registry.insert("orders", entry()).expect("insert");
+        // Two writers that each change one field, as a runner's fault and a
+        // user's change do: neither overwrites the other.
+        registry
+            .change("orders", |e| {
+                e.serving.state = RunState::Faulted;
+                e.serving.fault = Some(FaultInfo::plain("trap"));
+            })
+            .expect("save");
+        registry.change("orders", |e| e.on_error = OnError::Skip).expect("save");
+        let reopened = Registry::open(&data).expect("reopen").get("orders").expect("entry");
+        assert_eq!(reopened.serving.state, RunState::Faulted);
+        assert_eq!(reopened.serving.fault, Some(FaultInfo::plain("trap")));
+        assert_eq!(reopened.on_error, OnError::Skip);
+        assert_eq!(registry.change("missing", |e| e.next_readmodel += 1).expect("no save"), None);
+        assert!(registry.insert("orders", entry()).is_err(), "a name is inserted once");
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_saved_is_undone() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data = DataDir::new(dir.path().join("data"));
+        let registry = Registry::open(&data).expect("open");
+        registry.insert("orders", entry()).expect("insert");
+        // The registry's directory replaced by a file: the save fails.
+        std::fs::remove_dir_all(data.root()).expect("remove");
+        std::fs::write(data.root(), b"").expect("block the directory");
+        let refused = registry.change("orders", |e| e.on_error = OnError::Skip);
+        assert!(refused.is_err(), "the save cannot succeed");
+        assert_eq!(registry.get("orders").expect("entry").on_error, OnError::Fault);
+    }
 }

@@ -14,7 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{bad, wait_for, AppError, AppState, Reader};
+use super::auth::Reader;
+use super::documents::wait_for;
+use super::errors::{bad, blocking, AppError};
+use super::upload::read_body;
+use super::AppState;
 use crate::users::{RegisterError, RegisterUser};
 
 /// Largest registration body accepted.
@@ -47,17 +51,7 @@ async fn register(
         ));
     }
     let key = idempotency_key(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body is larger than {MAX_BODY} bytes"),
-            )
-        } else {
-            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
-        }
-    })?;
+    let body = read_body(body, "body_too_large", || format!("the body is larger than {MAX_BODY} bytes"))?;
     let json: Value =
         serde_json::from_slice(&body).map_err(|e| bad("invalid_json", format!("the body is not valid JSON: {e}")))?;
     let Value::Object(object) = json else {
@@ -145,7 +139,7 @@ async fn get_user(
         }
     }
     let directory = state.registrations.directory();
-    let Some(projection) = state.projections.get(directory) else {
+    let Some(projection) = state.deployments.get(directory) else {
         return Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "directory_unavailable",
@@ -155,10 +149,7 @@ async fn get_user(
     wait_for(&state, &projection, at_least).await?;
     let db = projection.db();
     let key = id.clone();
-    let doc = tokio::task::spawn_blocking(move || db.document("users", &key))
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?
-        .map_err(AppError::internal)?;
+    let doc = blocking(move || db.document("users", &key)).await?;
     let Some(doc) = doc else {
         return Err(AppError::new(StatusCode::NOT_FOUND, "unknown_user", format!("no user '{id}'")));
     };

@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 
 use eventstore::{AppendToStreamOptions, EventData};
-use projector_tests::{env_number, within, Seeded, TestEnv};
+use projector_tests::{env_number, Seeded, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::process::{HostProcess, TOKEN};
+use crate::support::{Api, HostProcess};
 
 /// Each projection's collections.
 const MODELS: [(&str, &str, &[&str]); 3] = [
@@ -63,56 +63,33 @@ async fn preload(events: &eventstore::Client, total: u64) -> Vec<u64> {
     positions
 }
 
-async fn deploy_all(http: &reqwest::Client, host: &HostProcess) {
+async fn deploy_all(api: &Api) {
     for (name, module, _) in MODELS {
-        let bytes = std::fs::read(module).expect("module");
-        let url = format!("{}/projections/{name}", host.url);
-        let response = http.put(url).bearer_auth(TOKEN).body(bytes).send().await.expect("deploy");
-        assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await.unwrap_or_default());
+        let (status, body) = api.deploy(name, module).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 }
 
-/// Answers once `user-directory` has applied `position` (server-side waits of
-/// up to 5 s, repeated: a debug build can be slower than one wait).
-async fn reached(http: &reqwest::Client, host: &HostProcess, position: u64) {
-    let url = format!("{}/projections/user-directory/collections/users?limit=1&at_least={position}", host.url);
-    within("the position", async {
-        loop {
-            let response = http.get(&url).send().await.expect("query");
-            match response.status() {
-                StatusCode::GATEWAY_TIMEOUT => continue,
-                StatusCode::OK => break,
-                other => panic!("{url}: {other} {}", response.text().await.unwrap_or_default()),
-            }
-        }
-    })
-    .await;
+/// Answers once `user-directory` has applied `position`.
+async fn reached(api: &Api, position: u64) {
+    let path = format!("/projections/user-directory/collections/users?limit=1&at_least={position}");
+    let (status, body) = api.get_caught_up(&path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
 }
 
 /// Every document of every collection, once each projection has applied `last`.
-async fn dump(http: &reqwest::Client, host: &HostProcess, last: u64) -> BTreeMap<String, Value> {
+async fn dump(api: &Api, last: u64) -> BTreeMap<String, Value> {
     let mut documents = BTreeMap::new();
     for (name, _, collections) in MODELS {
         for collection in collections {
             let mut cursor: Option<String> = None;
             loop {
-                let mut url =
-                    format!("{}/projections/{name}/collections/{collection}?limit=1000&at_least={last}", host.url);
+                let mut path = format!("/projections/{name}/collections/{collection}?limit=1000&at_least={last}");
                 if let Some(cursor) = &cursor {
-                    url.push_str(&format!("&cursor={cursor}"));
+                    path.push_str(&format!("&cursor={cursor}"));
                 }
-                // A debug build may need longer than one at_least wait to catch up.
-                let page: Value = within("a caught-up page", async {
-                    loop {
-                        let response = http.get(&url).send().await.expect("list");
-                        match response.status() {
-                            StatusCode::GATEWAY_TIMEOUT => continue,
-                            StatusCode::OK => break response.json().await.expect("json"),
-                            other => panic!("{url}: {other} {}", response.text().await.unwrap_or_default()),
-                        }
-                    }
-                })
-                .await;
+                let (status, page) = api.get_caught_up(&path).await;
+                assert_eq!(status, StatusCode::OK, "{path}: {page}");
                 for item in page["items"].as_array().expect("items") {
                     let key = format!("{name}/{collection}/{}", item["key"].as_str().expect("key"));
                     documents.insert(key, item["doc"].clone());
@@ -138,18 +115,17 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
     let eventstore = store.server().connection_string();
     let positions = preload(&store.client(), total).await;
     let last = *positions.last().expect("appended");
-    let http = reqwest::Client::new();
 
     let clean_dir = tempfile::tempdir().expect("tempdir");
     let clean = HostProcess::spawn(clean_dir.path(), &eventstore).await;
-    deploy_all(&http, &clean).await;
-    let expected = dump(&http, &clean, last).await;
+    deploy_all(clean.api()).await;
+    let expected = dump(clean.api(), last).await;
     clean.kill();
     assert!(expected.len() > 1000, "the history builds a sizeable read model: {}", expected.len());
 
     let data = tempfile::tempdir().expect("tempdir");
     let mut host = HostProcess::spawn(data.path(), &eventstore).await;
-    deploy_all(&http, &host).await;
+    deploy_all(host.api()).await;
     let mut progress = Vec::new();
     let segment = positions.len() as u64 / kills.max(1);
     for kill in 0..kills {
@@ -157,17 +133,16 @@ async fn read_models_after_repeated_kill_9_during_catch_up_equal_an_uninterrupte
         // position in the kill's share of the history (the other two are
         // wherever they are), then at once.
         let target = positions[(kill * segment + random.below(segment)) as usize];
-        reached(&http, &host, target).await;
+        reached(host.api(), target).await;
         host.kill();
         host = HostProcess::spawn(data.path(), &eventstore).await;
-        let status: Value =
-            http.get(format!("{}/projections", host.url)).send().await.expect("list").json().await.expect("json");
+        let (_, status) = host.api().get("/projections").await;
         progress.push(
             status.as_array().expect("list").iter().map(|p| p["events_processed"].as_u64().unwrap_or(0)).sum::<u64>(),
         );
     }
     eprintln!("events processed by the three after each restart: {progress:?}");
-    let actual = dump(&http, &host, last).await;
+    let actual = dump(host.api(), last).await;
     let differing: Vec<&String> =
         expected.keys().chain(actual.keys()).filter(|key| expected.get(*key) != actual.get(*key)).take(5).collect();
     assert!(differing.is_empty(), "{} documents differ after {kills} kills, e.g. {differing:?}", differing.len());

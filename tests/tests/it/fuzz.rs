@@ -20,7 +20,7 @@ use projector::users::Argon2Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::host::{register, HostEnv};
+use crate::support::{register, HostEnv};
 
 /// Generated requests per operation and phase (`PROJECTOR_FUZZ_EXAMPLES`
 /// for a longer run; 40 makes about 1,500 requests in all). The seed is

@@ -2,145 +2,11 @@
 //! ports, events appended with the official client, answers read over HTTP.
 
 use eventstore::EventData;
-use projector::users::RegistrationConfig;
-use projector::{Host, HostConfig};
-use projector_tests::TestEnv;
+use projector::status::State;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
-pub(crate) struct HostEnv {
-    pub(crate) store: TestEnv,
-    /// One client for the whole test: each new client pays for connection set-up.
-    pub(crate) events: eventstore::Client,
-    pub(crate) host: Option<Host>,
-    stop: Option<oneshot::Sender<()>>,
-    pub(crate) http: reqwest::Client,
-    pub(crate) data: tempfile::TempDir,
-    /// The token reads need, if any.
-    query_token: Option<String>,
-    /// How the host registers users.
-    registration: RegistrationConfig,
-    /// Other settings of the host, applied at every start.
-    adjust: fn(&mut HostConfig),
-}
-
-impl HostEnv {
-    pub(crate) async fn start() -> HostEnv {
-        HostEnv::start_with_query_token(None).await
-    }
-
-    /// A host whose reads need `query_token` (when given).
-    pub(crate) async fn start_with_query_token(query_token: Option<&str>) -> HostEnv {
-        HostEnv::start_with(query_token, RegistrationConfig::default(), |_| {}).await
-    }
-
-    /// A host registering users with `registration`.
-    pub(crate) async fn start_with_registration(registration: RegistrationConfig) -> HostEnv {
-        HostEnv::start_with(None, registration, |_| {}).await
-    }
-
-    /// A host whose settings `adjust` changes from the defaults.
-    pub(crate) async fn start_adjusted(adjust: fn(&mut HostConfig)) -> HostEnv {
-        HostEnv::start_with(None, RegistrationConfig::default(), adjust).await
-    }
-
-    async fn start_with(
-        query_token: Option<&str>,
-        registration: RegistrationConfig,
-        adjust: fn(&mut HostConfig),
-    ) -> HostEnv {
-        let store = TestEnv::start().await;
-        let data = tempfile::tempdir().expect("tempdir");
-        let events = store.client();
-        let query_token = query_token.map(str::to_owned);
-        let http = reqwest::Client::new();
-        let mut env = HostEnv { store, events, host: None, stop: None, http, data, query_token, registration, adjust };
-        env.start_host().await;
-        env
-    }
-
-    async fn start_host(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let mut config = HostConfig {
-            query_token: self.query_token.clone(),
-            registration: self.registration.clone(),
-            ..HostConfig::new(self.data.path().to_path_buf())
-        };
-        (self.adjust)(&mut config);
-        let host = Host::start(listener, self.store.client(), config, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("host starts");
-        self.host = Some(host);
-        self.stop = Some(stop);
-    }
-
-    pub(crate) async fn restart_host(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(host) = self.host.take() {
-            host.stopped().await.expect("host stops");
-        }
-        self.start_host().await;
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.host.as_ref().expect("host").local_addr())
-    }
-
-    /// The admin token the running host accepts.
-    pub(crate) fn token(&self) -> String {
-        self.host.as_ref().expect("host").admin_token().to_owned()
-    }
-
-    pub(crate) async fn deploy(&self, name: &str, module: &str) -> (StatusCode, Value) {
-        self.deploy_with(name, module, "").await
-    }
-
-    /// Deploys with query parameters, e.g. `mode=rebuild`.
-    pub(crate) async fn deploy_with(&self, name: &str, module: &str, query: &str) -> (StatusCode, Value) {
-        let bytes = std::fs::read(module).expect("module");
-        let url = self.url(&format!("/projections/{name}?{query}"));
-        let response = self.http.put(url).bearer_auth(self.token()).body(bytes).send().await.expect("put");
-        (response.status(), response.json().await.expect("json body"))
-    }
-
-    /// POSTs a lifecycle action (`stop`, `rollback`, ...) with the admin token.
-    pub(crate) async fn act(&self, name: &str, action: &str) -> (StatusCode, Value) {
-        let url = self.url(&format!("/projections/{name}/{action}"));
-        let response = self.http.post(url).bearer_auth(self.token()).send().await.expect("post");
-        (response.status(), response.json().await.expect("json body"))
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(self.url(path)).send().await.expect("get");
-        (response.status(), response.json().await.expect("json body"))
-    }
-}
-
-fn registration(n: u32, email: &str) -> EventData {
-    EventData::json(
-        "UserRegistered",
-        &json!({"userId": format!("u{n}"), "email": email, "username": format!("user{n}"),
-                "passwordHash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", "registeredAt": "2026-11-23T09:00:00Z"}),
-    )
-    .expect("event")
-    .metadata_as_json(&json!({"schemaVersion": 2}))
-    .expect("metadata")
-}
-
-pub(crate) async fn register(env: &HostEnv, n: u32, email: &str) -> u64 {
-    let written = env
-        .events
-        .append_to_stream(format!("user-u{n}"), &Default::default(), registration(n, email))
-        .await
-        .expect("append");
-    written.position.commit
-}
+use crate::support::{register, HostEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_projection_serves_documents_built_from_appended_events() {
@@ -294,7 +160,7 @@ async fn declared_indexes_are_built_once_the_projection_has_caught_up() {
     }
     let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let projection = env.host.as_ref().expect("host").projections().get("user-directory").expect("deployed");
+    let projection = env.host().deployments().get("user-directory").expect("deployed");
     projection.wait_until_running().await.expect("catches up");
     let indexes = projection.db().indexes().expect("indexes");
     assert_eq!(indexes.len(), 2, "users.email and users.username: {indexes:?}");
@@ -402,7 +268,7 @@ async fn status_and_metrics_report_progress_lag_and_faults() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = env.get(&format!("/projections/panicking/collections/seen/x?at_least={boom}")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a faulted projection never reaches a position");
-    let head = env.host.as_ref().expect("host").projections().head().clone();
+    let head = env.host().deployments().head().clone();
     projector_tests::within("the head tracker", head.reached(last)).await;
 
     let (_, stats) = env.get("/projections/signup-stats").await;
@@ -448,17 +314,8 @@ async fn projections_follow_a_restarted_event_store_without_losing_or_repeating_
     // it lasts. Then it comes back on the same address.
     let addr = env.store.server().local_addr();
     env.store.stop().await;
-    let mut poll = tokio::time::interval(std::time::Duration::from_millis(20));
-    let held = projector_tests::within("the status to show the outage", async {
-        loop {
-            poll.tick().await;
-            let (_, status) = env.get("/projections/signup-stats").await;
-            if status["state"] == "retrying" {
-                break status;
-            }
-        }
-    })
-    .await;
+    let held = env.wait_status("signup-stats", "the status to show the outage", |s| s.state == State::Retrying).await;
+    assert_eq!(held["state"], "retrying", "{held}");
     assert!(held["problem"].as_str().is_some_and(|p| !p.is_empty()), "{held}");
     assert_eq!(held["events_processed"], 10);
     env.store.start_at(addr).await;

@@ -10,32 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use eventstore::{AppendToStreamOptions, EventData};
-use projector_tests::within;
+use projector::status::State;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::host::HostEnv;
-
-const V1: &str = env!("WASM_GUEST_TALLY");
-const V2: &str = env!("WASM_GUEST_TALLY_V2");
-
-fn tally(n: u64) -> EventData {
-    EventData::json("Tallied", &json!({ "n": n })).expect("event")
-}
-
-/// Appends `count` events with known ids; returns the ids and the commit position.
-async fn append_known(env: &HostEnv, stream: &str, count: u64) -> (Vec<String>, u64) {
-    let ids: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::new_v4()).collect();
-    let events: Vec<EventData> = ids.iter().zip(0..).map(|(id, n)| tally(n).id(*id)).collect();
-    let written = env.events.append_to_stream(stream, &AppendToStreamOptions::default(), events).await.expect("append");
-    (ids.iter().map(|id| id.to_string()).collect(), written.position.commit)
-}
-
-async fn total(env: &HostEnv, name: &str, at_least: u64) -> Value {
-    let (status, body) = env.get(&format!("/projections/{name}/collections/totals/all?at_least={at_least}")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
+use crate::support::tally::{self, V1, V2};
+use crate::support::HostEnv;
 
 async fn seen_by(env: &HostEnv, name: &str, id: &str) -> String {
     let (status, body) = env.get(&format!("/projections/{name}/collections/events/{id}")).await;
@@ -49,27 +29,13 @@ async fn count_events(env: &HostEnv, name: &str) -> u64 {
     body["count"].as_u64().expect("count")
 }
 
-/// Polls the status until `done` says so (each poll is a real request; bounded by `within`).
-async fn wait_status(env: &HostEnv, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    within(what, async {
-        loop {
-            let (_, status) = env.get(&format!("/projections/{name}")).await;
-            if done(&status) {
-                return status;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_repeating() {
     let env = HostEnv::start().await;
     let (status, body) = env.deploy("tally", V1).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (before, position) = append_known(&env, "tally-a", 50).await;
-    total(&env, "tally", position).await;
+    let (before, position) = tally::append(&env.events, "tally-a", 50).await;
+    tally::total(env.api(), "tally", position).await;
 
     // Appends keep arriving while the swap happens.
     let writer = env.events.clone();
@@ -78,7 +44,7 @@ async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_r
         for n in 0..100 {
             let id = uuid::Uuid::new_v4();
             let written = writer
-                .append_to_stream("tally-b", &AppendToStreamOptions::default(), tally(n).id(id))
+                .append_to_stream("tally-b", &AppendToStreamOptions::default(), tally::event(n).id(id))
                 .await
                 .expect("append");
             ids.push(id.to_string());
@@ -90,11 +56,11 @@ async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_r
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["version"], "2.0.0");
     assert_eq!(body["previous_version"], "1.0.0");
-    let (after, position) = append_known(&env, "tally-c", 50).await;
+    let (after, position) = tally::append(&env.events, "tally-c", 50).await;
     let (during, during_last) = during.await.expect("writer");
 
     // The writer may still have been appending after the last `after` event.
-    let total = total(&env, "tally", position.max(during_last)).await;
+    let total = tally::total(env.api(), "tally", position.max(during_last)).await;
     assert_eq!(total, json!({ "count": 200, "version": "2.0.0" }), "every event applied exactly once");
     assert_eq!(count_events(&env, "tally").await, 200, "one document per event: none skipped");
     for id in &before {
@@ -120,9 +86,9 @@ async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_
     env.deploy("tally", V1).await;
     let mut last = 0;
     for batch in 0..20 {
-        last = append_known(&env, &format!("tally-{batch}"), 100).await.1;
+        last = tally::append(&env.events, &format!("tally-{batch}"), 100).await.1;
     }
-    assert_eq!(total(&env, "tally", last).await["version"], "1.0.0");
+    assert_eq!(tally::total(env.api(), "tally", last).await["version"], "1.0.0");
 
     // A client that queries without pause from before the deploy until after the switch.
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,11 +110,11 @@ async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_
     assert_eq!(body["version"], "1.0.0", "the old version serves until the switch: {body}");
     assert_eq!(body["rebuild"]["version"], "2.0.0", "{body}");
     assert!(body["rebuild"]["total"].as_u64().expect("total") >= 2000, "{body}");
-    let (_, live) = append_known(&env, "tally-live", 10).await;
-    let switched =
-        wait_status(&env, "tally", "the switch to 2.0.0", |s| s["version"] == "2.0.0" && s["rebuild"].is_null()).await;
+    let (_, live) = tally::append(&env.events, "tally-live", 10).await;
+    let switched = env.wait_status("tally", "the switch to 2.0.0", |s| s.version == "2.0.0").await;
+    assert_eq!((&switched["version"], &switched["rebuild"]), (&json!("2.0.0"), &Value::Null), "{switched}");
     assert_eq!(switched["previous_version"], "1.0.0");
-    let after = total(&env, "tally", live).await;
+    let after = tally::total(env.api(), "tally", live).await;
     stop.store(true, Ordering::Relaxed);
     let answers = queries.await.expect("query loop");
 
@@ -163,12 +129,12 @@ async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_
     let (status, body) = env.act("tally", "rollback").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["version"], "1.0.0");
-    let (_, position) = append_known(&env, "tally-more", 5).await;
-    assert_eq!(total(&env, "tally", position).await, json!({ "count": 2015, "version": "1.0.0" }));
+    let (_, position) = tally::append(&env.events, "tally-more", 5).await;
+    assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 2015, "version": "1.0.0" }));
     // And forward again.
     let (status, body) = env.act("tally", "rollback").await;
     assert_eq!((status, body["version"].as_str()), (StatusCode::OK, Some("2.0.0")), "{body}");
-    assert_eq!(total(&env, "tally", position).await, json!({ "count": 2015, "version": "2.0.0" }));
+    assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 2015, "version": "2.0.0" }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,12 +145,12 @@ async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
 
     env.deploy_with("tally", V2, "mode=continue").await;
-    let (_, position) = append_known(&env, "tally-a", 3).await;
-    assert_eq!(total(&env, "tally", position).await["version"], "2.0.0");
+    let (_, position) = tally::append(&env.events, "tally-a", 3).await;
+    assert_eq!(tally::total(env.api(), "tally", position).await["version"], "2.0.0");
     let (status, body) = env.act("tally", "rollback").await;
     assert_eq!((status, body["version"].as_str()), (StatusCode::OK, Some("1.0.0")), "{body}");
-    let (ids, position) = append_known(&env, "tally-b", 3).await;
-    assert_eq!(total(&env, "tally", position).await, json!({ "count": 6, "version": "1.0.0" }));
+    let (ids, position) = tally::append(&env.events, "tally-b", 3).await;
+    assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 6, "version": "1.0.0" }));
     assert_eq!(seen_by(&env, "tally", &ids[0]).await, "1.0.0");
 
     // A rebuild that is rolled back before it switches is cancelled; the serving version stays.
@@ -208,12 +174,12 @@ async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
 async fn stop_start_reset_and_delete() {
     let env = HostEnv::start().await;
     env.deploy("tally", V1).await;
-    let (_, position) = append_known(&env, "tally-a", 10).await;
-    total(&env, "tally", position).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 10).await;
+    tally::total(env.api(), "tally", position).await;
 
     let (status, body) = env.act("tally", "stop").await;
     assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("stopped")), "{body}");
-    let (_, position) = append_known(&env, "tally-a", 5).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 5).await;
     let (status, body) = env.get(&format!("/projections/tally/collections/totals/all?at_least={position}")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a stopped projection will not get there: {body}");
     let (_, body) = env.get("/projections/tally/collections/totals/all").await;
@@ -223,11 +189,11 @@ async fn stop_start_reset_and_delete() {
 
     let (status, _) = env.act("tally", "start").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(total(&env, "tally", position).await["count"], 15);
+    assert_eq!(tally::total(env.api(), "tally", position).await["count"], 15);
 
     let (status, body) = env.act("tally", "reset").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(total(&env, "tally", position).await["count"], 15, "rebuilt from scratch, each event once");
+    assert_eq!(tally::total(env.api(), "tally", position).await["count"], 15, "rebuilt from scratch, each event once");
     let (_, body) = env.get("/projections/tally").await;
     assert_eq!(body["events_processed"], 15, "{body}");
 
@@ -241,7 +207,7 @@ async fn stop_start_reset_and_delete() {
     assert_eq!(modules, 0, "the module is removed with the last projection using it");
     let (status, body) = env.deploy("tally", V1).await;
     assert_eq!(status, StatusCode::CREATED, "the name can be used again: {body}");
-    assert_eq!(total(&env, "tally", position).await["count"], 15);
+    assert_eq!(tally::total(env.api(), "tally", position).await["count"], 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,12 +217,16 @@ async fn poison_events_fault_the_projection_or_become_dead_letters() {
     assert_eq!((status, body["on_error"].as_str()), (StatusCode::CREATED, Some("skip")), "{body}");
     env.deploy("strict", V1).await;
 
-    append_known(&env, "tally-a", 2).await;
+    tally::append(&env.events, "tally-a", 2).await;
     let poison = EventData::json("TallyPoison", &json!({})).expect("event");
     let bad = env.events.append_to_stream("tally-p", &AppendToStreamOptions::default(), poison).await.expect("append");
-    let (_, position) = append_known(&env, "tally-a", 2).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 2).await;
 
-    assert_eq!(total(&env, "skipping", position).await["count"], 4, "the poison event is skipped, the rest applied");
+    assert_eq!(
+        tally::total(env.api(), "skipping", position).await["count"],
+        4,
+        "the poison event is skipped, the rest applied"
+    );
     let (status, letters) = env.get("/projections/skipping/dead-letters").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -268,16 +238,16 @@ async fn poison_events_fault_the_projection_or_become_dead_letters() {
     let (_, status) = env.get("/projections/skipping").await;
     assert_eq!((status["dead_letters"].as_u64(), status["state"].as_str()), (Some(1), Some("running")), "{status}");
 
-    let strict = wait_status(&env, "strict", "the strict projection to fault", |s| s["state"] == "faulted").await;
+    let strict = env.wait_status("strict", "the strict projection to fault", |s| s.state == State::Faulted).await;
     assert_eq!(strict["fault"]["position"], bad.position.commit, "{strict}");
     assert!(strict["checkpoint"].as_u64().is_none_or(|c| c < bad.position.commit), "nothing past it: {strict}");
     // The same code faults again on retry; a deploy that skips gets past it.
     let (status, _) = env.act("strict", "retry").await;
     assert_eq!(status, StatusCode::OK);
-    wait_status(&env, "strict", "the retry to fault again", |s| s["state"] == "faulted").await;
+    env.wait_status("strict", "the retry to fault again", |s| s.state == State::Faulted).await;
     let (status, body) = env.deploy_with("strict", V2, "on_error=skip").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(total(&env, "strict", position).await, json!({ "count": 4, "version": "2.0.0" }));
+    assert_eq!(tally::total(env.api(), "strict", position).await, json!({ "count": 4, "version": "2.0.0" }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,16 +257,16 @@ async fn a_restarted_host_brings_every_projection_back_as_it_was() {
     env.deploy_with("swapped", V1, "on_error=skip").await;
     env.deploy_with("stopped", V1, "on_error=skip").await;
     env.deploy_with("faulted", V1, "memory_mb=32&batch_timeout_ms=2000").await;
-    let (_, position) = append_known(&env, "tally-a", 20).await;
-    total(&env, "swapped", position).await;
-    total(&env, "stopped", position).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 20).await;
+    tally::total(env.api(), "swapped", position).await;
+    tally::total(env.api(), "stopped", position).await;
     env.deploy_with("swapped", V2, "mode=continue").await;
     env.act("stopped", "stop").await;
     let poison = EventData::json("TallyPoison", &json!({})).expect("event");
     env.events.append_to_stream("tally-p", &AppendToStreamOptions::default(), poison).await.expect("append");
-    wait_status(&env, "faulted", "the fault", |s| s["state"] == "faulted").await;
-    let (_, position) = append_known(&env, "tally-a", 5).await;
-    total(&env, "swapped", position).await;
+    env.wait_status("faulted", "the fault", |s| s.state == State::Faulted).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 5).await;
+    tally::total(env.api(), "swapped", position).await;
     let (_, before) = env.get("/projections").await;
 
     env.restart_host().await;
@@ -325,8 +295,8 @@ async fn a_restarted_host_brings_every_projection_back_as_it_was() {
     assert_eq!(after[0]["limits"], json!({ "memory_mb": 32, "batch_timeout_ms": 2000 }), "{after}");
 
     // The swapped one keeps running its new code; the stopped one stays stopped.
-    let (ids, position) = append_known(&env, "tally-z", 1).await;
-    assert_eq!(total(&env, "swapped", position).await["count"], 26);
+    let (ids, position) = tally::append(&env.events, "tally-z", 1).await;
+    assert_eq!(tally::total(env.api(), "swapped", position).await["count"], 26);
     assert_eq!(seen_by(&env, "swapped", &ids[0]).await, "2.0.0");
     let (_, stopped) = env.get("/projections/stopped").await;
     assert_eq!((stopped["state"].as_str(), stopped["events_processed"].as_u64()), (Some("stopped"), Some(20)));
@@ -336,8 +306,8 @@ async fn a_restarted_host_brings_every_projection_back_as_it_was() {
 async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_untouched() {
     let env = HostEnv::start().await;
     env.deploy("tally", V1).await;
-    let (_, position) = append_known(&env, "tally-a", 3).await;
-    total(&env, "tally", position).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 3).await;
+    tally::total(env.api(), "tally", position).await;
     let (_, before) = env.get("/projections/tally").await;
 
     let v2 = std::fs::read(V2).expect("module");
@@ -398,8 +368,12 @@ async fn bad_uploads_and_wrong_tokens_are_refused_and_the_running_version_is_unt
     assert_eq!(after, before, "nothing changed");
     let (_, all) = env.get("/projections").await;
     assert_eq!(all.as_array().expect("list").len(), 1, "nothing deployed by a refused request");
-    let (_, position) = append_known(&env, "tally-a", 1).await;
-    assert_eq!(total(&env, "tally", position).await, json!({ "count": 4, "version": "1.0.0" }), "still running v1");
+    let (_, position) = tally::append(&env.events, "tally-a", 1).await;
+    assert_eq!(
+        tally::total(env.api(), "tally", position).await,
+        json!({ "count": 4, "version": "1.0.0" }),
+        "still running v1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,7 +468,8 @@ async fn hostile_modules_are_stopped_with_a_reason_while_a_healthy_one_keeps_goi
     let (status, pear) = env.get(&url).await;
     assert_eq!((status, &pear["quantity"]), (StatusCode::OK, &json!(hostile.len() + 1)), "{pear}");
 
-    let skipped = wait_status(&env, "scribbler", "five dead letters", |s| s["dead_letters"] == 5).await;
+    let skipped = env.wait_status("scribbler", "five dead letters", |s| s.dead_letters == 5).await;
+    assert_eq!(skipped["dead_letters"], 5, "{skipped}");
     assert_eq!(skipped["state"], "running", "{skipped}");
     let (_, letters) = env.get("/projections/scribbler/dead-letters").await;
     let letters = letters["items"].as_array().expect("items").clone();
@@ -529,7 +504,8 @@ async fn hostile_modules_are_stopped_with_a_reason_while_a_healthy_one_keeps_goi
         assert_eq!(page["items"], json!([]), "{collection}: {page}");
     }
 
-    let strict = wait_status(&env, "strict-scribbler", "the fault", |s| s["state"] == "faulted").await;
+    let strict = env.wait_status("strict-scribbler", "the fault", |s| s.state == State::Faulted).await;
+    assert_eq!(strict["state"], "faulted", "{strict}");
     assert_eq!(strict["fault"]["position"], positions[0], "{strict}");
     assert!(strict["fault"]["reason"].as_str().expect("reason").contains("stack"), "{strict}");
     let response = env.http.get(env.url("/healthz")).send().await.expect("the host is up");

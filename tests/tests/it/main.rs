@@ -15,9 +15,16 @@
 //! - `crash`                 kill -9 at random points of a catch-up; read models equal an uninterrupted run's
 //! - `soak`                  the binary under steady appends, registrations, queries and swaps: resources flat, nothing lost
 //! - `storage`               the host's data directory unusable or full: clear errors, retried, nothing damaged
+//! - `races`                 a fault racing stop/rollback/swap: the registry keeps both; a restart brings back what was answered
 //! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
+//!
+//! Shared set-ups, in `support`: `HostEnv` (store and host in-process, waits
+//! on the status watch), `HostProcess` (the real binary), `Api` (requests to
+//! either, bounded waits), `tally` and `register` (events the test
+//! projections consume). The event store alone, `within` and `Seeded` are in
+//! the `projector-tests` library, which the benchmarks share.
 //!
 //! Every test starts its own server on `127.0.0.1:0` in a temporary directory
 //! and talks to it through the official `eventstore` client.
@@ -31,7 +38,9 @@ mod fuzz;
 mod host;
 mod lifecycle;
 mod process;
+mod races;
 mod runtime;
 mod soak;
 mod storage;
+mod support;
 mod users;

@@ -20,9 +20,10 @@ use projector_tests::{env_number, within, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::process::{HostProcess, TOKEN};
+use crate::support::tally::{self, V1, V2};
+use crate::support::{Api, HostProcess};
 
-const TALLY: [&str; 2] = [env!("WASM_GUEST_TALLY"), env!("WASM_GUEST_TALLY_V2")];
+const TALLY: [&str; 2] = [V1, V2];
 
 /// Resident memory (KiB) and open file descriptors of process `pid`.
 fn sample(pid: u32) -> (u64, usize) {
@@ -36,10 +37,8 @@ fn sample(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
-async fn deploy(http: &reqwest::Client, host: &HostProcess, name: &str, module: &str) -> StatusCode {
-    let bytes = std::fs::read(module).expect("module");
-    let url = format!("{}/projections/{name}?mode=continue", host.url);
-    http.put(url).bearer_auth(TOKEN).body(bytes).send().await.expect("deploy").status()
+async fn deploy(api: &Api, name: &str, module: &str) -> StatusCode {
+    api.deploy_with(name, module, "mode=continue").await.0
 }
 
 /// What the load saw.
@@ -67,10 +66,10 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     let events = store.client();
     let eventstore = store.server().connection_string();
     let data = tempfile::tempdir().expect("tempdir");
-    let http = reqwest::Client::new();
     let host = HostProcess::spawn(data.path(), &eventstore).await;
-    assert_eq!(deploy(&http, &host, "tally", TALLY[0]).await, StatusCode::CREATED);
-    assert_eq!(deploy(&http, &host, "user-directory", env!("WASM_USER_DIRECTORY")).await, StatusCode::CREATED);
+    let (api, http) = (host.api(), host.api().http.clone());
+    assert_eq!(deploy(api, "tally", TALLY[0]).await, StatusCode::CREATED);
+    assert_eq!(deploy(api, "user-directory", env!("WASM_USER_DIRECTORY")).await, StatusCode::CREATED);
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,7 +100,7 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     }));
     // Registrations: 5 per second, each read back at once through the read model.
     load.push(tokio::spawn({
-        let (http, url, tally, stop) = (http.clone(), host.url.clone(), tally.clone(), stop.clone());
+        let (http, url, tally, stop) = (http.clone(), api.url(""), tally.clone(), stop.clone());
         async move {
             let mut pace = tokio::time::interval(Duration::from_millis(200));
             let mut n = 0u64;
@@ -128,7 +127,7 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     // Queries: two clients reading the total and a listing without pause.
     for client in 0..2 {
         load.push(tokio::spawn({
-            let (http, url, tally, stop) = (http.clone(), host.url.clone(), tally.clone(), stop.clone());
+            let (http, url, tally, stop) = (http.clone(), api.url(""), tally.clone(), stop.clone());
             async move {
                 let path = if client == 0 { "totals/all" } else { "events?limit=20" };
                 while !stop.load(Ordering::Relaxed) {
@@ -154,15 +153,12 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
         tick.tick().await;
         if second % swap_every == 0 {
             swaps += 1;
-            let status = deploy(&http, &host, "tally", TALLY[swaps % 2]).await;
+            let status = deploy(api, "tally", TALLY[swaps % 2]).await;
             if status != StatusCode::OK {
                 tally.failed(format!("swap {swaps}: {status}"));
             }
         }
-        let (_, status) = {
-            let response = http.get(format!("{}/projections/tally", host.url)).send().await.expect("status");
-            (response.status(), response.json::<Value>().await.expect("json"))
-        };
+        let (_, status) = api.get("/projections/tally").await;
         if !matches!(status["state"].as_str(), Some("running" | "catching-up")) {
             tally.failed(format!("tally state at {second} s: {status}"));
         }
@@ -177,14 +173,12 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     // Every event once, whatever version applied it.
     let appended = tally.appended.load(Ordering::Relaxed);
     let last = tally.last_position.load(Ordering::Relaxed);
-    let url = format!("{}/projections/tally/collections/totals/all?at_least={last}", host.url);
-    let total: Value =
-        within("the total", async { http.get(&url).send().await.expect("total").json().await }).await.expect("json");
+    let total = tally::total(api, "tally", last).await;
     assert_eq!(total["count"], appended, "{total}");
     let registered = tally.registered.lock().expect("registered").clone();
     for (id, position) in &registered {
-        let read = http.get(format!("{}/users/{id}?at_least={position}", host.url)).send().await.expect("read");
-        assert_eq!(read.status(), StatusCode::OK, "user {id}");
+        let (status, user) = api.get(&format!("/users/{id}?at_least={position}")).await;
+        assert_eq!(status, StatusCode::OK, "user {id}: {user}");
     }
     let failures = tally.failures.lock().expect("failures").clone();
     assert!(failures.is_empty(), "{} failures, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);

@@ -12,7 +12,7 @@ use projector_tests::collect;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::host::HostEnv;
+use crate::support::HostEnv;
 
 struct Answer {
     status: StatusCode,

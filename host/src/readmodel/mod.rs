@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+mod query;
+
 use crate::runtime::{DocumentSource, Writes};
+use query::{extract, fnv, sql_literal, where_clause};
+pub use query::{validate_field, Filter, FilterValue, Op, Order, Page, Query};
 
 /// Where a projection is in `$all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -314,140 +318,4 @@ impl DocumentSource for ReadModelDb {
             .optional()?;
         Ok(doc)
     }
-}
-
-/// A comparison on a JSON field of the documents.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Filter {
-    /// Dotted path, e.g. `address.city`.
-    pub path: String,
-    /// The comparison.
-    pub op: Op,
-    /// The value compared with: a number, a string, or a boolean.
-    pub value: FilterValue,
-}
-
-/// A filter's comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `=`
-    Eq,
-    /// `!=`
-    Ne,
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-}
-
-/// The value side of a filter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FilterValue {
-    /// An integer.
-    Integer(i64),
-    /// A decimal number.
-    Real(f64),
-    /// A string.
-    Text(String),
-    /// A boolean (JSON `true`/`false`, which SQLite extracts as 1/0).
-    Bool(bool),
-}
-
-/// Ordering by a JSON field, with the key breaking ties.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Order {
-    /// Dotted path.
-    pub path: String,
-    /// Largest first.
-    pub descending: bool,
-}
-
-/// Where a listing continues.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Page {
-    /// After this key (key order only).
-    AfterKey(Option<String>),
-    /// After skipping this many (ordered listings).
-    Offset(u64),
-}
-
-/// A listing request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Query {
-    /// Every filter must pass.
-    pub filters: Vec<Filter>,
-    /// Order by a field instead of by key.
-    pub order: Option<Order>,
-    /// Most documents returned.
-    pub limit: usize,
-    /// Where to continue.
-    pub page: Page,
-}
-
-impl Default for Query {
-    fn default() -> Self {
-        Query { filters: Vec::new(), order: None, limit: 100, page: Page::AfterKey(None) }
-    }
-}
-
-fn where_clause(collection: &str, filters: &[Filter]) -> anyhow::Result<(String, Vec<rusqlite::types::Value>)> {
-    // The collection is a literal (not a parameter) so that SQLite can match
-    // the partial indexes, whose WHERE names it.
-    let mut sql = format!("WHERE collection = {}", sql_literal(collection));
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    for filter in filters {
-        let op = match filter.op {
-            Op::Eq => "=",
-            Op::Ne => "!=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-        };
-        sql.push_str(&format!(" AND {} {op} ?", extract(&filter.path)?));
-        values.push(match &filter.value {
-            FilterValue::Integer(n) => (*n).into(),
-            FilterValue::Real(x) => (*x).into(),
-            FilterValue::Text(t) => t.clone().into(),
-            FilterValue::Bool(b) => i64::from(*b).into(),
-        });
-    }
-    Ok((sql, values))
-}
-
-/// The SQL expression for a field, written exactly as the indexes are so
-/// SQLite can use them.
-fn extract(field: &str) -> anyhow::Result<String> {
-    Ok(format!("json_extract(doc, {})", sql_literal(&json_path(field)?)))
-}
-
-/// Checks that a field path is dot-separated plain names, so it can be
-/// embedded in SQL.
-pub fn validate_field(field: &str) -> Result<(), String> {
-    let valid =
-        |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if field.split('.').all(valid) {
-        Ok(())
-    } else {
-        Err(format!("field '{field}' must be dot-separated names of letters, digits, '_' or '-'"))
-    }
-}
-
-/// `address.city` -> `$.address.city`, refusing anything but plain names.
-fn json_path(field: &str) -> anyhow::Result<String> {
-    validate_field(field).map_err(anyhow::Error::msg)?;
-    Ok(format!("$.{}", field.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")))
-}
-
-fn sql_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// A stable 64-bit hash (FNV-1a), for index names.
-fn fnv(value: &str) -> u64 {
-    value.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }

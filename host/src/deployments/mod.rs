@@ -1,0 +1,311 @@
+//! Deployed projections and the one owner of their state: deploy,
+//! `continue` swaps, blue/green rebuilds, rollback, stop/start/reset/retry
+//! and delete, all while the host keeps serving queries.
+//!
+//! A deployment has one or two *lanes* (`lane.rs`): a read model and the
+//! runner that feeds it. The serving lane answers queries; during a
+//! blue/green rebuild a candidate lane builds a fresh read model from the
+//! start of `$all` and replaces the serving lane, in one pointer swap, once
+//! it has caught up (`rebuild.rs`). A `continue` swap keeps the lane and
+//! hands its runner new code between two batches (`changes.rs`).
+//!
+//! [`Deployments`] is the only writer of the registry. Changes requested
+//! through the API are serialised by one async lock, so two requests never
+//! interleave their steps, and each is recorded before it is acknowledged.
+//! Runners never write the registry: a runner reports its fault on a
+//! channel, and the owner's recorder changes the entry in place (under the
+//! registry's lock, like every other change) before the runner shows it.
+//! Outside the change lock only those fault fields (a lane's `state` and
+//! `fault`) can change, so a change may decide on an entry read at its start
+//! but writes only the fields it changes, in place. Queries never take
+//! either lock.
+
+mod changes;
+mod deployment;
+mod lane;
+mod rebuild;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+pub use deployment::Deployment;
+use lane::sandbox_limits;
+pub use lane::Lane;
+
+use crate::data_dir::DataDir;
+use crate::head::Head;
+use crate::metrics::Metrics;
+use crate::registry::{Entry, Registry, RunState};
+pub use crate::runner::BatchConfig;
+use crate::runner::{FaultReport, Runner};
+use crate::runtime::{DeployError, Module, Runtime};
+use crate::settings::{OnError, ProjectionLimits};
+use crate::status::{FaultInfo, Status};
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployed {
+    /// A new projection, reading `$all` from the start.
+    Created,
+    /// New code runs on the existing read model from its checkpoint.
+    Swapped,
+    /// A rebuild started; queries switch to it when it catches up.
+    Rebuilding,
+    /// The same module and settings were already deployed.
+    Unchanged,
+}
+
+/// Why a change was refused. Surfaces as 404, 422, 409 or 500.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No projection has that name.
+    #[error("no projection named '{0}'")]
+    Unknown(String),
+    /// The module failed validation.
+    #[error(transparent)]
+    InvalidModule(#[from] DeployError),
+    /// The change does not fit the projection's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The host failed (disk, registry).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Every deployed projection, by name, and the one writer of their state.
+pub struct Deployments {
+    runtime: Arc<Runtime>,
+    client: eventstore::Client,
+    data: DataDir,
+    batch: BatchConfig,
+    head: Arc<Head>,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    deployed: RwLock<BTreeMap<String, Arc<Deployment>>>,
+    /// Serialises deployment changes.
+    changes: tokio::sync::Mutex<()>,
+    /// Where runners report faults (see [`record_faults`]).
+    reports: mpsc::UnboundedSender<FaultReport>,
+}
+
+impl std::fmt::Debug for Deployments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployments")
+            .field("data", &self.data)
+            .field("deployed", &self.deployed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deployments {
+    /// The projections recorded under `data`, not started yet (see
+    /// [`Deployments::restore`]). Events are read through `client`; lag is
+    /// measured against `head`; batches and faults are counted in `metrics`.
+    /// Starts the task that records runners' faults, so it needs a tokio runtime.
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        client: eventstore::Client,
+        data: DataDir,
+        batch: BatchConfig,
+        head: Arc<Head>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let registry = Arc::new(Registry::open(&data)?);
+        let (reports, received) = mpsc::unbounded_channel();
+        tokio::spawn(record_faults(registry.clone(), received));
+        Ok(Deployments {
+            runtime,
+            client,
+            data,
+            batch,
+            head,
+            metrics,
+            registry,
+            deployed: RwLock::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            reports,
+        })
+    }
+
+    /// The head of `$all` that lag is measured against.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The runtime modules are compiled with.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The projection deployed as `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Deployment>> {
+        self.deployed.read().get(name).cloned()
+    }
+
+    /// Every projection's status, by name.
+    pub fn statuses(&self) -> Vec<Status> {
+        let deployed: Vec<_> = self.deployed.read().values().cloned().collect();
+        deployed.iter().map(|d| self.status(d)).collect()
+    }
+
+    /// `deployment`'s status, with lag measured now.
+    pub fn status(&self, deployment: &Deployment) -> Status {
+        let entry = self.registry.get(&deployment.name);
+        let (serving, candidate) = deployment.both();
+        let serving = serving.status();
+        let lag = self.head.lag(serving.checkpoint);
+        Status {
+            name: deployment.name.clone(),
+            serving,
+            lag_events: lag.events,
+            lag_seconds: lag.seconds,
+            on_error: entry.as_ref().map(|e| e.on_error).unwrap_or_default(),
+            limits: entry.as_ref().map(|e| e.limits).unwrap_or_default(),
+            previous_version: entry.and_then(|e| e.previous).map(|p| p.version),
+            rebuild: candidate.map(|c| self.rebuild_status(&c)),
+        }
+    }
+
+    /// Starts every projection the registry records, in the state it was in,
+    /// at its checkpoint. Modules load from the artifact cache when it holds them.
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
+        let _change = self.changes.lock().await;
+        for (name, mut entry) in self.registry.entries() {
+            let serving_module = match self.stored_module(&entry.serving.module).await {
+                Ok(module) => Some(module),
+                Err(e) => {
+                    tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot load the module; the projection is shown faulted");
+                    entry.serving.state = RunState::Faulted;
+                    entry.serving.fault = Some(FaultInfo::plain(format!("the stored module cannot be loaded: {e:#}")));
+                    None
+                }
+            };
+            let deployment = Deployment::new(&name, Lane::open(&self.data, &name, &entry.serving)?);
+            self.deployed.write().insert(name.clone(), deployment.clone());
+            if let (RunState::Running, Some(module)) = (entry.serving.state, serving_module) {
+                self.start_lane(&name, &deployment.serving(), module, &entry)?;
+            }
+            if let Some(record) = &entry.candidate {
+                let module = self.stored_module(&record.module).await?;
+                let lane = Lane::open(&self.data, &name, record)?;
+                deployment.lanes.write().candidate = Some(lane.clone());
+                if record.state == RunState::Running {
+                    self.start_candidate(&name, &lane, module, &entry)?;
+                }
+            }
+            tracing::info!(projection = %name, version = %entry.serving.version, state = ?entry.serving.state, "projection restored");
+        }
+        Ok(())
+    }
+
+    /// Stops every runner at once (host shutdown); the registry keeps their states.
+    pub fn stop_all(&self) {
+        for deployment in self.deployed.read().values() {
+            let (serving, candidate) = deployment.both();
+            serving.abort();
+            if let Some(candidate) = candidate {
+                candidate.abort();
+            }
+        }
+    }
+
+    /// Compiles `bytes` on a blocking thread (loading them from the artifact cache when it can).
+    pub async fn compile(&self, bytes: Arc<Vec<u8>>) -> Result<Module, ChangeError> {
+        let runtime = self.runtime.clone();
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+            .await
+            .map_err(|e| anyhow::anyhow!("the compile thread failed: {e}"))?;
+        Ok(compiled?)
+    }
+
+    async fn stored_module(&self, sha: &str) -> anyhow::Result<Module> {
+        let bytes = Arc::new(self.registry.module_bytes(sha)?);
+        self.compile(bytes).await.map_err(|e| anyhow::anyhow!("stored module {sha} no longer loads: {e}"))
+    }
+
+    /// The deployment and its registry entry as they are now.
+    fn entry(&self, name: &str) -> Result<(Arc<Deployment>, Entry), ChangeError> {
+        match (self.get(name), self.registry.get(name)) {
+            (Some(deployment), Some(entry)) => Ok((deployment, entry)),
+            _ => Err(ChangeError::Unknown(name.to_owned())),
+        }
+    }
+
+    /// Changes `name`'s registry entry in place (see [`Registry::change`]).
+    fn change<R>(&self, name: &str, change: impl FnOnce(&mut Entry) -> R) -> Result<R, ChangeError> {
+        self.registry.change(name, change)?.ok_or_else(|| ChangeError::Unknown(name.to_owned()))
+    }
+
+    /// Starts `lane`'s runner with `module` from its read model's checkpoint,
+    /// under `settings`' policy and limits.
+    fn start_lane(&self, name: &str, lane: &Arc<Lane>, module: Module, settings: &Entry) -> anyhow::Result<()> {
+        self.start_runner(name, lane, module, settings.on_error, settings.limits)
+    }
+
+    fn start_runner(
+        &self,
+        name: &str,
+        lane: &Arc<Lane>,
+        module: Module,
+        on_error: OnError,
+        limits: ProjectionLimits,
+    ) -> anyhow::Result<()> {
+        let limits = sandbox_limits(limits, self.runtime.limits());
+        let instance = self
+            .runtime
+            .instantiate_with(&module, limits)
+            .map_err(|f| anyhow::anyhow!("cannot start the module: {f}"))?;
+        let checkpoint = lane.db.checkpoint()?;
+        let version = module.description().version.clone();
+        lane.status.send_modify(|s| s.version = version);
+        let runner = Runner {
+            name: name.to_owned(),
+            readmodel: lane.readmodel.clone(),
+            runtime: self.runtime.clone(),
+            module,
+            instance: Some(instance),
+            limits,
+            on_error,
+            client: self.client.clone(),
+            db: lane.db.clone(),
+            status: lane.status.clone(),
+            metrics: self.metrics.clone(),
+            reports: self.reports.clone(),
+            batch: self.batch,
+            checkpoint,
+        };
+        *lane.started.lock() = (Instant::now(), checkpoint.map_or(0, |c| c.events));
+        let background = lane.background.load(std::sync::atomic::Ordering::Relaxed);
+        let handle = if background { runner.spawn_in_background()? } else { runner.spawn() };
+        *lane.runner.lock() = Some(handle);
+        Ok(())
+    }
+}
+
+/// Records each runner's fault on its lane's registry entry, in place, then
+/// lets the runner show it. A lane that is no longer serving or a candidate
+/// (replaced while its last batch ran) has nothing to record.
+async fn record_faults(registry: Arc<Registry>, mut reports: mpsc::UnboundedReceiver<FaultReport>) {
+    while let Some(report) = reports.recv().await {
+        let FaultReport { name, readmodel, fault, recorded } = report;
+        let change = registry.change(&name, |entry| {
+            if let Some(lane) = entry.lane_mut(&readmodel) {
+                lane.state = RunState::Faulted;
+                lane.fault = Some(fault);
+            }
+        });
+        if let Err(e) = change {
+            tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot record the fault in the registry");
+        }
+        let _ = recorded.send(());
+    }
+}

@@ -1,0 +1,63 @@
+//! Running a rebuild at low CPU priority: a thread of its own at nice 10
+//! with a single-threaded async runtime, so its subscription decoding, Wasm
+//! and commits (blocking threads inherit the nice value) give way to the
+//! serving version's queries when the CPU is short. Linux keeps a nice value
+//! per thread; raising it needs no privilege.
+
+use std::future::Future;
+
+use tokio::sync::oneshot;
+
+/// The nice value of a rebuild's threads.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Runs `work` on a new thread at low priority; the handle ends when it does.
+pub(super) fn spawn_at_low_priority(
+    projection: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (handle, task) = std::sync::mpsc::channel();
+    let projection = projection.to_owned();
+    std::thread::Builder::new().name("rebuild".into()).spawn(move || {
+        if !lower_this_threads_priority(BACKGROUND_NICE) {
+            tracing::warn!(%projection, "cannot lower the rebuild's CPU priority; it competes with queries");
+        }
+        let (finished, ended) = oneshot::channel::<()>();
+        let joined = runtime.spawn(async move {
+            let _finished = finished;
+            work.await;
+        });
+        if handle.send(joined).is_ok() {
+            let _ = runtime.block_on(ended);
+        }
+    })?;
+    task.recv().map_err(|_| std::io::Error::other("the rebuild thread ended at start"))
+}
+
+/// Sets the calling thread's nice value (Linux: per thread; threads it starts inherit it).
+#[allow(unsafe_code)]
+fn lower_this_threads_priority(nice: libc::c_int) -> bool {
+    // SAFETY: plain system calls with no pointers; `gettid` names the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_thread_runs_at_the_background_nice_value() {
+        let nice = std::thread::spawn(|| {
+            assert!(lower_this_threads_priority(BACKGROUND_NICE), "setpriority failed");
+            #[allow(unsafe_code)]
+            // SAFETY: a plain system call about the calling thread.
+            unsafe {
+                libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
+            }
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(nice, BACKGROUND_NICE);
+    }
+}

@@ -1,0 +1,202 @@
+//! One batch on the blocking thread: run the module, commit its writes with
+//! the checkpoint, and apply the error policy when the module fails.
+//!
+//! A batch is all or nothing: its documents and its checkpoint commit in one
+//! transaction, or nothing of it does. When the module fails on a batch it
+//! is run again one event at a time (each event its own transaction), so
+//! that the failing event is known: under `on_error=fault` the projection
+//! faults naming it, with the checkpoint just before it; under `skip` it
+//! becomes a dead letter and the rest goes on. This file does not read
+//! events or publish status; the runner (`mod.rs`) does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::readmodel::{Checkpoint, DeadLetter, ReadModelDb};
+use crate::runtime::{Event, Fault, Instance, Limits, Module, Runtime, Writes};
+use crate::settings::OnError;
+use crate::status::FaultInfo;
+
+/// Why a batch was not applied.
+pub(super) enum Failure {
+    /// The module failed on it: the projection faults.
+    Fault(FaultInfo),
+    /// Its documents could not be committed (a full disk, an I/O error):
+    /// nothing of it is kept, and it is tried again after a pause.
+    Storage(anyhow::Error),
+}
+
+impl From<FaultInfo> for Failure {
+    fn from(fault: FaultInfo) -> Self {
+        Failure::Fault(fault)
+    }
+}
+
+/// One batch's work on the blocking thread.
+pub(super) struct Job {
+    pub(super) instance: Instance,
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) module: Module,
+    pub(super) limits: Limits,
+    pub(super) db: Arc<ReadModelDb>,
+    pub(super) on_error: OnError,
+    /// The checkpoint before the batch.
+    pub(super) start: Checkpoint,
+    /// Time spent in the module (the rest of the batch is commits).
+    pub(super) module_time: Duration,
+}
+
+impl Job {
+    /// Applies `events` (ending at `position`); returns the new checkpoint and the number of events skipped.
+    pub(super) fn run(&mut self, events: &[Event], position: u64) -> Result<(Checkpoint, u64), Failure> {
+        let end = Checkpoint { position, events: self.start.events + events.len() as u64 };
+        match self.handle(events) {
+            Ok(writes) => {
+                self.db.commit(&writes, end).map_err(Failure::Storage)?;
+                Ok((end, 0))
+            }
+            Err(fault) => {
+                self.recover(&fault)?;
+                let names_its_event = matches!(fault, Fault::Guest { .. }) || events.len() == 1;
+                if self.on_error == OnError::Fault && names_its_event {
+                    return Err(fault_info(fault, events).into());
+                }
+                // A trap names no event, and `skip` needs each failing one.
+                self.one_at_a_time(events, end)
+            }
+        }
+    }
+
+    /// Applies the events one at a time, each in its own transaction. An
+    /// event that fails faults the projection (`fault`, the checkpoint ends
+    /// just before it) or becomes a dead letter (`skip`). Should each event
+    /// succeed alone (a batch that was only too slow as a whole), the batch
+    /// is done.
+    fn one_at_a_time(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), Failure> {
+        let mut checkpoint = self.start;
+        let mut skipped = 0;
+        for event in events {
+            let alone = std::slice::from_ref(event);
+            checkpoint = Checkpoint { position: event.commit_position, events: checkpoint.events + 1 };
+            let fault = match self.handle(alone) {
+                Ok(writes) => {
+                    self.db.commit(&writes, checkpoint).map_err(Failure::Storage)?;
+                    continue;
+                }
+                Err(fault) => fault,
+            };
+            self.recover(&fault)?;
+            match self.on_error {
+                OnError::Fault => return Err(fault_info(fault, alone).into()),
+                OnError::Skip => {
+                    let letter = dead_letter(event, fault);
+                    tracing::warn!(stream = %letter.stream, position = letter.position, error = %letter.error, "event skipped");
+                    self.db.commit_dead_letter(&letter, checkpoint).map_err(Failure::Storage)?;
+                    skipped += 1;
+                }
+            }
+        }
+        if end.position > checkpoint.position {
+            self.db.commit(&Writes::new(), end).map_err(Failure::Storage)?;
+        }
+        Ok((end, skipped))
+    }
+
+    fn handle(&mut self, events: &[Event]) -> Result<Writes, Fault> {
+        if events.is_empty() {
+            return Ok(Writes::new());
+        }
+        let started = Instant::now();
+        let result = self.instance.handle_batch(events, self.db.clone());
+        self.module_time += started.elapsed();
+        result
+    }
+
+    /// After a trap the instance must not be used again: start a fresh one.
+    fn recover(&mut self, fault: &Fault) -> Result<(), FaultInfo> {
+        if !matches!(fault, Fault::Guest { .. }) {
+            self.instance = self
+                .runtime
+                .instantiate_with(&self.module, self.limits)
+                .map_err(|f| FaultInfo::plain(format!("cannot start the module again after a fault: {f}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn dead_letter(event: &Event, fault: Fault) -> DeadLetter {
+    DeadLetter {
+        position: event.commit_position,
+        stream: event.stream_id.clone(),
+        revision: event.stream_revision,
+        event_type: event.event_type.clone(),
+        error: match fault {
+            Fault::Guest { message, .. } => message,
+            other => other.to_string(),
+        },
+    }
+}
+
+/// The fault as the status shows it, naming its event when it is known.
+pub(super) fn fault_info(fault: Fault, events: &[Event]) -> FaultInfo {
+    let event = match &fault {
+        Fault::Guest { event_index, .. } => events.get(*event_index),
+        // A trap while applying a single event is that event's.
+        _ if events.len() == 1 => events.first(),
+        _ => None,
+    };
+    FaultInfo {
+        reason: fault.to_string(),
+        stream: event.map(|e| e.stream_id.clone()),
+        revision: event.map(|e| e.stream_revision),
+        position: event.map(|e| e.commit_position),
+        event_type: event.map(|e| e.event_type.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u64) -> Event {
+        Event {
+            stream_id: format!("order-{n}"),
+            event_type: "OrderPlaced".into(),
+            event_id: format!("id-{n}"),
+            stream_revision: n,
+            commit_position: 100 * n,
+            created_ms: 0,
+            content_type: "application/json".into(),
+            data: b"{}".to_vec(),
+            metadata: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_guest_error_names_the_event_it_reports() {
+        let events = [event(1), event(2), event(3)];
+        let info = fault_info(Fault::Guest { event_index: 1, message: "bad".into() }, &events);
+        assert_eq!(info.stream.as_deref(), Some("order-2"));
+        assert_eq!(info.position, Some(200));
+        assert_eq!(info.reason, "event 1 of the batch failed: bad");
+    }
+
+    #[test]
+    fn a_trap_names_an_event_only_when_it_ran_alone() {
+        let trap = Fault::Trap("unreachable".into());
+        assert_eq!(fault_info(trap.clone(), &[event(1), event(2)]).position, None);
+        let alone = fault_info(trap, &[event(7)]);
+        assert_eq!(
+            (alone.stream.as_deref(), alone.revision, alone.event_type.as_deref()),
+            (Some("order-7"), Some(7), Some("OrderPlaced"))
+        );
+    }
+
+    #[test]
+    fn a_skipped_event_keeps_the_guests_own_message() {
+        let letter = dead_letter(&event(4), Fault::Guest { event_index: 0, message: "invalid event: x".into() });
+        assert_eq!((letter.position, letter.error.as_str()), (400, "invalid event: x"));
+        let trapped = dead_letter(&event(4), Fault::Timeout(Duration::from_millis(10)));
+        assert_eq!(trapped.error, "the batch ran longer than 10ms");
+    }
+}

@@ -1,0 +1,368 @@
+//! The runner: follows `$all` for one read model, feeds batches to its
+//! module, and commits each batch's documents with its checkpoint.
+//!
+//! Events arrive through the lane's feed (`feed.rs`: a filtered catch-up
+//! subscription from the stored checkpoint, read into batches of up to
+//! `max_batch` events or `max_wait`); each batch runs on a blocking thread
+//! (Wasm never runs on the async threads) and commits in one SQLite
+//! transaction with the position of its last event (`batch.rs`).
+//!
+//! Between two batches the runner listens for control messages: a `continue`
+//! swap installs new code and resubscribes from the checkpoint (events read
+//! ahead under the old filter are read again, so none is skipped or applied
+//! twice); a stop returns after the batch in flight has committed.
+//!
+//! A runner owns no deployment state: it publishes its lane's progress on a
+//! watch channel and reports a fault to the deployments (the one writer of
+//! the registry), waiting until it is recorded before it shows `faulted`.
+
+mod background;
+mod batch;
+mod feed;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::readmodel::{Checkpoint, ReadModelDb};
+use crate::runtime::{Description, Event, Instance, Limits, Module, Runtime};
+use crate::settings::OnError;
+use crate::status::{FaultInfo, LaneStatus, State};
+use batch::{Failure, Job};
+
+/// How events are grouped into batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// Most events per batch.
+    pub max_batch: usize,
+    /// Longest a batch waits to fill once it has an event.
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_batch: 512, max_wait: Duration::from_millis(10) }
+    }
+}
+
+/// What the owner of a runner can ask of it between two batches.
+pub(crate) enum Control {
+    /// Run `module` (already instantiated as `instance`) from the checkpoint on.
+    Swap { module: Module, instance: Box<Instance>, on_error: OnError, limits: Limits, reply: oneshot::Sender<()> },
+    /// Stop after the batch in flight.
+    Stop { reply: oneshot::Sender<()> },
+    /// Stop after the batch in flight without reporting `stopped`: another
+    /// runner takes over the same read model at once.
+    Handover { reply: oneshot::Sender<()> },
+}
+
+/// Everything a runner needs; `spawn` starts it.
+pub(crate) struct Runner {
+    /// The deployment name (for logs and metrics).
+    pub(crate) name: String,
+    /// The read model's name in the registry.
+    pub(crate) readmodel: String,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) module: Module,
+    /// The module instance; lent to a blocking thread while a batch runs.
+    pub(crate) instance: Option<Instance>,
+    pub(crate) limits: Limits,
+    pub(crate) on_error: OnError,
+    pub(crate) client: eventstore::Client,
+    pub(crate) db: Arc<ReadModelDb>,
+    pub(crate) status: watch::Sender<LaneStatus>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where faults are reported, to be recorded before they are shown.
+    pub(crate) reports: mpsc::UnboundedSender<FaultReport>,
+    pub(crate) batch: BatchConfig,
+    /// Where the read model is; `None` before its first batch.
+    pub(crate) checkpoint: Option<Checkpoint>,
+}
+
+/// A runner's fault, for the owner of deployment state to record. The
+/// runner waits for `recorded` before it shows the fault on its status, so
+/// whatever the API reports as faulted is already in the registry.
+#[derive(Debug)]
+pub(crate) struct FaultReport {
+    /// The deployment name.
+    pub(crate) name: String,
+    /// The read model whose runner faulted.
+    pub(crate) readmodel: String,
+    pub(crate) fault: FaultInfo,
+    /// Answered once the fault is recorded (or can never be).
+    pub(crate) recorded: oneshot::Sender<()>,
+}
+
+/// A running runner, as its owner holds it.
+pub(crate) struct RunnerHandle {
+    pub(crate) control: mpsc::Sender<Control>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+enum Exit {
+    /// Asked to stop; reply once stopped.
+    Stop(oneshot::Sender<()>),
+    /// Asked to hand over; reply once stopped, state unchanged.
+    Handover(oneshot::Sender<()>),
+    /// New code installed: follow again from the checkpoint.
+    Resubscribe,
+    /// The module faulted; the runner is done.
+    Faulted,
+    /// The subscription broke or the read model could not be written:
+    /// follow again from the committed checkpoint after a pause.
+    Broken(anyhow::Error),
+    /// The owner is gone.
+    Closed,
+}
+
+impl Runner {
+    /// Starts following events on a task of its own.
+    pub(crate) fn spawn(self) -> RunnerHandle {
+        let (control, commands) = mpsc::channel(4);
+        self.status.send_modify(|s| {
+            s.state = State::CatchingUp;
+            s.fault = None;
+        });
+        RunnerHandle { control, task: tokio::spawn(self.run(commands)) }
+    }
+
+    /// Starts following events at low CPU priority on a thread of its own
+    /// (`background.rs`): a rebuild beside a serving version.
+    pub(crate) fn spawn_in_background(self) -> std::io::Result<RunnerHandle> {
+        let (control, commands) = mpsc::channel(4);
+        self.status.send_modify(|s| {
+            s.state = State::CatchingUp;
+            s.fault = None;
+        });
+        let name = self.name.clone();
+        let task = background::spawn_at_low_priority(&name, self.run(commands))?;
+        Ok(RunnerHandle { control, task })
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Control>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let exit = match self.follow(&mut commands).await {
+                Exit::Broken(e) => {
+                    let problem = format!("{e:#}");
+                    tracing::warn!(projection = %self.name, error = %problem, ?backoff, "held up; retrying");
+                    self.status.send_modify(|s| {
+                        s.state = State::Retrying;
+                        s.problem = Some(problem);
+                    });
+                    // Commands are still taken while waiting to resubscribe.
+                    let command = tokio::select! {
+                        () = tokio::time::sleep(backoff) => None,
+                        command = commands.recv() => Some(command),
+                    };
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    match command {
+                        Some(command) => self.handle(command),
+                        None => continue,
+                    }
+                }
+                exit => exit,
+            };
+            match exit {
+                Exit::Stop(reply) => {
+                    self.status.send_modify(|s| s.state = State::Stopped);
+                    let _ = reply.send(());
+                    return;
+                }
+                Exit::Handover(reply) => {
+                    let _ = reply.send(());
+                    return;
+                }
+                Exit::Resubscribe => backoff = Duration::from_millis(100),
+                Exit::Faulted | Exit::Closed | Exit::Broken(_) => return,
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Option<Control>) -> Exit {
+        match command {
+            Some(Control::Swap { module, instance, on_error, limits, reply }) => {
+                let version = module.description().version.clone();
+                self.module = module;
+                self.instance = Some(*instance);
+                self.on_error = on_error;
+                self.limits = limits;
+                self.status.send_modify(|s| s.version = version);
+                let _ = reply.send(());
+                tracing::info!(projection = %self.name, "new code installed at the checkpoint");
+                Exit::Resubscribe
+            }
+            Some(Control::Stop { reply }) => Exit::Stop(reply),
+            Some(Control::Handover { reply }) => Exit::Handover(reply),
+            None => Exit::Closed,
+        }
+    }
+
+    fn description(&self) -> &Description {
+        self.module.description()
+    }
+
+    /// Follows `$all` from the checkpoint until told otherwise, a fault, or a broken subscription.
+    async fn follow(&mut self, commands: &mut mpsc::Receiver<Control>) -> Exit {
+        let mut feed = feed::subscribe(&self.client, self.checkpoint, self.description(), self.batch).await;
+        loop {
+            let batch = tokio::select! {
+                biased;
+                command = commands.recv() => return self.handle(command),
+                batch = feed.batches.recv() => batch,
+            };
+            let Some(batch) = batch else { return Exit::Broken(anyhow::anyhow!("the subscription ended")) };
+            let feed::Batch { events, position, caught_up } = match batch {
+                Ok(batch) => batch,
+                Err(e) => return Exit::Broken(e),
+            };
+            if let Some(position) = position.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) {
+                match self.apply(events, position).await {
+                    Ok(()) => {}
+                    Err(Failure::Fault(fault)) => {
+                        self.fault(fault).await;
+                        return Exit::Faulted;
+                    }
+                    Err(Failure::Storage(e)) => {
+                        // Part of the batch may have been committed (events
+                        // applied one at a time): go on from what is stored.
+                        if let Err(fault) = self.reload_checkpoint().await {
+                            self.fault(fault).await;
+                            return Exit::Faulted;
+                        }
+                        return Exit::Broken(e.context("cannot write the read model"));
+                    }
+                }
+            }
+            self.status.send_if_modified(|s| {
+                let recovered = s.state == State::Retrying;
+                if recovered {
+                    s.state = State::CatchingUp;
+                    s.problem = None;
+                }
+                recovered
+            });
+            if caught_up {
+                if self.status.borrow().state == State::CatchingUp {
+                    self.build_indexes().await;
+                }
+                self.status.send_if_modified(|s| {
+                    let change = s.state == State::CatchingUp;
+                    if change {
+                        s.state = State::Running;
+                    }
+                    change
+                });
+            }
+        }
+    }
+
+    /// Creates the module's declared indexes (those missing) once the read
+    /// model has caught up: one sorted build over the documents is far
+    /// cheaper than keeping the indexes up to date through a catch-up's
+    /// million random inserts. Until then filtered queries scan. A failure
+    /// leaves the projection running without the index (queries stay correct).
+    async fn build_indexes(&self) {
+        let indexes = self.description().indexes.clone();
+        if indexes.is_empty() {
+            return;
+        }
+        let db = self.db.clone();
+        let started = std::time::Instant::now();
+        let built = tokio::task::spawn_blocking(move || {
+            indexes.iter().try_for_each(|(collection, field)| db.create_index(collection, field))
+        })
+        .await;
+        match built {
+            Ok(Ok(())) => {
+                tracing::debug!(projection = %self.name, elapsed = ?started.elapsed(), "declared indexes in place")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(projection = %self.name, error = %format!("{e:#}"), "cannot create a declared index")
+            }
+            Err(e) => tracing::error!(projection = %self.name, error = %e, "index creation panicked"),
+        }
+    }
+
+    /// Reports `fault` to the owner, waits until it is recorded, then shows it.
+    async fn fault(&self, fault: FaultInfo) {
+        self.metrics.faulted(&self.name);
+        tracing::error!(projection = %self.name, reason = %fault.reason, "projection faulted");
+        let (recorded, done) = oneshot::channel();
+        let report =
+            FaultReport { name: self.name.clone(), readmodel: self.readmodel.clone(), fault: fault.clone(), recorded };
+        if self.reports.send(report).is_ok() {
+            // An error here means the owner is gone (the host is shutting down).
+            let _ = done.await;
+        }
+        self.status.send_modify(|s| {
+            s.state = State::Faulted;
+            s.fault = Some(fault);
+        });
+    }
+
+    /// Reads the checkpoint and the dead-letter count back from the read model.
+    async fn reload_checkpoint(&mut self) -> Result<(), FaultInfo> {
+        let db = self.db.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((db.checkpoint()?, db.dead_letter_count()?)))
+                .await
+                .map_err(|e| FaultInfo::plain(format!("the checkpoint thread failed: {e}")))?;
+        let (checkpoint, dead_letters) =
+            stored.map_err(|e| FaultInfo::plain(format!("cannot read the checkpoint after a failed write: {e:#}")))?;
+        self.checkpoint = checkpoint;
+        self.status.send_modify(|s| {
+            s.checkpoint = checkpoint.map(|c| c.position);
+            s.events_processed = checkpoint.map_or(0, |c| c.events);
+            s.dead_letters = dead_letters;
+        });
+        Ok(())
+    }
+
+    /// Runs and commits one batch on a blocking thread. On a fault nothing of
+    /// the batch is kept, unless the policy is `skip`: then the batch is run
+    /// again one event at a time, and the events that fail become dead letters.
+    async fn apply(&mut self, events: Vec<Event>, position: u64) -> Result<(), Failure> {
+        let Some(instance) = self.instance.take() else {
+            return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
+        };
+        let mut job = Job {
+            instance,
+            runtime: self.runtime.clone(),
+            module: self.module.clone(),
+            limits: self.limits,
+            db: self.db.clone(),
+            on_error: self.on_error,
+            start: self.checkpoint.unwrap_or_default(),
+            module_time: Duration::ZERO,
+        };
+        let metrics = self.metrics.clone();
+        let name = self.name.clone();
+        let work = move || {
+            let started = Instant::now();
+            let outcome = job.run(&events, position);
+            if outcome.is_ok() {
+                let mut types: HashMap<String, u64> = HashMap::new();
+                for event in &events {
+                    *types.entry(event.event_type.clone()).or_default() += 1;
+                }
+                metrics.batch_committed(&name, &types, job.module_time, started.elapsed() - job.module_time);
+            }
+            (job.instance, outcome)
+        };
+        let ran = tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string());
+        let (instance, outcome) = ran.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
+        self.instance = Some(instance);
+        let (checkpoint, skipped) = outcome?;
+        self.checkpoint = Some(checkpoint);
+        self.status.send_modify(|s| {
+            s.checkpoint = Some(checkpoint.position);
+            s.events_processed = checkpoint.events;
+            s.dead_letters += skipped;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! [`HostEnv`]: the embedded event store and the host in-process on
+//! loopback ports, in a temporary data directory, restartable on the same
+//! data; the test reaches the host's API over HTTP and its deployments directly.
+//!
+//! It starts and stops hosts and waits for them; it does not deploy anything
+//! or append events by itself.
+
+use std::time::Duration;
+
+use projector::status::LaneStatus;
+use projector::users::RegistrationConfig;
+use projector::{Host, HostConfig};
+use projector_tests::{within, TestEnv};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::Api;
+
+/// A host running in the test, over an event store running in the test.
+pub(crate) struct HostEnv {
+    pub(crate) store: TestEnv,
+    /// One client for the whole test: each new client pays for connection set-up.
+    pub(crate) events: eventstore::Client,
+    pub(crate) host: Option<Host>,
+    stop: Option<oneshot::Sender<()>>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) data: tempfile::TempDir,
+    /// The running host's API (a restart moves it to a new port).
+    api: Option<Api>,
+    /// The token reads need, if any.
+    query_token: Option<String>,
+    /// How the host registers users.
+    registration: RegistrationConfig,
+    /// Other settings of the host, applied at every start.
+    adjust: fn(&mut HostConfig),
+}
+
+impl HostEnv {
+    pub(crate) async fn start() -> HostEnv {
+        HostEnv::start_with_query_token(None).await
+    }
+
+    /// A host whose reads need `query_token` (when given).
+    pub(crate) async fn start_with_query_token(query_token: Option<&str>) -> HostEnv {
+        HostEnv::start_with(query_token, RegistrationConfig::default(), |_| {}).await
+    }
+
+    /// A host registering users with `registration`.
+    pub(crate) async fn start_with_registration(registration: RegistrationConfig) -> HostEnv {
+        HostEnv::start_with(None, registration, |_| {}).await
+    }
+
+    /// A host whose settings `adjust` changes from the defaults.
+    pub(crate) async fn start_adjusted(adjust: fn(&mut HostConfig)) -> HostEnv {
+        HostEnv::start_with(None, RegistrationConfig::default(), adjust).await
+    }
+
+    async fn start_with(
+        query_token: Option<&str>,
+        registration: RegistrationConfig,
+        adjust: fn(&mut HostConfig),
+    ) -> HostEnv {
+        let store = TestEnv::start().await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let events = store.client();
+        let query_token = query_token.map(str::to_owned);
+        let http = reqwest::Client::new();
+        let mut env =
+            HostEnv { store, events, host: None, stop: None, http, data, api: None, query_token, registration, adjust };
+        env.start_host().await;
+        env
+    }
+
+    async fn start_host(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut config = HostConfig {
+            query_token: self.query_token.clone(),
+            registration: self.registration.clone(),
+            ..HostConfig::new(self.data.path().to_path_buf())
+        };
+        (self.adjust)(&mut config);
+        let host = Host::start(listener, self.store.client(), config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("host starts");
+        self.api = Some(Api::new(self.http.clone(), host.local_addr(), host.admin_token()));
+        self.host = Some(host);
+        self.stop = Some(stop);
+    }
+
+    pub(crate) async fn restart_host(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(host) = self.host.take() {
+            host.stopped().await.expect("host stops");
+        }
+        self.start_host().await;
+    }
+
+    /// The running host.
+    pub(crate) fn host(&self) -> &Host {
+        self.host.as_ref().expect("host")
+    }
+
+    /// The running host's API.
+    pub(crate) fn api(&self) -> &Api {
+        self.api.as_ref().expect("host")
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        self.api().url(path)
+    }
+
+    /// The admin token the running host accepts.
+    pub(crate) fn token(&self) -> String {
+        self.api().token().to_owned()
+    }
+
+    pub(crate) async fn deploy(&self, name: &str, module: &str) -> (StatusCode, Value) {
+        self.api().deploy(name, module).await
+    }
+
+    /// Deploys with query parameters, e.g. `mode=rebuild`.
+    pub(crate) async fn deploy_with(&self, name: &str, module: &str, query: &str) -> (StatusCode, Value) {
+        self.api().deploy_with(name, module, query).await
+    }
+
+    /// POSTs a lifecycle action (`stop`, `rollback`, ...) with the admin token.
+    pub(crate) async fn act(&self, name: &str, action: &str) -> (StatusCode, Value) {
+        self.api().act(name, action).await
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.api().get(path).await
+    }
+
+    /// Waits until the status of the lane serving `name` satisfies `done`,
+    /// then returns the status the API answers. Woken by the lane's status
+    /// watch; a blue/green switch replaces the serving lane (the old one's
+    /// watch may say nothing more), so the serving lane is looked up again
+    /// at least every 20 ms.
+    pub(crate) async fn wait_status(&self, name: &str, what: &str, done: impl Fn(&LaneStatus) -> bool) -> Value {
+        within(what, async {
+            loop {
+                let deployment = self.host().deployments().get(name).expect("deployed");
+                let mut status = deployment.serving().subscribe();
+                if done(&status.borrow_and_update()) {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(20), status.changed()).await;
+            }
+        })
+        .await;
+        let (code, status) = self.get(&format!("/projections/{name}")).await;
+        assert_eq!(code, StatusCode::OK, "{status}");
+        status
+    }
+}

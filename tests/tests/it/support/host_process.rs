@@ -1,0 +1,68 @@
+//! [`HostProcess`]: the real `projector` binary as a separate process, for
+//! what only a process can show (`kill -9`, resource use, a file size limit,
+//! the command-line client).
+//!
+//! The event store is the test's (so it survives the host); the host
+//! follows it through `--eventstore`. The host's log tells the test where
+//! its API listens; nothing here waits by sleeping.
+
+use std::path::Path;
+use std::process::Command;
+
+use projector_tests::LoggedProcess;
+
+use super::Api;
+
+/// The test build of the `projector` binary.
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_projector-host");
+/// The admin token every host process is started with.
+pub(crate) const TOKEN: &str = "process-test-admin-token";
+
+/// A host process and where its API is.
+pub(crate) struct HostProcess {
+    process: LoggedProcess,
+    api: Api,
+}
+
+impl HostProcess {
+    /// Starts `projector serve` on `data` and waits for its "listening" log line.
+    pub(crate) fn start(data: &Path, eventstore: &str) -> HostProcess {
+        let mut command = Command::new(BINARY);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--eventstore", eventstore])
+            .arg("--data")
+            .arg(data)
+            .env("PROJECTOR_ADMIN_TOKEN", TOKEN)
+            .env("PROJECTOR_LOG", "info")
+            .env_remove("RUST_LOG");
+        let process = LoggedProcess::start(command, "projector API listening");
+        let api = Api::new(reqwest::Client::new(), &process.addr, TOKEN);
+        HostProcess { process, api }
+    }
+
+    /// `start` off the async threads (it blocks until the host logs its address).
+    pub(crate) async fn spawn(data: &Path, eventstore: &str) -> HostProcess {
+        let (data, eventstore) = (data.to_path_buf(), eventstore.to_owned());
+        tokio::task::spawn_blocking(move || HostProcess::start(&data, &eventstore)).await.expect("host")
+    }
+
+    /// Its API.
+    pub(crate) fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// The lines logged so far.
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.process.log()
+    }
+
+    /// The process behind it.
+    pub(crate) fn process(&self) -> &LoggedProcess {
+        &self.process
+    }
+
+    /// `kill -9`.
+    pub(crate) fn kill(self) {
+        self.process.kill();
+    }
+}
