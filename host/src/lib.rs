@@ -10,7 +10,7 @@ mod client;
 mod data_dir;
 pub mod deployments;
 pub mod head;
-pub mod http;
+mod http;
 pub mod metrics;
 pub mod readmodel;
 mod registry;

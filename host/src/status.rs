@@ -2,7 +2,7 @@
 //! read model's progress and the status the API answers with.
 //!
 //! Plain data that the deployments, the runners, the registry and the
-//! metrics all speak; it depends on nothing else of the host, so none of
+//! metrics all speak; it depends on nothing of the host but `settings`, so none of
 //! those modules has to import another to name a state.
 
 use serde::{Deserialize, Serialize};

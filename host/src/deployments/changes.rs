@@ -14,7 +14,7 @@ use super::lane::{sandbox_limits, Lane};
 use super::{ChangeError, Deployed, Deployment, Deployments};
 use crate::registry::{Entry, LaneRecord, RunState};
 use crate::runner::Control;
-use crate::runtime::{DeployError, Module};
+use crate::runtime::{DeployError, Instance, Limits, Module};
 use crate::settings::{DeployOptions, Mode, OnError, ProjectionLimits};
 use crate::status::Status;
 
@@ -61,7 +61,7 @@ impl Deployments {
         let deployed = match options.mode.unwrap_or(Mode::Continue) {
             Mode::Continue if sha == current.serving.module && !settings_changed => Deployed::Unchanged,
             Mode::Continue => {
-                self.swap_in_place(name, &deployment, module, record, Some((on_error, limits))).await?;
+                self.swap_in_place(name, &deployment, module, record, (on_error, limits)).await?;
                 Deployed::Swapped
             }
             Mode::Rebuild => {
@@ -115,8 +115,8 @@ impl Deployments {
 
     /// Runs `module` (recorded as `record`) on the serving read model from
     /// its checkpoint; the batch in flight finishes under the old code, and
-    /// the replaced version becomes the one `rollback` returns to. `settings`
-    /// replace the policy and limits when given. A fault of the old code,
+    /// the replaced version becomes the one `rollback` returns to, under
+    /// `settings` (the policy and limits). A fault of the old code,
     /// recorded while the swap was on its way, is superseded by the new code,
     /// which starts from the checkpoint before the faulting event.
     async fn swap_in_place(
@@ -125,17 +125,22 @@ impl Deployments {
         deployment: &Deployment,
         module: Module,
         record: LaneRecord,
-        settings: Option<(OnError, ProjectionLimits)>,
+        settings: (OnError, ProjectionLimits),
     ) -> Result<(), ChangeError> {
         let lane = deployment.serving();
         for (collection, field) in &module.description().indexes {
             lane.db.create_index(collection, field)?;
         }
+        // Everything that can fail about the new code fails before it is recorded.
+        let (on_error, limits) = settings;
+        let sandbox = sandbox_limits(limits, self.runtime.limits());
+        let instance = self
+            .runtime
+            .instantiate_with(&module, sandbox)
+            .map_err(|f| anyhow::anyhow!("cannot start the module: {f}"))?;
         let (entry, dropped) = self.change(name, |e| {
-            if let Some((on_error, limits)) = settings {
-                e.on_error = on_error;
-                e.limits = limits;
-            }
+            e.on_error = on_error;
+            e.limits = limits;
             let replaced = e.serving.clone();
             e.serving.module = record.module.clone();
             e.serving.version = record.version.clone();
@@ -146,7 +151,7 @@ impl Deployments {
         self.remove_dropped(name, dropped);
         if entry.serving.state != RunState::Running {
             lane.status.send_modify(|s| s.version = record.version.clone());
-        } else if !self.install(&lane, &module, &entry).await? {
+        } else if !install(&lane, &module, instance, on_error, sandbox).await {
             // The runner ended before it took the new code (it faulted on
             // the old code, or none ran): the new code starts afresh.
             lane.stop().await;
@@ -158,26 +163,6 @@ impl Deployments {
         }
         tracing::info!(projection = name, version = %record.version, "new code swapped in at the checkpoint");
         Ok(())
-    }
-
-    /// Hands `module` to `lane`'s runner between two batches; `false` when
-    /// no runner is there to take it.
-    async fn install(&self, lane: &Lane, module: &Module, settings: &Entry) -> anyhow::Result<bool> {
-        let Some(control) = lane.control() else { return Ok(false) };
-        let limits = sandbox_limits(settings.limits, self.runtime.limits());
-        let instance = self
-            .runtime
-            .instantiate_with(module, limits)
-            .map_err(|f| anyhow::anyhow!("cannot start the module: {f}"))?;
-        let (reply, installed) = oneshot::channel();
-        let swap = Control::Swap {
-            module: module.clone(),
-            instance: Box::new(instance),
-            on_error: settings.on_error,
-            limits,
-            reply,
-        };
-        Ok(control.send(swap).await.is_ok() && installed.await.is_ok())
     }
 
     /// Returns to the previous version. Cancels a rebuild in progress; after a
@@ -203,7 +188,7 @@ impl Deployments {
         };
         let module = self.stored_module(&previous.module).await?;
         if previous.readmodel == current.serving.readmodel {
-            self.swap_in_place(name, &deployment, module, previous, None).await?;
+            self.swap_in_place(name, &deployment, module, previous, (current.on_error, current.limits)).await?;
         } else {
             let lane = Lane::open(&self.data, name, &LaneRecord { state: RunState::Stopped, fault: None, ..previous })?;
             let entry = self.change(name, |e| {
@@ -363,6 +348,15 @@ impl Deployments {
             self.data.remove_readmodel(name, &readmodel);
         }
     }
+}
+
+/// Hands `module` (already instantiated) to `lane`'s runner between two
+/// batches; `false` when no runner is there to take it.
+async fn install(lane: &Lane, module: &Module, instance: Instance, on_error: OnError, limits: Limits) -> bool {
+    let Some(control) = lane.control() else { return false };
+    let (reply, installed) = oneshot::channel();
+    let swap = Control::Swap { module: module.clone(), instance: Box::new(instance), on_error, limits, reply };
+    control.send(swap).await.is_ok() && installed.await.is_ok()
 }
 
 /// Marks a stopped or faulted lane to run again.

@@ -183,9 +183,14 @@ impl Deployments {
             let serving_module = match self.stored_module(&entry.serving.module).await {
                 Ok(module) => Some(module),
                 Err(e) => {
-                    tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot load the module; the projection is shown faulted");
-                    entry.serving.state = RunState::Faulted;
-                    entry.serving.fault = Some(FaultInfo::plain(format!("the stored module cannot be loaded: {e:#}")));
+                    tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot load the module; the projection is faulted");
+                    // Recorded like any fault, so `retry` can try it again.
+                    let fault = FaultInfo::plain(format!("the stored module cannot be loaded: {e:#}"));
+                    entry = self.change(&name, |e| {
+                        e.serving.state = RunState::Faulted;
+                        e.serving.fault = Some(fault);
+                        e.clone()
+                    })?;
                     None
                 }
             };
@@ -304,6 +309,8 @@ async fn record_faults(registry: Arc<Registry>, mut reports: mpsc::UnboundedRece
             }
         });
         if let Err(e) = change {
+            // Shown but not kept (a full disk): after a restart the module
+            // runs from its checkpoint and meets the same event again.
             tracing::error!(projection = %name, error = %format!("{e:#}"), "cannot record the fault in the registry");
         }
         let _ = recorded.send(());

@@ -32,24 +32,24 @@ use crate::deployments::Deployments;
 use crate::users::Registrations;
 
 /// The API's OpenAPI document, served at `/openapi.yaml`.
-pub const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+pub(crate) const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     /// Largest module accepted by a deploy.
-    pub max_module_bytes: usize,
+    pub(crate) max_module_bytes: usize,
     /// Longest a query with `at_least` waits for its position.
-    pub at_least_wait: Duration,
+    pub(crate) at_least_wait: Duration,
     /// Bearer token the mutating endpoints require.
-    pub admin_token: String,
+    pub(crate) admin_token: String,
     /// Bearer token the read endpoints require, if any.
-    pub query_token: Option<String>,
+    pub(crate) query_token: Option<String>,
 }
 
 impl HttpConfig {
     /// Default limits, with `admin_token` guarding changes and reads left open.
-    pub fn new(admin_token: String) -> Self {
+    pub(crate) fn new(admin_token: String) -> Self {
         HttpConfig { max_module_bytes: 16 << 20, at_least_wait: Duration::from_secs(5), admin_token, query_token: None }
     }
 }
@@ -63,7 +63,7 @@ struct AppState {
 }
 
 /// The API's routes over `deployments`, with user registration handled by `registrations`.
-pub fn router(deployments: Arc<Deployments>, registrations: Arc<Registrations>, config: HttpConfig) -> Router {
+pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrations>, config: HttpConfig) -> Router {
     let limit = config.max_module_bytes;
     let state = AppState { deployments, registrations, config: Arc::new(config) };
     Router::new()

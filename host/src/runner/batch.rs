@@ -1,13 +1,16 @@
 //! One batch on the blocking thread: run the module, commit its writes with
 //! the checkpoint, and apply the error policy when the module fails.
 //!
-//! A batch is all or nothing: its documents and its checkpoint commit in one
-//! transaction, or nothing of it does. When the module fails on a batch it
-//! is run again one event at a time (each event its own transaction), so
-//! that the failing event is known: under `on_error=fault` the projection
-//! faults naming it, with the checkpoint just before it; under `skip` it
-//! becomes a dead letter and the rest goes on. This file does not read
-//! events or publish status; the runner (`mod.rs`) does.
+//! A batch that succeeds commits its documents and its checkpoint in one
+//! transaction. When the module fails on a batch, nothing of that run is
+//! kept. Under `on_error=fault`, a guest error names its event and faults
+//! the projection at once (checkpoint before the batch). A trap names no
+//! event, and `skip` must find each failing one, so then the batch runs
+//! again one event at a time (each event its own transaction): under `fault`
+//! up to the failing event, which faults the projection with the checkpoint
+//! just before it; under `skip` the failing events become dead letters and
+//! the rest goes on. This file does not read events or publish status; the
+//! runner (`mod.rs`) does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -223,6 +223,9 @@ impl Runner {
                 match self.apply(events, position).await {
                     Ok(()) => {}
                     Err(Failure::Fault(fault)) => {
+                        // Events before the failing one may have been
+                        // committed one at a time: show where it stopped.
+                        let _ = self.reload_checkpoint().await;
                         self.fault(fault).await;
                         return Exit::Faulted;
                     }
@@ -322,9 +325,8 @@ impl Runner {
         Ok(())
     }
 
-    /// Runs and commits one batch on a blocking thread. On a fault nothing of
-    /// the batch is kept, unless the policy is `skip`: then the batch is run
-    /// again one event at a time, and the events that fail become dead letters.
+    /// Runs and commits one batch on a blocking thread, applying the error
+    /// policy when the module fails on it (`batch.rs`).
     async fn apply(&mut self, events: Vec<Event>, position: u64) -> Result<(), Failure> {
         let Some(instance) = self.instance.take() else {
             return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());

@@ -44,9 +44,29 @@ fn recorded(env: &HostEnv) -> Value {
     registry["projections"][NAME]["serving"].clone()
 }
 
-/// Brings the projection past the poison event and back to `on_error=fault`, running.
-async fn recover(env: &HostEnv, module: &str, poison: u64) {
-    let (code, body) = env.deploy_with(NAME, module, "on_error=skip").await;
+/// The module built as `version`.
+fn module(version: &str) -> &'static str {
+    if version == "1.0.0" {
+        V1
+    } else {
+        V2
+    }
+}
+
+/// The other version.
+fn other(version: &str) -> &'static str {
+    if version == "1.0.0" {
+        "2.0.0"
+    } else {
+        "1.0.0"
+    }
+}
+
+/// Brings the projection past the poison event (the other version with
+/// `on_error=skip`), then back to `version` with `on_error=fault`, running,
+/// so that `rollback` next returns to the other version.
+async fn recover(env: &HostEnv, version: &str, poison: u64) {
+    let (code, body) = env.deploy_with(NAME, module(other(version)), "on_error=skip").await;
     assert_eq!(code, StatusCode::OK, "{body}");
     if body["state"] == "stopped" {
         let (code, body) = env.act(NAME, "start").await;
@@ -54,8 +74,9 @@ async fn recover(env: &HostEnv, module: &str, poison: u64) {
     }
     let (code, body) = env.get(&format!("/projections/{NAME}/collections/totals/all?at_least={poison}")).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    let (code, body) = env.deploy_with(NAME, module, "on_error=fault").await;
+    let (code, body) = env.deploy_with(NAME, module(version), "on_error=fault").await;
     assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!((body["version"].as_str(), body["previous_version"].as_str()), (Some(version), Some(other(version))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,21 +93,17 @@ async fn a_fault_racing_stop_rollback_or_a_swap_is_kept_with_the_change_across_a
     for round in 0..rounds {
         let before = env.get(&format!("/projections/{NAME}")).await.1;
         let running = before["version"].as_str().expect("version").to_owned();
-        let other = if running == "1.0.0" { "2.0.0" } else { "1.0.0" };
+        assert_eq!(before["previous_version"], other(&running), "rollback would return to the other version");
         let poison = append(&env, "TallyPoison").await;
         tokio::time::sleep(Duration::from_micros(seeded.below(15_000))).await;
         let action = ["stop", "rollback", "swap"][seeded.below(3) as usize];
         let (code, answer) = match action {
-            "swap" => env.deploy(NAME, if other == "1.0.0" { V1 } else { V2 }).await,
+            "swap" => env.deploy(NAME, module(other(&running))).await,
             action => env.act(NAME, action).await,
         };
         assert_eq!(code, StatusCode::OK, "round {round}: {action} answered {answer}");
         // The change is applied whatever the runner was doing.
-        let expected_version = match action {
-            "stop" => running.as_str(),
-            "swap" => other,
-            _ => before["previous_version"].as_str().expect("a version to roll back to"),
-        };
+        let expected_version = if action == "stop" { running.as_str() } else { other(&running) };
         assert_eq!(answer["version"], expected_version, "round {round}: {action}: {answer}");
         // Settled: the poison faults every runner that meets it, so the
         // serving lane ends faulted, or stopped by the stop.
@@ -105,12 +122,12 @@ async fn a_fault_racing_stop_rollback_or_a_swap_is_kept_with_the_change_across_a
                 assert_eq!(action, "stop", "round {round}: only a stop stops it: {status}");
                 assert_eq!(serving["state"], "stopped", "round {round}: {serving}");
             }
-            other => panic!("round {round}: {action} left the projection {other:?}: {status}"),
+            state => panic!("round {round}: {action} left the projection {state:?}: {status}"),
         }
         env.restart_host().await;
         let (code, restored) = env.get(&format!("/projections/{NAME}")).await;
         assert_eq!(code, StatusCode::OK, "{restored}");
         assert_eq!(durable(&restored), durable(&status), "round {round}: {action}: a restart changed the status");
-        recover(&env, if expected_version == "1.0.0" { V1 } else { V2 }, poison).await;
+        recover(&env, expected_version, poison).await;
     }
 }
