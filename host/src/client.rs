@@ -36,7 +36,7 @@ pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let client = Client::new(&args.connection)?;
             let url = client.url(&format!("/projections/{}", args.name));
             client.send(client.http.delete(url).bearer_auth(client.token()?)).await?;
-            println!("deleted {}", args.name);
+            say(format_args!("deleted {}", args.name));
             Ok(())
         }
         ClientCommand::Query(args) => Client::new(&args.connection)?.query(args).await,
@@ -105,21 +105,21 @@ impl Client {
     async fn list(&self) -> anyhow::Result<()> {
         let list = self.send(self.get("/projections")).await?;
         let rows = list.as_array().context("the host's list is not an array")?;
-        println!("{:<24} {:<12} {:<12} {:>14} {:>10}  NOTE", "NAME", "VERSION", "STATE", "EVENTS", "LAG");
+        say(format_args!("{:<24} {:<12} {:<12} {:>14} {:>10}  NOTE", "NAME", "VERSION", "STATE", "EVENTS", "LAG"));
         for p in rows {
             let note = match (&p["rebuild"], &p["fault"]) {
                 (Value::Object(r), _) => format!("rebuilding {} ({} of {})", r["version"], r["position"], r["total"]),
                 (_, Value::Object(f)) => format!("fault: {}", f["reason"].as_str().unwrap_or("")),
                 _ => String::new(),
             };
-            println!(
+            say(format_args!(
                 "{:<24} {:<12} {:<12} {:>14} {:>10}  {note}",
                 p["name"].as_str().unwrap_or(""),
                 p["version"].as_str().unwrap_or(""),
                 p["state"].as_str().unwrap_or(""),
                 p["events_processed"],
                 p["lag_events"],
-            );
+            ));
         }
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Client {
         let status = self.send(self.http.put(url).bearer_auth(self.token()?).body(bytes)).await?;
         let Some(target) = status["rebuild"]["version"].as_str().map(str::to_owned) else {
             let text = |field: &str| status[field].as_str().unwrap_or("?").to_owned();
-            println!("{} is running version {} ({})", args.name, text("version"), text("state"));
+            say(format_args!("{} is running version {} ({})", args.name, text("version"), text("state")));
             return Ok(());
         };
         self.follow_rebuild(&args.name, &target).await
@@ -162,7 +162,7 @@ impl Client {
                     eprintln!();
                 }
                 if status["version"].as_str() == Some(target) {
-                    println!("{name}: queries switched to version {target}");
+                    say(format_args!("{name}: queries switched to version {target}"));
                     return Ok(());
                 }
                 bail!(
@@ -236,8 +236,20 @@ fn progress_line(rebuild: &Value) -> String {
     )
 }
 
+/// Writes a line to stdout; a reader that went away (`| head`) ends the
+/// output quietly instead of a panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let written = writeln!(std::io::stdout().lock(), "{line}");
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 fn print(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say(format_args!("{}", serde_json::to_string_pretty(value)?));
     Ok(())
 }
 
