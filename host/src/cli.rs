@@ -120,8 +120,8 @@ pub struct QueryArgs {
     /// `path<op>value` with `=`, `!=`, `<`, `<=`, `>`, `>=` (repeatable).
     #[arg(long)]
     pub filter: Vec<String>,
-    /// `field` or `-field` (descending).
-    #[arg(long)]
+    /// `field` or `-field` (descending); `--order-by -total` works as written.
+    #[arg(long, allow_hyphen_values = true)]
     pub order_by: Option<String>,
     /// Most documents in the answer (1-1000).
     #[arg(long)]

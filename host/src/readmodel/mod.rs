@@ -319,3 +319,29 @@ impl DocumentSource for ReadModelDb {
         Ok(doc)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_filters_alike_however_a_guest_wrote_it() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = ReadModelDb::open(&dir.path().join("0001-x.sqlite")).expect("open");
+        let mut writes = Writes::new();
+        for (key, doc) in [
+            ("int", r#"{"total":198}"#),
+            ("real", r#"{"total":198.0}"#),
+            ("exp", r#"{"total":1.98e2}"#),
+            ("other", r#"{"total":199}"#),
+        ] {
+            writes.insert(("orders".into(), key.into()), Some(doc.into()));
+        }
+        db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
+        let filter = |op, value| vec![Filter { path: "total".into(), op, value }];
+        assert_eq!(db.count("orders", &filter(Op::Eq, FilterValue::Integer(198))).expect("count"), 3);
+        assert_eq!(db.count("orders", &filter(Op::Eq, FilterValue::Real(198.0))).expect("count"), 3);
+        assert_eq!(db.count("orders", &filter(Op::Ge, FilterValue::Integer(198))).expect("count"), 4);
+        assert_eq!(db.count("orders", &filter(Op::Gt, FilterValue::Real(198.5))).expect("count"), 1);
+    }
+}

@@ -79,7 +79,9 @@ pub enum DeployError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
     /// The guest reported an error for one of the events.
-    #[error("event {event_index} of the batch failed: {message}")]
+    // The batch is the host's business: the fault names the event by its
+    // stream, revision and position, so the message is the guest's own.
+    #[error("{message}")]
     Guest {
         /// Index of the failing event in the batch.
         event_index: usize,

@@ -71,6 +71,18 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
     let (ok, out, _) = cli(host.api(), &["query", "tally", "totals", "all"]).await;
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), json!({ "count": 100, "version": "2.0.0" }));
+    // The README's form, `--order-by -field`, is a value, not a flag.
+    let (ok, out, err) =
+        cli(host.api(), &["query", "tally", "events", "--order-by", "-position", "--limit", "2"]).await;
+    assert!(ok, "{err}");
+    let page: Value = serde_json::from_str(&out).expect("json");
+    let positions: Vec<u64> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["doc"]["position"].as_u64().expect("position"))
+        .collect();
+    assert!(positions.len() == 2 && positions[0] > positions[1], "descending: {out}");
 
     let position = tally::append(&events, "tally-b", 50).await.1;
     tally::total(host.api(), "tally", position).await;
