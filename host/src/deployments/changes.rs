@@ -30,6 +30,15 @@ impl Deployments {
     ) -> Result<(Deployed, Status), ChangeError> {
         let bytes = Arc::new(bytes);
         let module = self.compile(bytes.clone()).await?;
+        // The deployment name (the URL's) rules; the module's own is a hint.
+        let described = &module.description().name;
+        if described != name {
+            tracing::warn!(
+                projection = name,
+                module_name = %described,
+                "the module describes itself as '{described}' but is deployed as '{name}'; it is served as '{name}'"
+            );
+        }
         let _change = self.changes.lock().await;
         let current = self.registry.get(name);
         let limits = options.limits.or_else(|| current.as_ref().map(|e| e.limits)).unwrap_or_default();

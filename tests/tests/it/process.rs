@@ -7,7 +7,7 @@
 
 use std::process::{Command, Stdio};
 
-use projector_tests::TestEnv;
+use projector_tests::{within, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -39,6 +39,17 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
         let (ok, _, err) = cli(host.api(), &["deploy", name, V1, "--on-error", "skip"]).await;
         assert!(ok, "{err}");
     }
+    // The deployment name rules; a module that calls itself otherwise is said so in the log.
+    // (The log is collected from the process's stderr by a thread: wait, bounded, for the line.)
+    let renamed = "the module describes itself as 'tally' but is deployed as 'swapped'";
+    within("the warning about the name", async {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
+        while !host.log().iter().any(|line| line.contains(renamed)) {
+            every.tick().await;
+        }
+    })
+    .await;
+    assert!(!host.log().iter().any(|line| line.contains("deployed as 'tally'")), "the same name is no mismatch");
     let position = tally::append(&events, "tally-a", 100).await.1;
     for name in ["tally", "swapped", "stopped"] {
         tally::total(host.api(), name, position).await;
