@@ -53,6 +53,12 @@
 //! assert_eq!(harness.document("clicks", "ok"), Some(&json!(2)));
 //! ```
 //!
+//! An event given to the harness must reach the projection: one its
+//! [`Description`] does not want (a projection with `.streams(["order-"])`
+//! never wants an event left in the default stream `test`) fails `given`
+//! with a message saying which event and which filter, unless it is marked
+//! [`testing::TestEvent::expect_ignored`] to show that it is ignored.
+//!
 //! Projections are deterministic: they have no clock, randomness, files or
 //! network, and must write the same documents given the same events. Build
 //! one with `cargo build --target wasm32-unknown-unknown --release`; the host

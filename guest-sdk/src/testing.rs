@@ -7,6 +7,13 @@
 //! applies each `given` call as one batch that is discarded whole if any
 //! event fails.
 //!
+//! Where the host would skip an event quietly, the harness does not: an event
+//! handed to [`Harness::given`] that the projection's [`Description`] does not
+//! want fails the batch with a message naming the event and the filter that
+//! refused it, since a test whose events never arrive proves nothing. A test
+//! that means to show an event is ignored says so with
+//! [`TestEvent::expect_ignored`].
+//!
 //! It does not apply the host's sandbox limits (a batch's deadline, its
 //! memory cap, its write budget): those depend on the machine, not on the
 //! projection's logic.
@@ -19,13 +26,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::model::{Backend, Level, WriteError};
-use crate::{apply_batch, rules, BatchError, Event, Projection, ReadModel};
+use crate::{apply_batch, rules, BatchError, Description, Error, Event, Projection, ReadModel};
 
 /// The document size limit the host applies by default: an alias of
 /// [`rules::MAX_DOCUMENT_BYTES`], kept so that code written against it
 /// still builds.
 #[deprecated(note = "use `projector_guest_sdk::rules::MAX_DOCUMENT_BYTES`")]
 pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = rules::MAX_DOCUMENT_BYTES;
+
+/// The stream of a [`TestEvent`] that was given none.
+const DEFAULT_STREAM: &str = "test";
 
 thread_local! {
     static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
@@ -37,26 +47,37 @@ pub(crate) fn record_log(level: Level, message: &str) {
 }
 
 /// An event to feed the harness, built fluently.
+///
+/// Its stream is `test` unless [`TestEvent::stream`] sets one. That default
+/// suits a projection that reads every stream; one that filters streams
+/// (`Description::streams`) never wants it, and [`Harness::given`] says so
+/// instead of dropping the event. The default is kept, rather than a stream
+/// being required, so that events of unfiltered projections stay short to
+/// write.
 #[derive(Debug, Clone)]
 pub struct TestEvent {
-    stream_id: String,
+    /// `None` for [`DEFAULT_STREAM`], so that a refusal can say it was not chosen.
+    stream_id: Option<String>,
     event_type: String,
     content_type: String,
     data: Vec<u8>,
     metadata: Vec<u8>,
     created_ms: i64,
+    expect_ignored: bool,
 }
 
 impl TestEvent {
-    /// A JSON event of type `event_type` in stream `test`.
+    /// A JSON event of type `event_type`, in stream `test` until
+    /// [`TestEvent::stream`] says otherwise.
     pub fn json<T: Serialize + ?Sized>(event_type: &str, payload: &T) -> Self {
         TestEvent {
-            stream_id: "test".into(),
+            stream_id: None,
             event_type: event_type.into(),
             content_type: "application/json".into(),
             data: serde_json::to_vec(payload).unwrap_or_default(),
             metadata: Vec::new(),
             created_ms: 0,
+            expect_ignored: false,
         }
     }
 
@@ -67,7 +88,16 @@ impl TestEvent {
 
     /// Puts the event in `stream`.
     pub fn stream(mut self, stream: &str) -> Self {
-        self.stream_id = stream.into();
+        self.stream_id = Some(stream.into());
+        self
+    }
+
+    /// Marks the event as one the projection must not receive: it still
+    /// takes a position and a revision in its stream, as in the store, but
+    /// [`Harness::given`] fails the batch if the description wants it
+    /// (instead of failing if it does not).
+    pub fn expect_ignored(mut self) -> Self {
+        self.expect_ignored = true;
         self
     }
 
@@ -86,6 +116,10 @@ impl TestEvent {
     pub fn created_ms(mut self, created_ms: i64) -> Self {
         self.created_ms = created_ms;
         self
+    }
+
+    fn stream_id(&self) -> &str {
+        self.stream_id.as_deref().unwrap_or(DEFAULT_STREAM)
     }
 }
 
@@ -127,22 +161,43 @@ impl<P: Projection> Harness<P> {
     }
 
     /// Applies `events` as one batch. On error nothing of the batch is kept;
-    /// `event_index` counts only the events the projection was given.
+    /// `event_index` counts the events as given here, including those
+    /// marked [`TestEvent::expect_ignored`].
+    ///
+    /// Each event must be delivered exactly as marked: one the projection's
+    /// [`Description::wants`] refuses (a stream or type it does not ask for,
+    /// a `$`-system type) fails the batch with [`Error::Other`] naming the
+    /// event and the filter, unless it is marked
+    /// [`TestEvent::expect_ignored`]; one so marked that the projection
+    /// wants fails it too. These checks run before the projection sees any
+    /// event, and a refused batch takes no positions or revisions.
     pub fn given(&mut self, events: impl IntoIterator<Item = TestEvent>) -> Result<(), BatchError> {
         let description = P::description();
+        let events: Vec<TestEvent> = events.into_iter().collect();
+        for (event_index, test) in events.iter().enumerate() {
+            if description.wants(test.stream_id(), &test.event_type) == test.expect_ignored {
+                return Err(BatchError {
+                    event_index,
+                    error: Error::Other(misdelivery(&description, event_index, test)),
+                });
+            }
+        }
         let mut delivered = Vec::new();
-        for test in events {
+        // For each delivered event, its index among the given ones.
+        let mut given_indexes = Vec::new();
+        for (event_index, test) in events.into_iter().enumerate() {
             // Every event takes a revision and a position, delivered or not.
-            let revision = self.revisions.entry(test.stream_id.clone()).or_insert(0);
+            let revision = self.revisions.entry(test.stream_id().to_owned()).or_insert(0);
             let stream_revision = *revision;
             *revision += 1;
             self.position += 1;
-            if !description.wants(&test.stream_id, &test.event_type) {
+            if test.expect_ignored {
                 continue;
             }
+            given_indexes.push(event_index);
             delivered.push(Event {
                 event_id: format!("00000000-0000-4000-8000-{:012x}", self.position),
-                stream_id: test.stream_id,
+                stream_id: test.stream_id().to_owned(),
                 event_type: test.event_type,
                 stream_revision,
                 commit_position: self.position,
@@ -153,7 +208,8 @@ impl<P: Projection> Harness<P> {
             });
         }
         let mut scratch = Scratch { base: &self.documents, writes: BTreeMap::new(), limit: self.max_document_bytes };
-        apply_batch::<P>(&delivered, &mut ReadModel::new(&mut scratch))?;
+        apply_batch::<P>(&delivered, &mut ReadModel::new(&mut scratch))
+            .map_err(|failure| BatchError { event_index: given_indexes[failure.event_index], ..failure })?;
         let writes = scratch.writes;
         for ((collection, key), write) in writes {
             let documents = self.documents.entry(collection).or_default();
@@ -184,6 +240,53 @@ impl<P: Projection> Harness<P> {
     /// The log lines written so far on this thread, oldest first; clears them.
     pub fn take_logs(&self) -> Vec<(Level, String)> {
         LOGS.with(|logs| std::mem::take(&mut *logs.borrow_mut()))
+    }
+}
+
+/// Why `test`, the `event_index`th event given, is not delivered as its
+/// marking says.
+fn misdelivery(description: &Description, event_index: usize, test: &TestEvent) -> String {
+    let (stream, event_type) = (test.stream_id(), test.event_type.as_str());
+    let event = format!("event {event_index} (stream `{stream}`, type `{event_type}`)");
+    let name = &description.name;
+    if test.expect_ignored {
+        return format!(
+            "{event} is marked `expect_ignored` but `{name}` wants it: its stream prefixes are {} and its event type prefixes {}",
+            prefixes(&description.stream_prefixes),
+            prefixes(&description.event_type_prefixes),
+        );
+    }
+    let refused_by = |prefixes: &[String], value: &str| !prefixes.iter().any(|p| value.starts_with(p.as_str()));
+    let mut reasons = Vec::new();
+    if event_type.starts_with('$') {
+        reasons.push("`$` types are system events, never delivered".to_owned());
+    }
+    if !description.event_type_prefixes.is_empty() && refused_by(&description.event_type_prefixes, event_type) {
+        reasons.push(format!(
+            "its type matches none of the event type prefixes {}",
+            prefixes(&description.event_type_prefixes)
+        ));
+    }
+    if !description.stream_prefixes.is_empty() && refused_by(&description.stream_prefixes, stream) {
+        let default =
+            if test.stream_id.is_none() { " (`test` is the default: set one with `.stream(...)`)" } else { "" };
+        reasons.push(format!(
+            "its stream matches none of the stream prefixes {}{default}",
+            prefixes(&description.stream_prefixes)
+        ));
+    }
+    format!(
+        "{event} would never reach `{name}`: {}; give it a stream and type the projection wants, or mark it `.expect_ignored()` to test that it is ignored",
+        reasons.join("; ")
+    )
+}
+
+/// A description's prefix list for a message.
+fn prefixes(prefixes: &[String]) -> String {
+    if prefixes.is_empty() {
+        "any".to_owned()
+    } else {
+        format!("{prefixes:?}")
     }
 }
 

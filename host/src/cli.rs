@@ -47,6 +47,10 @@ pub struct Connection {
     /// The host's data directory, to find its admin token.
     #[arg(long, env = "PROJECTOR_DATA", default_value = "data")]
     pub data: PathBuf,
+
+    /// Print the API's JSON answer instead of text (for scripts).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A command about one projection.

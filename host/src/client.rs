@@ -1,7 +1,10 @@
 //! `projector deploy|list|status|stop|start|reset|retry|rollback|rm|query`:
-//! a command-line client of the HTTP API. Output is the API's JSON (a table
-//! for `list`); a refused request prints the API's message as one line and
-//! exits non-zero.
+//! a command-line client of the HTTP API. Output is text for people: an
+//! aligned table for `list`, `key: value` lines for a status (`status` and
+//! the lifecycle actions), one line for `deploy` and `rm`; documents from
+//! `query` are JSON. `--json` prints the API's JSON answer instead, for
+//! scripts. A refused request prints the API's message as one line and exits
+//! non-zero.
 
 // A command-line client: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -20,12 +23,14 @@ pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
     let action = |args: NameArgs, action: &'static str| async move {
         Client::new(&args.connection)?.act(&args.name, action).await
     };
+    // A status, as text or as the API's JSON.
     match command {
         ClientCommand::Deploy(args) => Client::new(&args.connection)?.deploy(args).await,
         ClientCommand::List(connection) => Client::new(&connection)?.list().await,
         ClientCommand::Status(args) => {
             let client = Client::new(&args.connection)?;
-            print(&client.send(client.get(&format!("/projections/{}", args.name))).await?)
+            let status = client.send(client.get(&format!("/projections/{}", args.name))).await?;
+            client.show_status(&status)
         }
         ClientCommand::Stop(args) => action(args, "stop").await,
         ClientCommand::Start(args) => action(args, "start").await,
@@ -47,6 +52,8 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Print the API's JSON instead of text.
+    json: bool,
 }
 
 impl Client {
@@ -60,7 +67,7 @@ impl Client {
             None => read_token(&crate::admin_token_path(&args.data))?,
         };
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
-        Ok(Client { http, base, token })
+        Ok(Client { http, base, token, json: args.json })
     }
 
     fn url(&self, path: &str) -> String {
@@ -99,28 +106,26 @@ impl Client {
 
     async fn act(&self, name: &str, action: &str) -> anyhow::Result<()> {
         let request = self.http.post(self.url(&format!("/projections/{name}/{action}"))).bearer_auth(self.token()?);
-        print(&self.send(request).await?)
+        let status = self.send(request).await?;
+        self.show_status(&status)
+    }
+
+    /// A projection's status: `key: value` lines, or the API's JSON with `--json`.
+    fn show_status(&self, status: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return print(status);
+        }
+        say(format_args!("{}", status_lines(status)));
+        Ok(())
     }
 
     async fn list(&self) -> anyhow::Result<()> {
         let list = self.send(self.get("/projections")).await?;
-        let rows = list.as_array().context("the host's list is not an array")?;
-        say(format_args!("{:<24} {:<12} {:<12} {:>14} {:>10}  NOTE", "NAME", "VERSION", "STATE", "EVENTS", "LAG"));
-        for p in rows {
-            let note = match (&p["rebuild"], &p["fault"]) {
-                (Value::Object(r), _) => format!("rebuilding {} ({} of {})", r["version"], r["position"], r["total"]),
-                (_, Value::Object(f)) => format!("fault: {}", f["reason"].as_str().unwrap_or("")),
-                _ => String::new(),
-            };
-            say(format_args!(
-                "{:<24} {:<12} {:<12} {:>14} {:>10}  {note}",
-                p["name"].as_str().unwrap_or(""),
-                p["version"].as_str().unwrap_or(""),
-                p["state"].as_str().unwrap_or(""),
-                p["events_processed"],
-                p["lag_events"],
-            ));
+        if self.json {
+            return print(&list);
         }
+        let rows = list.as_array().context("the host's list is not an array")?;
+        say(format_args!("{}", list_table(rows)));
         Ok(())
     }
 
@@ -141,6 +146,10 @@ impl Client {
         }
         let url = self.url(&format!("/projections/{}?{}", args.name, query.join("&")));
         let status = self.send(self.http.put(url).bearer_auth(self.token()?).body(bytes)).await?;
+        if self.json {
+            // Scripts get the answer as it is (a rebuild is not followed).
+            return print(&status);
+        }
         let Some(target) = status["rebuild"]["version"].as_str().map(str::to_owned) else {
             let text = |field: &str| status[field].as_str().unwrap_or("?").to_owned();
             say(format_args!("{} is running version {} ({})", args.name, text("version"), text("state")));
@@ -234,6 +243,98 @@ fn progress_line(rebuild: &Value) -> String {
         fraction * 100.0,
         rebuild["rate"].as_f64().unwrap_or(0.0),
     )
+}
+
+/// The projections as an aligned table: name, version, state, events, lag, and a note.
+fn list_table(rows: &[Value]) -> String {
+    use comfy_table::{presets::NOTHING, CellAlignment, Table};
+    let mut table = Table::new();
+    table.load_preset(NOTHING).set_header(["NAME", "VERSION", "STATE", "EVENTS", "LAG", "NOTE"]);
+    for p in rows {
+        let note = match (&p["rebuild"], &p["fault"]) {
+            (Value::Object(r), _) => {
+                format!("rebuilding {} ({} of {})", text(&r["version"]), r["position"], r["total"])
+            }
+            (_, Value::Object(f)) => format!("fault: {}", text(&f["reason"])),
+            _ => String::new(),
+        };
+        let cells = [
+            text(&p["name"]),
+            text(&p["version"]),
+            text(&p["state"]),
+            text(&p["events_processed"]),
+            text(&p["lag_events"]),
+            note,
+        ];
+        table.add_row(cells);
+    }
+    for (index, column) in table.column_iter_mut().enumerate() {
+        // Two spaces between columns, none before the first.
+        column.set_padding((0, 2));
+        if matches!(index, 3 | 4) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table.lines().map(|line| line.trim_end().to_owned()).collect::<Vec<_>>().join("\n")
+}
+
+/// A status as `key: value` lines, the same for `status` and every lifecycle action.
+fn status_lines(s: &Value) -> String {
+    let mut lines = vec![
+        ("name", text(&s["name"])),
+        ("version", text(&s["version"])),
+        ("state", text(&s["state"])),
+        ("checkpoint", text(&s["checkpoint"])),
+        ("events processed", text(&s["events_processed"])),
+        ("lag", format!("{} events, {} s", text(&s["lag_events"]), text(&s["lag_seconds"]))),
+        ("on error", text(&s["on_error"])),
+        ("dead letters", text(&s["dead_letters"])),
+        ("limits", limits_text(&s["limits"])),
+        ("previous version", text(&s["previous_version"])),
+    ];
+    if let Value::Object(fault) = &s["fault"] {
+        let at = [
+            ("stream", &fault["stream"]),
+            ("revision", &fault["revision"]),
+            ("position", &fault["position"]),
+            ("type", &fault["event_type"]),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| format!("{k} {}", text(v)))
+        .collect::<Vec<_>>();
+        lines.push(("fault", format!("{} ({})", text(&fault["reason"]), at.join(", "))));
+    }
+    if !s["problem"].is_null() {
+        lines.push(("problem", text(&s["problem"])));
+    }
+    if let Value::Object(r) = &s["rebuild"] {
+        lines.push((
+            "rebuild",
+            format!("{} {}, {} of {} events", text(&r["version"]), text(&r["state"]), r["position"], r["total"]),
+        ));
+    }
+    lines.iter().map(|(key, value)| format!("{:<18}{value}", format!("{key}:"))).collect::<Vec<_>>().join("\n")
+}
+
+/// A JSON value as plain text: strings without quotes, null as `none`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The limits a deploy set; the rest are the host's defaults.
+fn limits_text(limits: &Value) -> String {
+    let set: Vec<String> =
+        limits.as_object().map(|o| o.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
+    if set.is_empty() {
+        "host defaults".into()
+    } else {
+        format!("{} (host defaults for the rest)", set.join(", "))
+    }
 }
 
 /// Writes a line to stdout; a reader that went away (`| head`) ends the

@@ -136,7 +136,7 @@ mod tests {
             .given([
                 movement("StockReceived", "fig", "east", 2),
                 movement("StockShipped", "fig", "east", 5),
-                movement("StockReceived", "fig", "east", 1000).stream("audit-fig"),
+                movement("StockReceived", "fig", "east", 1000).stream("audit-fig").expect_ignored(),
             ])
             .expect("applies");
         assert_eq!(harness.document("stock", "fig@east").and_then(|d| d.get("quantity")), Some(&json!(-3)));

@@ -112,8 +112,8 @@ mod tests {
     #[test]
     fn events_it_did_not_ask_for_never_reach_it() {
         let mut harness = Harness::<UserDirectory>::new();
-        let elsewhere = v2("u2", "x@example.com").stream("audit-1");
-        let other_type = TestEvent::json("UserRenamed", &json!({})).stream("user-u3");
+        let elsewhere = v2("u2", "x@example.com").stream("audit-1").expect_ignored();
+        let other_type = TestEvent::json("UserRenamed", &json!({})).stream("user-u3").expect_ignored();
         harness.given([elsewhere, other_type]).expect("nothing to do");
         assert!(harness.collections().is_empty());
     }

@@ -127,4 +127,27 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
     assert!(ok);
     let stopped = out.lines().find(|l| l.starts_with("stopped")).expect("stopped in the list");
     assert!(stopped.contains("stopped") && stopped.contains(" 100 "), "{out}");
+    // Columns line up: each value starts under its header (numbers end under theirs).
+    let header = out.lines().next().expect("a header");
+    for row in out.lines().skip(1) {
+        for column in ["VERSION", "STATE"] {
+            let at = header.find(column).expect("column");
+            let starts_here = row.as_bytes().get(at).is_some_and(|c| *c != b' ') && row.as_bytes()[at - 1] == b' ';
+            assert!(starts_here, "{column} misaligned:\n{out}");
+        }
+        let end = header.find("EVENTS").expect("EVENTS") + "EVENTS".len();
+        assert!(row[..end].ends_with(|c: char| c.is_ascii_digit()), "EVENTS not right-aligned:\n{out}");
+    }
+    // A status is `key: value` lines; --json gives the API's answer.
+    let (ok, out, err) = cli(host.api(), &["status", "stopped"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["state:", "stopped"]), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("limits:") && l.contains("host defaults")), "{out}");
+    let (ok, out, err) = cli(host.api(), &["stop", "swapped", "--json"]).await;
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!((status["name"].as_str(), status["state"].as_str()), (Some("swapped"), Some("stopped")));
+    let (ok, out, _) = cli(host.api(), &["list", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("--json prints JSON").as_array().map(Vec::len), Some(3));
 }
