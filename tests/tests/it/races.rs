@@ -107,7 +107,19 @@ async fn a_fault_racing_stop_rollback_or_a_swap_is_kept_with_the_change_across_a
         assert_eq!(answer["version"], expected_version, "round {round}: {action}: {answer}");
         // Settled: the poison faults every runner that meets it, so the
         // serving lane ends faulted, or stopped by the stop.
-        let status = env.wait_status(NAME, "the projection to settle", |s| s.state.is_ended()).await;
+        // The registry is read the moment the watch shows it: what is shown must be recorded already.
+        let mut at_settling = None;
+        let status = env
+            .wait_status(NAME, "the projection to settle", |s| {
+                let ended = s.state.is_ended();
+                if ended && at_settling.is_none() {
+                    at_settling = Some(recorded(&env));
+                }
+                ended
+            })
+            .await;
+        let at_settling = at_settling.expect("read when it settled");
+        assert_eq!(at_settling["state"], status["state"], "round {round}: shown before it was recorded: {at_settling}");
         assert_eq!(status["version"], expected_version, "round {round}: {action}: {status}");
         // The registry holds the change and, when the status shows one, the fault.
         let serving = recorded(&env);

@@ -143,7 +143,7 @@ impl HostEnv {
     /// watch; a blue/green switch replaces the serving lane (the old one's
     /// watch may say nothing more), so the serving lane is looked up again
     /// at least every 20 ms.
-    pub(crate) async fn wait_status(&self, name: &str, what: &str, done: impl Fn(&LaneStatus) -> bool) -> Value {
+    pub(crate) async fn wait_status(&self, name: &str, what: &str, mut done: impl FnMut(&LaneStatus) -> bool) -> Value {
         within(what, async {
             loop {
                 let deployment = self.host().deployments().get(name).expect("deployed");
