@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The example projections, test-only guests that misbehave on purpose, and
-/// one that does nothing (the benchmark's boundary baseline).
+/// one that does nothing (the benchmark's boundary baseline), and one built
+/// against the 0.1.0 contract.
 const GUESTS: &[(&str, &str)] = &[
     ("user-directory", "user_directory"),
     ("signup-stats", "signup_stats"),
@@ -23,6 +24,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-noop", "guest_noop"),
     ("guest-tally", "guest_tally"),
     ("guest-tally-v2", "guest_tally_v2"),
+    ("guest-legacy", "guest_legacy"),
+    ("guest-shipments", "guest_shipments"),
 ];
 
 fn main() {

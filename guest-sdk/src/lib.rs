@@ -119,7 +119,10 @@ pub struct Description {
     pub name: String,
     /// The version of its logic.
     pub version: String,
-    /// Deliver only events whose type starts with one of these (all if empty).
+    /// Deliver events whose type is exactly one of these.
+    pub event_types: Vec<String>,
+    /// Deliver events whose type starts with one of these. With both type
+    /// lists empty, every type is delivered.
     pub event_type_prefixes: Vec<String>,
     /// Deliver only events whose stream starts with one of these (all if empty).
     pub stream_prefixes: Vec<String>,
@@ -133,15 +136,26 @@ impl Description {
         Description {
             name: name.into(),
             version: version.into(),
+            event_types: Vec::new(),
             event_type_prefixes: Vec::new(),
             stream_prefixes: Vec::new(),
             indexes: Vec::new(),
         }
     }
 
-    /// Receive events whose type is, or starts with, one of `types`.
+    /// Receive events whose type is exactly one of `types`:
+    /// `event_types(["OrderShipped"])` does not receive `OrderShippedNotificationSent`.
     pub fn event_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
-        self.event_type_prefixes.extend(types.into_iter().map(Into::into));
+        self.event_types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Receive events whose type starts with one of `prefixes`, e.g.
+    /// `event_type_prefixes(["Order"])` for `OrderPlaced`, `OrderShipped`, ...
+    /// Combined with [`Description::event_types`], an event is received when
+    /// either accepts its type.
+    pub fn event_type_prefixes<S: Into<String>>(mut self, prefixes: impl IntoIterator<Item = S>) -> Self {
+        self.event_type_prefixes.extend(prefixes.into_iter().map(Into::into));
         self
     }
 
@@ -160,13 +174,24 @@ impl Description {
     /// Whether an event of this stream and type is delivered: it matches the
     /// filters, and its type is not a `$`-prefixed system type.
     pub fn wants(&self, stream_id: &str, event_type: &str) -> bool {
-        let matches = |prefixes: &[String], value: &str| {
-            prefixes.is_empty() || prefixes.iter().any(|p| value.starts_with(p.as_str()))
-        };
-        !event_type.starts_with('$')
-            && matches(&self.event_type_prefixes, event_type)
-            && matches(&self.stream_prefixes, stream_id)
+        !event_type.starts_with('$') && self.wants_type(event_type) && self.wants_stream(stream_id)
     }
+
+    /// Whether the type filters accept `event_type` (exact types or prefixes).
+    pub fn wants_type(&self, event_type: &str) -> bool {
+        (self.event_types.is_empty() && self.event_type_prefixes.is_empty())
+            || self.event_types.iter().any(|t| t == event_type)
+            || starts_with_any(&self.event_type_prefixes, event_type)
+    }
+
+    /// Whether the stream filter accepts `stream_id`.
+    pub fn wants_stream(&self, stream_id: &str) -> bool {
+        self.stream_prefixes.is_empty() || starts_with_any(&self.stream_prefixes, stream_id)
+    }
+}
+
+fn starts_with_any(prefixes: &[String], value: &str) -> bool {
+    prefixes.iter().any(|p| value.starts_with(p.as_str()))
 }
 
 /// Why an event could not be applied.

@@ -250,30 +250,20 @@ fn misdelivery(description: &Description, event_index: usize, test: &TestEvent) 
     let event = format!("event {event_index} (stream `{stream}`, type `{event_type}`)");
     let name = &description.name;
     if test.expect_ignored {
-        return format!(
-            "{event} is marked `expect_ignored` but `{name}` wants it: its stream prefixes are {} and its event type prefixes {}",
-            prefixes(&description.stream_prefixes),
-            prefixes(&description.event_type_prefixes),
-        );
+        return format!("{event} is marked `expect_ignored` but `{name}` wants it: {}", filters(description));
     }
-    let refused_by = |prefixes: &[String], value: &str| !prefixes.iter().any(|p| value.starts_with(p.as_str()));
     let mut reasons = Vec::new();
     if event_type.starts_with('$') {
         reasons.push("`$` types are system events, never delivered".to_owned());
     }
-    if !description.event_type_prefixes.is_empty() && refused_by(&description.event_type_prefixes, event_type) {
-        reasons.push(format!(
-            "its type matches none of the event type prefixes {}",
-            prefixes(&description.event_type_prefixes)
-        ));
+    if !description.wants_type(event_type) {
+        reasons.push(format!("its type is not one the projection asks for ({})", type_filter(description)));
     }
-    if !description.stream_prefixes.is_empty() && refused_by(&description.stream_prefixes, stream) {
+    if !description.wants_stream(stream) {
         let default =
             if test.stream_id.is_none() { " (`test` is the default: set one with `.stream(...)`)" } else { "" };
-        reasons.push(format!(
-            "its stream matches none of the stream prefixes {}{default}",
-            prefixes(&description.stream_prefixes)
-        ));
+        reasons
+            .push(format!("its stream matches none of the stream prefixes {:?}{default}", description.stream_prefixes));
     }
     format!(
         "{event} would never reach `{name}`: {}; give it a stream and type the projection wants, or mark it `.expect_ignored()` to test that it is ignored",
@@ -281,12 +271,22 @@ fn misdelivery(description: &Description, event_index: usize, test: &TestEvent) 
     )
 }
 
-/// A description's prefix list for a message.
-fn prefixes(prefixes: &[String]) -> String {
-    if prefixes.is_empty() {
-        "any".to_owned()
-    } else {
-        format!("{prefixes:?}")
+/// Every filter of a description, for a message.
+fn filters(description: &Description) -> String {
+    let streams = match description.stream_prefixes.as_slice() {
+        [] => "any stream".to_owned(),
+        prefixes => format!("stream prefixes {prefixes:?}"),
+    };
+    format!("{streams}; {}", type_filter(description))
+}
+
+/// A description's type filter, for a message.
+fn type_filter(description: &Description) -> String {
+    match (description.event_types.as_slice(), description.event_type_prefixes.as_slice()) {
+        ([], []) => "any type".to_owned(),
+        (types, []) => format!("event types {types:?}"),
+        ([], prefixes) => format!("event type prefixes {prefixes:?}"),
+        (types, prefixes) => format!("event types {types:?} or event type prefixes {prefixes:?}"),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn describe<P: Projection>() -> WitDescription {
     types::Description {
         name: d.name,
         version: d.version,
+        event_types: d.event_types,
         event_type_prefixes: d.event_type_prefixes,
         stream_prefixes: d.stream_prefixes,
         indexes: d.indexes.into_iter().map(|(collection, field)| types::Index { collection, field }).collect(),

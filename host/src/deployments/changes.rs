@@ -364,7 +364,8 @@ impl Deployments {
 async fn install(lane: &Lane, module: &Module, instance: Instance, on_error: OnError, limits: Limits) -> bool {
     let Some(control) = lane.control() else { return false };
     let (reply, installed) = oneshot::channel();
-    let swap = Control::Swap { module: module.clone(), instance: Box::new(instance), on_error, limits, reply };
+    let swap =
+        Control::Swap { module: Box::new(module.clone()), instance: Box::new(instance), on_error, limits, reply };
     control.send(swap).await.is_ok() && installed.await.is_ok()
 }
 

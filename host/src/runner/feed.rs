@@ -40,17 +40,27 @@ pub(super) async fn subscribe(
     Feed { batches, _feeder: AbortOnDrop(feeder) }
 }
 
-/// The server-side filter: stream prefixes, else event type prefixes, else
-/// every event but the system's. `Description::wants` refines it per event.
+/// The server-side filter: stream prefixes, else event types, else every
+/// event but the system's. `Description::wants` refines it per event.
 fn filter(description: &Description) -> SubscriptionFilter {
     let d = description;
     if !d.stream_prefixes.is_empty() {
         d.stream_prefixes.iter().fold(SubscriptionFilter::on_stream_name(), |f, p| f.add_prefix(p))
+    } else if !d.event_types.is_empty() {
+        SubscriptionFilter::on_event_type().regex(type_regex(&d.event_types, &d.event_type_prefixes))
     } else if !d.event_type_prefixes.is_empty() {
         d.event_type_prefixes.iter().fold(SubscriptionFilter::on_event_type(), |f, p| f.add_prefix(p))
     } else {
         SubscriptionFilter::on_event_type().exclude_system_events()
     }
+}
+
+/// A regex matching exactly `types` or anything starting with `prefixes`
+/// (a server filter is prefixes or one regex, not both).
+fn type_regex(types: &[String], prefixes: &[String]) -> String {
+    let exact = types.iter().map(|t| regex::escape(t)).collect::<Vec<_>>().join("|");
+    let alternatives = std::iter::once(format!("(?:{exact})$")).chain(prefixes.iter().map(|p| regex::escape(p)));
+    format!("^(?:{})", alternatives.collect::<Vec<_>>().join("|"))
 }
 
 /// Batches formed ahead of the one running.
@@ -138,5 +148,22 @@ fn to_event(recorded: &eventstore::RecordedEvent) -> Event {
         content_type: if recorded.is_json { "application/json".into() } else { "application/octet-stream".into() },
         data: recorded.data.to_vec(),
         metadata: recorded.custom_metadata.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_regex;
+
+    #[test]
+    fn the_type_regex_is_exact_for_types_and_open_for_prefixes() {
+        let re =
+            regex::Regex::new(&type_regex(&["Order.Shipped".into(), "Paid".into()], &["Stock".into()])).expect("valid");
+        for wanted in ["Order.Shipped", "Paid", "StockReceived"] {
+            assert!(re.is_match(wanted), "{wanted}");
+        }
+        for unwanted in ["OrderXShipped", "Order.ShippedNotificationSent", "PaidTwice", "RePaid", "stock"] {
+            assert!(!re.is_match(unwanted), "{unwanted}");
+        }
     }
 }

@@ -51,7 +51,7 @@ impl Default for BatchConfig {
 /// What the owner of a runner can ask of it between two batches.
 pub(crate) enum Control {
     /// Run `module` (already instantiated as `instance`) from the checkpoint on.
-    Swap { module: Module, instance: Box<Instance>, on_error: OnError, limits: Limits, reply: oneshot::Sender<()> },
+    Swap { module: Box<Module>, instance: Box<Instance>, on_error: OnError, limits: Limits, reply: oneshot::Sender<()> },
     /// Stop after the batch in flight.
     Stop { reply: oneshot::Sender<()> },
     /// Stop after the batch in flight without reporting `stopped`: another
@@ -186,7 +186,7 @@ impl Runner {
         match command {
             Some(Control::Swap { module, instance, on_error, limits, reply }) => {
                 let version = module.description().version.clone();
-                self.module = module;
+                self.module = *module;
                 self.instance = Some(*instance);
                 self.on_error = on_error;
                 self.limits = limits;

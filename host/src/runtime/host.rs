@@ -135,3 +135,49 @@ fn to_wit(refusal: WriteError) -> read_model::WriteError {
         WriteError::InvalidName(message) => read_model::WriteError::InvalidName(message),
     }
 }
+
+// Modules built against the 0.1.0 contract import the same interfaces under
+// that version; they get the same behaviour.
+mod v0_1 {
+    use super::super::bindings::v0_1::projector::projection::{log, read_model, types};
+    use super::HostState;
+    use super::{log as current_log, read_model as current_read_model};
+
+    impl read_model::Host for HostState {
+        fn get(&mut self, collection: String, key: String) -> wasmtime::Result<Option<String>> {
+            current_read_model::Host::get(self, collection, key)
+        }
+
+        fn put(
+            &mut self,
+            collection: String,
+            key: String,
+            document: String,
+        ) -> wasmtime::Result<Result<(), read_model::WriteError>> {
+            let refused = current_read_model::Host::put(self, collection, key, document)?;
+            Ok(refused.map_err(|refusal| match refusal {
+                current_read_model::WriteError::TooLarge(limit) => read_model::WriteError::TooLarge(limit),
+                current_read_model::WriteError::InvalidJson(m) => read_model::WriteError::InvalidJson(m),
+                current_read_model::WriteError::InvalidName(m) => read_model::WriteError::InvalidName(m),
+            }))
+        }
+
+        fn delete(&mut self, collection: String, key: String) -> wasmtime::Result<()> {
+            current_read_model::Host::delete(self, collection, key)
+        }
+    }
+
+    impl log::Host for HostState {
+        fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+            let level = match level {
+                log::Level::Debug => current_log::Level::Debug,
+                log::Level::Info => current_log::Level::Info,
+                log::Level::Warn => current_log::Level::Warn,
+                log::Level::Error => current_log::Level::Error,
+            };
+            current_log::Host::write(self, level, message)
+        }
+    }
+
+    impl types::Host for HostState {}
+}

@@ -24,6 +24,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 use bindings::projector::projection::types as wit;
+use bindings::v0_1::projector::projection::types as wit_v0_1;
 pub use host::DocumentSource;
 use host::HostState;
 /// Events and descriptions are the SDK's types: one definition on both sides of the boundary.
@@ -120,8 +121,17 @@ impl std::fmt::Debug for Runtime {
 #[derive(Clone)]
 pub struct Module {
     component: Component,
+    contract: Arc<Contract>,
     description: Description,
     precompiled: bool,
+}
+
+/// Which version of the contract a module implements, with its imports
+/// resolved. Modules built against 0.1.0 keep running: their description
+/// has type prefixes only, which is what its `event-type-prefixes` meant.
+enum Contract {
+    Current(bindings::ProjectionPre<HostState>),
+    V0_1(bindings::v0_1::ProjectionPre<HostState>),
 }
 
 impl std::fmt::Debug for Module {
@@ -152,6 +162,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         bindings::Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(wasm_error)?;
+        bindings::v0_1::Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(wasm_error)?;
         Ok(Runtime { engine, linker, limits, cache: None })
     }
 
@@ -178,7 +190,8 @@ impl Runtime {
                 return Err(DeployError::ForbiddenImport(name.to_owned()));
             }
         }
-        let mut module = Module { component, description: Description::new("", ""), precompiled: !fresh };
+        let contract = Arc::new(self.contract(&component)?);
+        let mut module = Module { component, contract, description: Description::new("", ""), precompiled: !fresh };
         let mut instance =
             self.instantiate(&module).map_err(|fault| DeployError::Invalid(format!("cannot instantiate: {fault}")))?;
         module.description =
@@ -187,6 +200,21 @@ impl Runtime {
             cache.store(bytes, &module.component);
         }
         Ok(module)
+    }
+
+    /// Which contract `component` implements: the current one, else 0.1.0;
+    /// if neither, why not the current one.
+    fn contract(&self, component: &Component) -> Result<Contract, DeployError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| DeployError::Invalid(format!("cannot instantiate: {e:#}")))?;
+        match bindings::ProjectionPre::new(pre.clone()) {
+            Ok(current) => Ok(Contract::Current(current)),
+            Err(mismatch) => bindings::v0_1::ProjectionPre::new(pre)
+                .map(Contract::V0_1)
+                .map_err(|_| DeployError::Invalid(format!("{mismatch:#}"))),
+        }
     }
 
     /// The default limits.
@@ -205,8 +233,11 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(limits.batch_deadline));
-        let bindings = bindings::Projection::instantiate(&mut store, &module.component, &self.linker)
-            .map_err(|e| classify(e, &limits, store.data().limiter.refused()))?;
+        let bindings = match &*module.contract {
+            Contract::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            Contract::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
+        }
+        .map_err(|e| classify(e, &limits, store.data().limiter.refused()))?;
         Ok(Instance { store, bindings, limits })
     }
 }
@@ -214,8 +245,13 @@ impl Runtime {
 /// A running module. Not `Sync`; one batch at a time.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: bindings::Projection,
+    bindings: Bindings,
     limits: Limits,
+}
+
+enum Bindings {
+    Current(bindings::Projection),
+    V0_1(bindings::v0_1::Projection),
 }
 
 impl std::fmt::Debug for Instance {
@@ -224,25 +260,30 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-impl Instance {
-    fn describe(&mut self) -> Result<Description, Fault> {
-        self.begin_call();
-        let d = self.bindings.call_describe(&mut self.store).map_err(|e| self.classify(e))?;
-        Ok(Description {
+// The two contracts' records have the same fields but are distinct types,
+// so the conversions are written once, for either.
+
+/// A description from either contract's record (0.1.0 has no exact types).
+macro_rules! description {
+    ($d:expr, $event_types:expr) => {{
+        let d = $d;
+        Description {
             name: d.name,
             version: d.version,
+            event_types: $event_types,
             event_type_prefixes: d.event_type_prefixes,
             stream_prefixes: d.stream_prefixes,
             indexes: d.indexes.into_iter().map(|i| (i.collection, i.field)).collect(),
-        })
-    }
+        }
+    }};
+}
 
-    /// Runs one batch over `source` and returns its writes. On any failure
-    /// the writes are dropped; after a trap the instance must not be reused.
-    pub fn handle_batch(&mut self, events: &[Event], source: Arc<dyn DocumentSource>) -> Result<Writes, Fault> {
-        let batch: Vec<wit::Event> = events
+/// The batch as `$wit`'s event records.
+macro_rules! wit_events {
+    ($wit:ident, $events:expr) => {
+        $events
             .iter()
-            .map(|e| wit::Event {
+            .map(|e| $wit::Event {
                 stream_id: e.stream_id.clone(),
                 event_type: e.event_type.clone(),
                 event_id: e.event_id.clone(),
@@ -253,21 +294,55 @@ impl Instance {
                 data: e.data.clone(),
                 metadata: e.metadata.clone(),
             })
-            .collect();
+            .collect::<Vec<_>>()
+    };
+}
+
+/// The fault for `$wit`'s batch error.
+macro_rules! guest_fault {
+    ($wit:ident, $failed:expr) => {{
+        let failed = $failed;
+        Fault::Guest {
+            event_index: failed.event_index as usize,
+            message: match failed.error {
+                $wit::HandleError::InvalidEvent(m) => format!("invalid event: {m}"),
+                $wit::HandleError::ReadModel(m) => format!("read model: {m}"),
+                $wit::HandleError::Other(m) => m,
+            },
+        }
+    }};
+}
+
+impl Instance {
+    fn describe(&mut self) -> Result<Description, Fault> {
+        self.begin_call();
+        let described = match &self.bindings {
+            Bindings::Current(b) => b.call_describe(&mut self.store).map(|mut d| {
+                let event_types = std::mem::take(&mut d.event_types);
+                description!(d, event_types)
+            }),
+            Bindings::V0_1(b) => b.call_describe(&mut self.store).map(|d| description!(d, Vec::new())),
+        };
+        described.map_err(|e| self.classify(e))
+    }
+
+    /// Runs one batch over `source` and returns its writes. On any failure
+    /// the writes are dropped; after a trap the instance must not be reused.
+    pub fn handle_batch(&mut self, events: &[Event], source: Arc<dyn DocumentSource>) -> Result<Writes, Fault> {
         self.store.data_mut().begin_batch(source);
         self.begin_call();
-        let outcome = self.bindings.call_handle_batch(&mut self.store, &batch);
+        let outcome = match &self.bindings {
+            Bindings::Current(b) => b
+                .call_handle_batch(&mut self.store, &wit_events!(wit, events))
+                .map(|r| r.map_err(|failed| guest_fault!(wit, failed))),
+            Bindings::V0_1(b) => b
+                .call_handle_batch(&mut self.store, &wit_events!(wit_v0_1, events))
+                .map(|r| r.map_err(|failed| guest_fault!(wit_v0_1, failed))),
+        };
         let writes = self.store.data_mut().end_batch();
         match outcome {
             Ok(Ok(())) => Ok(writes),
-            Ok(Err(failed)) => Err(Fault::Guest {
-                event_index: failed.event_index as usize,
-                message: match failed.error {
-                    wit::HandleError::InvalidEvent(m) => format!("invalid event: {m}"),
-                    wit::HandleError::ReadModel(m) => format!("read model: {m}"),
-                    wit::HandleError::Other(m) => m,
-                },
-            }),
+            Ok(Err(fault)) => Err(fault),
             Err(e) => Err(self.classify(e)),
         }
     }

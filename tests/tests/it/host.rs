@@ -336,3 +336,32 @@ async fn projections_follow_a_restarted_event_store_without_losing_or_repeating_
     assert_eq!(stats["events_processed"], 20);
     assert!(stats["problem"].is_null(), "{stats}");
 }
+
+/// Event types are exact for a current module and prefixes for one built
+/// against 0.1.0, through the server-side filter and the host's own check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_event_types_and_legacy_prefixes_each_deliver_what_they_say() {
+    let env = HostEnv::start().await;
+    for (name, module) in [("shipments", env!("WASM_GUEST_SHIPMENTS")), ("legacy", env!("WASM_GUEST_LEGACY"))] {
+        let (status, body) = env.deploy(name, module).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+    }
+    let events: Vec<EventData> = ["OrderPlaced", "OrderShipped", "OrderShippedNotificationSent", "OrderShip"]
+        .into_iter()
+        .map(|event_type| EventData::json(event_type, &json!({})).expect("json"))
+        .collect();
+    let appended = env.events.append_to_stream("order-1", &Default::default(), events).await.expect("append");
+    let last = appended.position.commit;
+
+    for (name, expected) in
+        [("shipments", vec!["OrderShipped"]), ("legacy", vec!["OrderShipped", "OrderShippedNotificationSent"])]
+    {
+        let (status, page) =
+            env.api().get_caught_up(&format!("/projections/{name}/collections/seen?at_least={last}")).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {page}");
+        let mut seen: Vec<&str> =
+            page["items"].as_array().expect("items").iter().map(|i| i["doc"]["type"].as_str().expect("type")).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, expected, "{name}");
+    }
+}

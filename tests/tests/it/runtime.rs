@@ -290,3 +290,34 @@ fn compiled_modules_are_kept_and_reloaded_and_a_damaged_artifact_is_compiled_aga
     assert!(runtime().compile(&wasi_importing_module()).is_err());
     assert_eq!(std::fs::read_dir(cache.path()).expect("cache dir").count(), 1);
 }
+
+#[test]
+fn a_module_built_against_the_0_1_contract_still_runs() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_GUEST_LEGACY"))).expect("a 0.1.0 module deploys");
+    let description = module.description();
+    assert_eq!((description.name.as_str(), description.version.as_str()), ("legacy", "0.1.0"));
+    assert_eq!(description.event_type_prefixes, ["OrderShipped"]);
+    assert!(description.event_types.is_empty(), "0.1.0 has prefixes only");
+    assert!(description.wants("order-1", "OrderShippedNotificationSent"), "its prefixes keep their meaning");
+
+    let mut instance = runtime.instantiate(&module).expect("instance");
+    let committed = Arc::new(Committed::default());
+    // The guest checks that an invalid document comes back as 0.1.0's `invalid-json`.
+    let writes = instance.handle_batch(&[one_event("OrderShipped")], committed.clone()).expect("applies");
+    committed.commit(writes);
+    assert_eq!(committed.collection("seen").into_values().collect::<Vec<_>>(), [json!({"type": "OrderShipped"})]);
+
+    let fault = instance
+        .handle_batch(&[one_event("OrderShipped"), one_event("OrderShippedBadly")], committed.clone())
+        .expect_err("refused");
+    assert_eq!(fault, Fault::Guest { event_index: 1, message: "refused on purpose".into() });
+}
+
+#[test]
+fn a_current_module_reports_its_exact_event_types() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let module = runtime.compile(&module_bytes(env!("WASM_GUEST_SHIPMENTS"))).expect("compiles");
+    assert_eq!(module.description().event_types, ["OrderShipped"]);
+    assert!(module.description().event_type_prefixes.is_empty());
+}
