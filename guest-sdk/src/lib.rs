@@ -60,9 +60,13 @@
 //! [`testing::TestEvent::expect_ignored`] to show that it is ignored.
 //!
 //! Projections are deterministic: they have no clock, randomness, files or
-//! network, and must write the same documents given the same events. Build
-//! one with `cargo build --target wasm32-unknown-unknown --release`; the host
-//! turns the module into a component when it is deployed.
+//! network, and must write the same documents given the same events.
+//!
+//! A projection crate is a `cdylib` (the module) and an `rlib` (for its
+//! native tests); `projector new NAME` makes one, with a release profile
+//! suited to modules (`lto = true`, `codegen-units = 1`, `debug = false`).
+//! Build its module with `cargo build --release --target wasm32-unknown-unknown`;
+//! the host turns the module into a component when it is deployed.
 //!
 //! The limits on what a projection writes (name lengths, document size) are
 //! in [`rules`]; the host and the test harness both check writes with it.

@@ -28,6 +28,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the embedded EventStoreDB-compatible event store on its own.
     Eventstore(EventstoreArgs),
+    /// Create a projection crate of your own (Rust), ready to test, build and deploy.
+    New(NewArgs),
     /// Commands that talk to a running host.
     #[command(flatten)]
     Client(ClientCommand),
@@ -139,6 +141,20 @@ pub struct QueryArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: Connection,
+}
+
+/// Flags of `projector new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The projection's name, also its crate's (`[a-z][a-z0-9-]{0,62}`).
+    pub name: String,
+    /// Where to create the crate (default: a directory named after it).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The guest SDK's directory (default: the one in the source tree this
+    /// binary was built from).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 /// Flags of `projector eventstore`.

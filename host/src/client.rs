@@ -339,7 +339,7 @@ fn limits_text(limits: &Value) -> String {
 
 /// Writes a line to stdout; a reader that went away (`| head`) ends the
 /// output quietly instead of a panic.
-fn say(line: std::fmt::Arguments<'_>) {
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let written = writeln!(std::io::stdout().lock(), "{line}");
     if let Err(e) = written {

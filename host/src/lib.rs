@@ -16,6 +16,7 @@ pub mod readmodel;
 mod registry;
 mod runner;
 pub mod runtime;
+mod scaffold;
 pub mod settings;
 pub mod status;
 pub mod users;
@@ -38,6 +39,7 @@ pub async fn run(command: Command, shutdown: impl Future<Output = ()> + Send + '
         Command::Eventstore(args) => run_eventstore(args, shutdown).await,
         Command::Serve(args) => run_serve(args, shutdown).await,
         Command::Client(args) => client::run(args).await,
+        Command::New(args) => scaffold::run(args),
     }
 }
 

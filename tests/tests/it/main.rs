@@ -12,6 +12,7 @@
 //! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
 //! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
 //! - `process`               the real binary: CLI client, kill -9 and restart
+//! - `own_crate`             `projector new` outside the repository: the crate tests, builds and deploys
 //! - `crash`                 kill -9 at random points of a catch-up; read models equal an uninterrupted run's
 //! - `soak`                  the binary under steady appends, registrations, queries and swaps: resources flat, nothing lost
 //! - `storage`               the host's data directory unusable or full: clear errors, retried, nothing damaged
@@ -37,6 +38,7 @@ mod eventstore;
 mod fuzz;
 mod host;
 mod lifecycle;
+mod own_crate;
 mod process;
 mod races;
 mod runtime;
