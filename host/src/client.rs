@@ -151,8 +151,7 @@ impl Client {
             return print(&status);
         }
         let Some(target) = status["rebuild"]["version"].as_str().map(str::to_owned) else {
-            let text = |field: &str| status[field].as_str().unwrap_or("?").to_owned();
-            say(format_args!("{} is running version {} ({})", args.name, text("version"), text("state")));
+            say(format_args!("{}", status_lines(&status)));
             return Ok(());
         };
         self.follow_rebuild(&args.name, &target).await
@@ -289,8 +288,9 @@ fn status_lines(s: &Value) -> String {
         ("lag", format!("{} events, {} s", text(&s["lag_events"]), text(&s["lag_seconds"]))),
         ("on error", text(&s["on_error"])),
         ("dead letters", text(&s["dead_letters"])),
-        ("limits", limits_text(&s["limits"])),
-        ("previous version", text(&s["previous_version"])),
+        ("read model", text(&s["read_model"])),
+        ("limits", limits_text(&s["limits"], &s["limits_set"])),
+        ("previous", previous_text(&s["previous"], &s["read_model"])),
     ];
     if let Value::Object(fault) = &s["fault"] {
         let at = [
@@ -326,14 +326,34 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// The limits a deploy set; the rest are the host's defaults.
-fn limits_text(limits: &Value) -> String {
-    let set: Vec<String> =
-        limits.as_object().map(|o| o.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
+/// The limits in force, and which of them the deploy set.
+fn limits_text(limits: &Value, set: &Value) -> String {
+    let mib = |bytes: &Value| bytes.as_u64().map_or_else(|| "?".into(), |b| format!("{} MiB", b as f64 / 1048576.0));
+    let in_force = format!(
+        "memory {} MiB, batch timeout {} ms, document {}, batch writes {}",
+        text(&limits["memory_mb"]),
+        text(&limits["batch_timeout_ms"]),
+        mib(&limits["document_bytes"]),
+        mib(&limits["batch_write_bytes"]),
+    );
+    let set: Vec<&str> = set.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
     if set.is_empty() {
-        "host defaults".into()
+        format!("{in_force} (host defaults)")
     } else {
-        format!("{} (host defaults for the rest)", set.join(", "))
+        format!("{in_force} (set at deploy: {})", set.join(", "))
+    }
+}
+
+/// What `rollback` would return to.
+fn previous_text(previous: &Value, serving_read_model: &Value) -> String {
+    if previous.is_null() {
+        return "none".into();
+    }
+    let version = text(&previous["version"]);
+    if previous["read_model"] == *serving_read_model {
+        format!("{version} (same read model: rollback changes only the code)")
+    } else {
+        format!("{version} (read model {}: rollback serves it again)", text(&previous["read_model"]))
     }
 }
 
@@ -359,5 +379,36 @@ fn read_token(path: &Path) -> anyhow::Result<Option<String>> {
         Ok(token) => Ok(Some(token.trim().to_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read the admin token in {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{limits_text, previous_text};
+
+    #[test]
+    fn the_previous_version_says_what_a_rollback_would_serve() {
+        let serving = json!("orders-2");
+        assert_eq!(previous_text(&json!(null), &serving), "none");
+        assert_eq!(
+            previous_text(&json!({"version": "1.0.0", "read_model": "orders-2"}), &serving),
+            "1.0.0 (same read model: rollback changes only the code)"
+        );
+        assert_eq!(
+            previous_text(&json!({"version": "1.0.0", "read_model": "orders-1"}), &serving),
+            "1.0.0 (read model orders-1: rollback serves it again)"
+        );
+    }
+
+    #[test]
+    fn limits_show_every_value_in_force_and_which_the_deploy_set() {
+        let limits = json!({"memory_mb": 32, "batch_timeout_ms": 5000, "document_bytes": 1048576, "batch_write_bytes": 67108864});
+        assert_eq!(
+            limits_text(&limits, &json!({"memory_mb": 32})),
+            "memory 32 MiB, batch timeout 5000 ms, document 1 MiB, batch writes 64 MiB (set at deploy: memory_mb)"
+        );
+        assert!(limits_text(&limits, &json!({})).ends_with("(host defaults)"));
     }
 }

@@ -99,18 +99,46 @@ pub struct Status {
     /// The serving lane: the version answering queries and its progress.
     #[serde(flatten)]
     pub serving: LaneStatus,
+    /// The read model answering queries (its file name under `readmodels/`).
+    pub read_model: String,
     /// Events in `$all` after the checkpoint (system events excluded).
     pub lag_events: u64,
     /// How long the first event after the checkpoint has been waiting, in seconds.
     pub lag_seconds: f64,
     /// What happens when the module fails on an event.
     pub on_error: OnError,
-    /// Sandbox limits set at deploy (host defaults for the rest).
-    pub limits: ProjectionLimits,
-    /// The version `rollback` returns to, if any.
-    pub previous_version: Option<String>,
+    /// The sandbox limits in force: the deploy's own, the host's defaults for the rest.
+    pub limits: EffectiveLimits,
+    /// The limits the deploy set (empty when every limit is the host's default).
+    pub limits_set: ProjectionLimits,
+    /// What `rollback` returns to, if anything.
+    pub previous: Option<Previous>,
     /// A blue/green rebuild in progress.
     pub rebuild: Option<Rebuild>,
+}
+
+/// The sandbox limits a projection runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EffectiveLimits {
+    /// Largest linear memory, in MiB.
+    pub memory_mb: u64,
+    /// Longest one batch may run, in milliseconds.
+    pub batch_timeout_ms: u64,
+    /// Largest document the module may write, in bytes (host-wide).
+    pub document_bytes: u64,
+    /// Most one batch may write, in bytes (host-wide).
+    pub batch_write_bytes: u64,
+}
+
+/// The version and read model `rollback` returns to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Previous {
+    /// The version of its module.
+    pub version: String,
+    /// Its read model: the serving one after a `continue` swap (a rollback
+    /// changes only the code), the replaced one after a rebuild (a rollback
+    /// serves it again).
+    pub read_model: String,
 }
 
 /// Progress of a blue/green rebuild.
@@ -153,18 +181,23 @@ mod tests {
                 fault: None,
                 problem: None,
             },
+            read_model: "orders-2".into(),
             lag_events: 3,
             lag_seconds: 0.5,
             on_error: OnError::Skip,
-            limits: ProjectionLimits::default(),
-            previous_version: None,
+            limits: EffectiveLimits { memory_mb: 32, batch_timeout_ms: 5000, document_bytes: 1, batch_write_bytes: 2 },
+            limits_set: ProjectionLimits { memory_mb: Some(32), batch_timeout_ms: None },
+            previous: Some(Previous { version: "1.2.0".into(), read_model: "orders-1".into() }),
             rebuild: None,
         };
         let json = serde_json::to_value(&status).expect("serialises");
         let expected = serde_json::json!({
-            "name": "orders", "version": "1.2.0", "state": "catching-up", "checkpoint": 42,
+            "name": "orders", "version": "1.2.0", "state": "catching-up", "checkpoint": 42, "read_model": "orders-2",
             "lag_events": 3, "lag_seconds": 0.5, "events_processed": 7, "fault": null, "problem": null,
-            "on_error": "skip", "dead_letters": 1, "limits": {}, "previous_version": null, "rebuild": null,
+            "on_error": "skip", "dead_letters": 1,
+            "limits": {"memory_mb": 32, "batch_timeout_ms": 5000, "document_bytes": 1, "batch_write_bytes": 2},
+            "limits_set": {"memory_mb": 32},
+            "previous": {"version": "1.2.0", "read_model": "orders-1"}, "rebuild": null,
         });
         assert_eq!(json, expected);
     }

@@ -44,7 +44,7 @@ pub use crate::runner::BatchConfig;
 use crate::runner::{FaultReport, Runner};
 use crate::runtime::{DeployError, Module, Runtime};
 use crate::settings::{OnError, ProjectionLimits};
-use crate::status::{FaultInfo, Status};
+use crate::status::{EffectiveLimits, FaultInfo, Previous, Status};
 
 /// What a deploy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,14 +163,23 @@ impl Deployments {
         let (serving, candidate) = deployment.both();
         let serving = serving.status();
         let lag = self.head.lag(serving.checkpoint);
+        let limits_set = entry.as_ref().map(|e| e.limits).unwrap_or_default();
+        let sandbox = sandbox_limits(limits_set, self.runtime.limits());
         Status {
             name: deployment.name.clone(),
             serving,
+            read_model: entry.as_ref().map(|e| e.serving.readmodel.clone()).unwrap_or_default(),
             lag_events: lag.events,
             lag_seconds: lag.seconds,
             on_error: entry.as_ref().map(|e| e.on_error).unwrap_or_default(),
-            limits: entry.as_ref().map(|e| e.limits).unwrap_or_default(),
-            previous_version: entry.and_then(|e| e.previous).map(|p| p.version),
+            limits: EffectiveLimits {
+                memory_mb: (sandbox.memory_bytes >> 20) as u64,
+                batch_timeout_ms: sandbox.batch_deadline.as_millis() as u64,
+                document_bytes: sandbox.document_bytes as u64,
+                batch_write_bytes: sandbox.batch_write_bytes as u64,
+            },
+            limits_set,
+            previous: entry.and_then(|e| e.previous).map(|p| Previous { version: p.version, read_model: p.readmodel }),
             rebuild: candidate.map(|c| self.rebuild_status(&c)),
         }
     }

@@ -55,7 +55,8 @@ async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_r
     let (status, body) = env.deploy_with("tally", V2, "mode=continue").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["version"], "2.0.0");
-    assert_eq!(body["previous_version"], "1.0.0");
+    assert_eq!(body["previous"]["version"], "1.0.0");
+    assert_eq!(body["previous"]["read_model"], body["read_model"], "a continue swap keeps the read model: {body}");
     let (after, position) = tally::append(&env.events, "tally-c", 50).await;
     let (during, during_last) = during.await.expect("writer");
 
@@ -113,7 +114,11 @@ async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_
     let (_, live) = tally::append(&env.events, "tally-live", 10).await;
     let switched = env.wait_status("tally", "the switch to 2.0.0", |s| s.version == "2.0.0").await;
     assert_eq!((&switched["version"], &switched["rebuild"]), (&json!("2.0.0"), &Value::Null), "{switched}");
-    assert_eq!(switched["previous_version"], "1.0.0");
+    assert_eq!(switched["previous"]["version"], "1.0.0");
+    assert_ne!(
+        switched["previous"]["read_model"], switched["read_model"],
+        "the rebuild serves a new read model: {switched}"
+    );
     let after = tally::total(env.api(), "tally", live).await;
     stop.store(true, Ordering::Relaxed);
     let answers = queries.await.expect("query loop");
@@ -168,6 +173,29 @@ async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
         .filter(|f| f.as_ref().expect("entry").path().extension().is_some_and(|e| e == "sqlite"))
         .count();
     assert_eq!(sqlite, 1, "the cancelled rebuild's read model is removed ({files} files)");
+}
+
+/// A rebuild under the same version: the status tells the two read models
+/// apart, and a rollback serves the old one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to() {
+    let env = HostEnv::start().await;
+    let (_, first) = env.deploy("tally", V1).await;
+    let (_, position) = tally::append(&env.events, "tally-a", 3).await;
+    tally::total(env.api(), "tally", position).await;
+    let (status, body) = env.deploy_with("tally", V1, "mode=rebuild").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // Both lanes run 1.0.0, so the lane watch cannot tell them apart: the status can.
+    let rebuilt =
+        env.api().poll_status("tally", "the switch to the rebuilt read model", |s| s["rebuild"].is_null()).await;
+    assert_eq!(rebuilt["version"], "1.0.0", "{rebuilt}");
+    assert_eq!(rebuilt["previous"], json!({"version": "1.0.0", "read_model": first["read_model"]}), "{rebuilt}");
+    assert_ne!(rebuilt["read_model"], first["read_model"], "a rebuild serves a new read model: {rebuilt}");
+
+    let (status, rolled_back) = env.act("tally", "rollback").await;
+    assert_eq!(status, StatusCode::OK, "{rolled_back}");
+    assert_eq!(rolled_back["read_model"], first["read_model"], "the old read model serves again: {rolled_back}");
+    assert_eq!(rolled_back["previous"]["read_model"], rebuilt["read_model"], "{rolled_back}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +312,9 @@ async fn a_restarted_host_brings_every_projection_back_as_it_was() {
                     s["fault"],
                     s["on_error"],
                     s["limits"],
-                    s["previous_version"],
+                    s["limits_set"],
+                    s["read_model"],
+                    s["previous"],
                     s["state"] == "stopped",
                     s["state"] == "faulted"
                 ])
@@ -292,7 +322,9 @@ async fn a_restarted_host_brings_every_projection_back_as_it_was() {
             .collect()
     };
     assert_eq!(stable(&after), stable(&before), "every projection as it was:\n{before}\n{after}");
-    assert_eq!(after[0]["limits"], json!({ "memory_mb": 32, "batch_timeout_ms": 2000 }), "{after}");
+    assert_eq!(after[0]["limits_set"], json!({ "memory_mb": 32, "batch_timeout_ms": 2000 }), "{after}");
+    assert_eq!(after[0]["limits"]["memory_mb"], 32, "{after}");
+    assert_eq!(after[0]["limits"]["document_bytes"], 1 << 20, "the host's default, in force: {after}");
 
     // The swapped one keeps running its new code; the stopped one stays stopped.
     let (ids, position) = tally::append(&env.events, "tally-z", 1).await;

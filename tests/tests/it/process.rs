@@ -34,7 +34,13 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
 
     let (ok, out, err) = cli(host.api(), &["deploy", "tally", V1]).await;
     assert!(ok, "{out}{err}");
-    assert!(out.contains("tally is running version 1.0.0"), "{out}");
+    let line = |out: &str, key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .map(|l| l.split_once(':').expect("colon").1.trim().to_owned())
+    };
+    assert_eq!(line(&out, "version").as_deref(), Some("1.0.0"), "{out}");
+    assert_eq!(line(&out, "previous").as_deref(), Some("none"), "{out}");
     for name in ["swapped", "stopped"] {
         let (ok, _, err) = cli(host.api(), &["deploy", name, V1, "--on-error", "skip"]).await;
         assert!(ok, "{err}");
@@ -117,7 +123,7 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
         list.as_array()
             .expect("list")
             .iter()
-            .map(|s| json!([s["name"], s["version"], s["on_error"], s["previous_version"], s["state"] == "stopped"]))
+            .map(|s| json!([s["name"], s["version"], s["on_error"], s["previous"], s["state"] == "stopped"]))
             .collect()
     };
     assert_eq!(shape(&after), shape(&before), "\n{before}\n{after}");
@@ -142,7 +148,10 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
     let (ok, out, err) = cli(host.api(), &["status", "stopped"]).await;
     assert!(ok, "{err}");
     assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["state:", "stopped"]), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("limits:") && l.contains("host defaults")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("limits:") && l.contains("memory 64 MiB") && l.contains("(host defaults)")),
+        "{out}"
+    );
     let (ok, out, err) = cli(host.api(), &["stop", "swapped", "--json"]).await;
     assert!(ok, "{err}");
     let status: Value = serde_json::from_str(&out).expect("--json prints JSON");

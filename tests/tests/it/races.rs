@@ -33,7 +33,7 @@ fn durable(status: &Value) -> Value {
     json!({
         "version": status["version"], "state": status["state"], "fault": status["fault"],
         "checkpoint": status["checkpoint"], "events_processed": status["events_processed"],
-        "previous_version": status["previous_version"], "on_error": status["on_error"],
+        "previous": status["previous"], "on_error": status["on_error"],
     })
 }
 
@@ -76,7 +76,7 @@ async fn recover(env: &HostEnv, version: &str, poison: u64) {
     assert_eq!(code, StatusCode::OK, "{body}");
     let (code, body) = env.deploy_with(NAME, module(version), "on_error=fault").await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!((body["version"].as_str(), body["previous_version"].as_str()), (Some(version), Some(other(version))));
+    assert_eq!((body["version"].as_str(), body["previous"]["version"].as_str()), (Some(version), Some(other(version))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +93,7 @@ async fn a_fault_racing_stop_rollback_or_a_swap_is_kept_with_the_change_across_a
     for round in 0..rounds {
         let before = env.get(&format!("/projections/{NAME}")).await.1;
         let running = before["version"].as_str().expect("version").to_owned();
-        assert_eq!(before["previous_version"], other(&running), "rollback would return to the other version");
+        assert_eq!(before["previous"]["version"], other(&running), "rollback would return to the other version");
         let poison = append(&env, "TallyPoison").await;
         tokio::time::sleep(Duration::from_micros(seeded.below(15_000))).await;
         let action = ["stop", "rollback", "swap"][seeded.below(3) as usize];
