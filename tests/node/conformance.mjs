@@ -122,6 +122,33 @@ await check("a soft-deleted stream reads as not found; a tombstoned one as delet
   await assert.rejects(client.appendToStream(gone, jsonEvent({ type: "X", data: {} })), (error) => error instanceof StreamDeletedError);
 });
 
+await check("a tombstoned stream's read fails before any event, naming the stream, in both directions", async () => {
+  // EventStoreDB answers the call with the error and no message; the client
+  // reads the stream's name from the error's metadata.
+  const gone = `tombstoned-${run}`;
+  await client.appendToStream(gone, [jsonEvent({ type: "X", data: {} }), jsonEvent({ type: "Y", data: {} })]);
+  await client.tombstoneStream(gone);
+  for (const options of [{ direction: FORWARDS, fromRevision: START }, { direction: BACKWARDS, fromRevision: END }]) {
+    const seen = [];
+    await assert.rejects(
+      (async () => {
+        for await (const resolved of client.readStream(gone, options)) seen.push(resolved);
+      })(),
+      (error) => error instanceof StreamDeletedError && error.streamName === gone,
+    );
+    assert.deepEqual(seen, [], `no event before the error (${options.direction})`);
+  }
+});
+
+await check("a stream read to its end yields exactly its events", async () => {
+  const target = `ends-${run}`;
+  await client.appendToStream(target, [1, 2, 3].map((n) => jsonEvent({ type: "N", data: { n } })));
+  const events = await collect(client.readStream(target, { fromRevision: START, maxCount: 100 }));
+  assert.deepEqual(events.map((e) => e.data.n), [1, 2, 3]);
+  const past = await collect(client.readStream(target, { fromRevision: 10n, maxCount: 100 }));
+  assert.deepEqual(past, []);
+});
+
 await check("a filtered $all subscription catches up, then receives live events", async () => {
   const prefix = `live-${run}-`;
   await client.appendToStream(`${prefix}1`, jsonEvent({ type: "Before", data: { n: 1 } }));

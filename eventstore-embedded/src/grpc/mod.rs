@@ -8,6 +8,7 @@
 
 mod cluster;
 mod convert;
+mod filter;
 mod read;
 mod streams;
 mod transport;

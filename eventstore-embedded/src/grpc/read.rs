@@ -7,19 +7,20 @@
 //! waits for room in the response channel, so a slow subscriber slows only
 //! its own loop; the server never buffers more than a page per subscriber.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use regex::Regex;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use super::convert::{self, IdFormat};
+use super::filter::{self, Filter};
 use crate::proto::event_store::client::streams::read_req::options::{
-    self as opts, all_options::AllOption, filter_options, stream_options::RevisionOption, CountOption, FilterOption,
-    ReadDirection, StreamOption,
+    self as opts, all_options::AllOption, stream_options::RevisionOption, CountOption, FilterOption, ReadDirection,
+    StreamOption,
 };
 use crate::proto::event_store::client::streams::{read_resp, ReadResp};
-use crate::storage::{Direction, ReadError, ReadEvent, Store, StreamFrom};
+use crate::storage::{Direction, ReadError, ReadEvent, Store, StreamFrom, StreamPage};
 
 /// Batches of responses queued per read before the loop waits for the client.
 /// Responses travel in batches (about a page each) to keep the per-event
@@ -29,8 +30,6 @@ pub(crate) const CHANNEL_CAPACITY: usize = 4;
 const PAGE: usize = 256;
 /// Events scanned per page when a filter rejects most of them.
 const MAX_SCAN: usize = 4096;
-/// The filter window when the client does not set one (EventStoreDB's default).
-const DEFAULT_WINDOW: u32 = 32;
 
 /// A parsed read request.
 #[derive(Debug)]
@@ -41,6 +40,11 @@ pub(crate) struct Plan {
     count: Option<u64>,
     filter: Option<Filter>,
     ids: IdFormat,
+    /// Whether a stream read ends with `last_stream_position` (and, forwards
+    /// from past the end, starts with `first_stream_position`). EventStoreDB
+    /// sends them to clients that ask for compatibility level 1 or more, as
+    /// the Rust client does; the Node.js client does not ask.
+    stream_positions: bool,
 }
 
 #[derive(Debug)]
@@ -54,23 +58,6 @@ enum AllFrom {
     Start,
     End,
     Position(u64),
-}
-
-#[derive(Debug, Clone)]
-struct Filter {
-    on_stream: bool,
-    prefixes: Vec<String>,
-    regex: Option<Regex>,
-    /// Send a checkpoint after this many events scanned (subscriptions only).
-    checkpoint_every: u64,
-}
-
-impl Filter {
-    fn matches(&self, value: &str) -> bool {
-        (self.prefixes.is_empty() && self.regex.is_none())
-            || self.prefixes.iter().any(|p| value.starts_with(p.as_str()))
-            || self.regex.as_ref().is_some_and(|r| r.is_match(value))
-    }
 }
 
 impl Plan {
@@ -110,7 +97,7 @@ impl Plan {
             None => return Err(Status::invalid_argument("missing stream or $all option")),
         };
         let filter = match options.filter_option {
-            Some(FilterOption::Filter(f)) => Some(parse_filter(f)?),
+            Some(FilterOption::Filter(f)) => Some(filter::parse(f)?),
             Some(FilterOption::NoFilter(())) | None => None,
         };
         if filter.is_some() && matches!(target, Target::Stream { .. }) {
@@ -120,29 +107,9 @@ impl Plan {
             Some(opts::uuid_option::Content::Structured(())) => IdFormat::Structured,
             _ => IdFormat::String,
         };
-        Ok(Plan { target, direction, count, filter, ids })
+        let stream_positions = options.control_option.is_some_and(|c| c.compatibility >= 1);
+        Ok(Plan { target, direction, count, filter, ids, stream_positions })
     }
-}
-
-fn parse_filter(f: opts::FilterOptions) -> Result<Filter, Status> {
-    let (on_stream, expression) = match f.filter {
-        Some(filter_options::Filter::StreamIdentifier(e)) => (true, e),
-        Some(filter_options::Filter::EventType(e)) => (false, e),
-        None => return Err(Status::invalid_argument("filter has neither a stream nor an event-type expression")),
-    };
-    let regex = match expression.regex.as_str() {
-        "" => None,
-        pattern => Some(
-            Regex::new(pattern)
-                .map_err(|e| Status::invalid_argument(format!("invalid filter regex '{pattern}': {e}")))?,
-        ),
-    };
-    let window = match f.window {
-        Some(filter_options::Window::Max(n)) if n > 0 => n,
-        _ => DEFAULT_WINDOW,
-    };
-    let checkpoint_every = u64::from(window) * u64::from(f.checkpoint_interval_multiplier.max(1));
-    Ok(Filter { on_stream, prefixes: expression.prefix, regex, checkpoint_every })
 }
 
 pub(crate) type Tx = mpsc::Sender<Vec<Result<ReadResp, Status>>>;
@@ -157,7 +124,8 @@ enum Stop {
 
 /// Runs a read or subscription until it is complete, the client leaves, or the server closes.
 pub(crate) async fn run(plan: Plan, store: Arc<Store>, tx: Tx, closing: watch::Receiver<bool>) {
-    let mut session = Session { store, tx, closing, ids: plan.ids, pending: Vec::new() };
+    let mut session =
+        Session { store, tx, closing, ids: plan.ids, stream_positions: plan.stream_positions, pending: Vec::new() };
     let outcome = match (&plan.target, plan.count) {
         (Target::Stream { name, from }, Some(count)) => session.read_stream(name, *from, plan.direction, count).await,
         (Target::All { from }, Some(count)) => {
@@ -177,6 +145,8 @@ struct Session {
     tx: Tx,
     closing: watch::Receiver<bool>,
     ids: IdFormat,
+    /// See [`Plan::stream_positions`].
+    stream_positions: bool,
     /// Responses not yet handed to the channel.
     pending: Vec<Result<ReadResp, Status>>,
 }
@@ -225,6 +195,9 @@ impl Session {
         }
     }
 
+    /// Reads a stream as EventStoreDB does: a missing (or soft-deleted)
+    /// stream is a `StreamNotFound` message, a tombstoned one fails the call,
+    /// and a read that finds the stream ends with its last revision.
     async fn read_stream(
         &mut self,
         name: &str,
@@ -234,34 +207,52 @@ impl Session {
     ) -> Result<(), Stop> {
         let mut from = from;
         let mut left = count;
+        let mut last_revision = None;
         while left > 0 {
             let limit = left.min(PAGE as u64) as usize;
             let stream = name.to_owned();
-            let page = self.blocking(move |s| s.read_stream(&stream, from, direction, limit)).await?;
-            let events = match page {
-                Ok(events) => events,
-                Err(ReadError::NotFound) if left == count => {
+            let page = match self.blocking(move |s| s.read_stream(&stream, from, direction, limit)).await? {
+                Ok(page) => page,
+                Err(ReadError::NotFound) => {
                     let not_found =
                         read_resp::StreamNotFound { stream_identifier: Some(convert::stream_identifier(name)) };
                     return self.send(read_resp::Content::StreamNotFound(not_found)).await;
                 }
-                Err(ReadError::NotFound) => return Ok(()),
                 Err(ReadError::Deleted) => return Err(Stop::Failed(convert::stream_deleted(name))),
                 Err(ReadError::Io(e)) => return Err(Stop::Failed(convert::unavailable(e))),
             };
-            let Some(last) = events.last() else { return Ok(()) };
-            let last_revision = last.event.revision;
-            for event in &events {
+            if last_revision.is_none() && direction == Direction::Forwards {
+                self.first_stream_position(from, &page).await?;
+            }
+            last_revision = Some(page.last_revision);
+            for event in &page.events {
                 self.send_event(event).await?;
             }
-            left -= events.len() as u64;
+            left -= page.events.len() as u64;
+            // A short page is the end (forwards) or the start (backwards) of the stream.
+            let Some(last) = page.events.last().filter(|_| page.events.len() == limit) else { break };
             from = match direction {
-                Direction::Forwards => StreamFrom::Revision(last_revision + 1),
-                Direction::Backwards if last_revision == 0 => return Ok(()),
-                Direction::Backwards => StreamFrom::Revision(last_revision - 1),
+                Direction::Forwards => StreamFrom::Revision(last.event.revision + 1),
+                Direction::Backwards if last.event.revision == 0 => break,
+                Direction::Backwards => StreamFrom::Revision(last.event.revision - 1),
             };
         }
-        Ok(())
+        match last_revision {
+            Some(last) if self.stream_positions => self.send(read_resp::Content::LastStreamPosition(last)).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Forwards from past the end of a stream, EventStoreDB first says where
+    /// the stream's next event will be (`first_stream_position`).
+    async fn first_stream_position(&mut self, from: StreamFrom, page: &StreamPage) -> Result<(), Stop> {
+        let next = page.last_revision + 1;
+        match from {
+            StreamFrom::Revision(start) if self.stream_positions && page.events.is_empty() && start > next => {
+                self.send(read_resp::Content::FirstStreamPosition(next)).await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn read_all(
@@ -306,7 +297,7 @@ impl Session {
                 .blocking(move |s| s.read_stream(&stream, StreamFrom::Revision(next), Direction::Forwards, PAGE))
                 .await?;
             let events = match page {
-                Ok(events) => events,
+                Ok(page) => page.events,
                 Err(ReadError::NotFound) => Vec::new(),
                 Err(ReadError::Deleted) => return Err(Stop::Failed(convert::stream_deleted(name))),
                 Err(ReadError::Io(e)) => return Err(Stop::Failed(convert::unavailable(e))),
@@ -414,17 +405,41 @@ impl Session {
         filter: Option<&Filter>,
     ) -> Result<(crate::storage::AllPage, Vec<ReadEvent>), Stop> {
         let stream_filter = filter.filter(|f| f.on_stream).cloned();
-        let mut page = self
+        let scanned = self
             .blocking(move |s| {
-                let keep = |name: &str| stream_filter.as_ref().is_none_or(|f| f.matches(name));
-                s.scan_all(cursor, direction, limit, max_scan, &keep)
+                // The store asks yes or no; a regex that gives up is kept
+                // aside and fails the read once the scan returns.
+                let failure = Cell::new(None);
+                let keep = |name: &str| match stream_filter.as_ref().map_or(Ok(true), |f| f.matches(name)) {
+                    Ok(keep) => keep,
+                    Err(status) => {
+                        failure.set(Some(status));
+                        false
+                    }
+                };
+                let page = s.scan_all(cursor, direction, limit, max_scan, &keep);
+                (page, failure.into_inner())
             })
-            .await?
-            .map_err(|e| Stop::Failed(convert::unavailable(e)))?;
+            .await?;
+        let mut page = match scanned {
+            (_, Some(status)) => return Err(Stop::Failed(status)),
+            (page, None) => page.map_err(|e| Stop::Failed(convert::unavailable(e)))?,
+        };
         let mut matched = std::mem::take(&mut page.events);
         if let Some(f) = filter.filter(|f| !f.on_stream) {
-            matched.retain(|e| f.matches(&e.event.event_type));
+            matched = keep_event_types(matched, f).map_err(Stop::Failed)?;
         }
         Ok((page, matched))
     }
+}
+
+/// The events whose type passes an event-type filter.
+fn keep_event_types(events: Vec<ReadEvent>, filter: &Filter) -> Result<Vec<ReadEvent>, Status> {
+    let mut kept = Vec::with_capacity(events.len());
+    for event in events {
+        if filter.matches(&event.event.event_type)? {
+            kept.push(event);
+        }
+    }
+    Ok(kept)
 }

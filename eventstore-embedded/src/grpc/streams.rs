@@ -46,15 +46,16 @@ impl streams_server::Streams for StreamsService {
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
         let options = request.into_inner().options.ok_or_else(|| Status::invalid_argument("missing read options"))?;
         let plan = read::Plan::parse(options)?;
-        let (tx, rx) = mpsc::channel(read::CHANNEL_CAPACITY);
+        let (tx, mut rx) = mpsc::channel(read::CHANNEL_CAPACITY);
         let guard = self.in_flight.enter();
         let session = read::run(plan, self.store.clone(), tx, self.closing.clone());
         tokio::spawn(async move {
             session.await;
             drop(guard);
         });
-        let responses = ReceiverStream::new(rx).flat_map(futures::stream::iter);
-        Ok(Response::new(Box::pin(responses)))
+        let first = first_batch(&mut rx).await?;
+        let rest = ReceiverStream::new(rx).flat_map(futures::stream::iter);
+        Ok(Response::new(Box::pin(futures::stream::iter(first).chain(rest))))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Result<Response<AppendResp>, Status> {
@@ -152,6 +153,22 @@ impl streams_server::Streams for StreamsService {
             drop(guard);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Waits for a read's first responses. EventStoreDB sends the response
+/// headers with the first message, so a read that fails before sending any
+/// (a tombstoned stream) fails the call itself: clients see the error from
+/// the call (`read_stream(...).await` in the Rust client), not from the
+/// first message. Answering the call before the first message would let
+/// tonic send "OK" headers straight away.
+async fn first_batch(
+    rx: &mut mpsc::Receiver<Vec<Result<ReadResp, Status>>>,
+) -> Result<Vec<Result<ReadResp, Status>>, Status> {
+    let first = rx.recv().await.unwrap_or_default();
+    match first.first() {
+        Some(Err(status)) => Err(status.clone()),
+        _ => Ok(first),
     }
 }
 

@@ -182,6 +182,16 @@ pub struct ReadEvent {
     pub event: StoredEvent,
 }
 
+/// One page of a stream.
+#[derive(Debug)]
+pub struct StreamPage {
+    /// The events read, in reading order.
+    pub events: Vec<ReadEvent>,
+    /// The revision of the stream's last event when the page was read
+    /// (EventStoreDB's `last_stream_position`).
+    pub last_revision: u64,
+}
+
 /// One page of a `$all` scan.
 #[derive(Debug, Default)]
 pub struct AllPage {
@@ -302,8 +312,8 @@ impl Store {
         from: StreamFrom,
         direction: Direction,
         limit: usize,
-    ) -> Result<Vec<ReadEvent>, ReadError> {
-        let positions = {
+    ) -> Result<StreamPage, ReadError> {
+        let (positions, last_revision) = {
             let index = self.shared.index.read();
             let entry = index.stream(stream).ok_or(ReadError::NotFound)?;
             if entry.tombstone.is_some() {
@@ -337,10 +347,14 @@ impl Store {
                     }
                 }
             };
-            range.into_iter().map(|r| entry.positions[r as usize]).collect::<Vec<_>>()
+            (range.into_iter().map(|r| entry.positions[r as usize]).collect::<Vec<_>>(), len - 1)
         };
         let mut reader = EventReader::new(&self.shared.file, 4096);
-        positions.into_iter().map(|position| Ok(ReadEvent { position, event: reader.read(position)? })).collect()
+        let events = positions
+            .into_iter()
+            .map(|position| Ok(ReadEvent { position, event: reader.read(position)? }))
+            .collect::<io::Result<_>>()?;
+        Ok(StreamPage { events, last_revision })
     }
 
     /// Whether the stream is tombstoned.

@@ -2,8 +2,8 @@
 //!
 //! Table of contents
 //! - `eventstore::append`    appends, expected revisions, idempotency, size limit, concurrency
-//! - `eventstore::read`      stream and `$all` reads, deleted / tombstoned / missing streams
-//! - `eventstore::subscribe` catch-up -> caught-up -> live, filters and checkpoints, many subscribers
+//! - `eventstore::read`      stream and `$all` reads, closing stream positions, deleted / tombstoned / missing streams
+//! - `eventstore::subscribe` catch-up -> caught-up -> live, filters (with lookaround) and checkpoints, many subscribers
 //! - `eventstore::durability` restart, torn and corrupt tails
 //! - `eventstore::kill`      the store's own process killed under concurrent appends; a full disk
 //! - `eventstore::malformed` raw HTTP/2: malformed and oversized gRPC requests beside a good client

@@ -1,9 +1,10 @@
 //! Reads: one stream and `$all`, both directions, every start point, counts,
-//! and the errors for missing, soft-deleted and tombstoned streams.
+//! the stream positions that close a stream read, and the errors for missing,
+//! soft-deleted and tombstoned streams, where EventStoreDB reports them.
 
 use eventstore::{
-    DeleteStreamOptions, Error, ExpectedRevision, Position, ReadAllOptions, ReadStreamOptions, StreamPosition,
-    TombstoneStreamOptions,
+    DeleteStreamOptions, Error, ExpectedRevision, Position, ReadAllOptions, ReadEvent, ReadStream, ReadStreamOptions,
+    StreamPosition, TombstoneStreamOptions,
 };
 use projector_tests::{collect, json_event, TestEnv};
 use serde_json::json;
@@ -45,6 +46,64 @@ async fn a_stream_reads_in_both_directions_from_every_start_point() {
     assert_eq!(read(base.clone().position(StreamPosition::Position(5000)).max_count(10)).await, Vec::<u64>::new());
 }
 
+/// Every message of a read, as the client surfaces it.
+#[derive(Debug, PartialEq)]
+enum Read {
+    Event(u64),
+    FirstStreamPosition(u64),
+    LastStreamPosition(u64),
+    LastAllStreamPosition,
+}
+
+async fn read_messages(mut read: ReadStream) -> eventstore::Result<Vec<Read>> {
+    let mut messages = Vec::new();
+    while let Some(message) = read.next_read_event().await? {
+        messages.push(match message {
+            ReadEvent::Event(e) => Read::Event(e.get_original_event().revision),
+            ReadEvent::FirstStreamPosition(r) => Read::FirstStreamPosition(r),
+            ReadEvent::LastStreamPosition(r) => Read::LastStreamPosition(r),
+            ReadEvent::LastAllStreamPosition(_) => Read::LastAllStreamPosition,
+        });
+    }
+    Ok(messages)
+}
+
+#[tokio::test]
+async fn a_stream_read_closes_with_the_revision_of_the_stream_last_event() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "counter", 0..300).await;
+    let read = |options: ReadStreamOptions| {
+        let client = client.clone();
+        async move { read_messages(client.read_stream("counter", &options).await.expect("read")).await.expect("messages") }
+    };
+    let base = ReadStreamOptions::default();
+    let events = |revisions: std::ops::Range<u64>| revisions.map(Read::Event);
+
+    // To the end, over more than one of the server's pages.
+    let to_the_end = events(0..300).chain([Read::LastStreamPosition(299)]).collect::<Vec<_>>();
+    assert_eq!(read(base.clone().max_count(usize::MAX)).await, to_the_end);
+    // EventStoreDB sends it whenever the read finds the stream, also when
+    // the count stops the read early, and backwards.
+    let partial = events(10..13).chain([Read::LastStreamPosition(299)]).collect::<Vec<_>>();
+    assert_eq!(read(base.clone().position(StreamPosition::Position(10)).max_count(3)).await, partial);
+    let backwards = vec![Read::Event(299), Read::Event(298), Read::LastStreamPosition(299)];
+    assert_eq!(read(base.clone().position(StreamPosition::End).max_count(2)).await, backwards);
+    // Forwards from past the end, it first says where the next event will be.
+    assert_eq!(read(base.clone().position(StreamPosition::Position(300))).await, vec![Read::LastStreamPosition(299)]);
+    assert_eq!(
+        read(base.clone().position(StreamPosition::Position(5000))).await,
+        vec![Read::FirstStreamPosition(300), Read::LastStreamPosition(299)]
+    );
+
+    // A missing stream: the call succeeds and its first message is the error.
+    let mut missing = client.read_stream("nobody", &base).await.expect("the call itself succeeds");
+    assert!(matches!(missing.next_read_event().await, Err(Error::ResourceNotFound)));
+    // `$all` has no closing position.
+    let all = read_messages(client.read_all(&ReadAllOptions::default()).await.expect("read")).await.expect("all");
+    assert_eq!(all, events(0..300).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn all_reads_in_both_directions_from_positions() {
     let env = TestEnv::start().await;
@@ -80,7 +139,9 @@ async fn all_reads_in_both_directions_from_positions() {
 async fn a_missing_stream_is_not_found() {
     let env = TestEnv::start().await;
     let client = env.client();
-    let err = client.read_stream("nobody", &Default::default()).await.expect("read").next().await.unwrap_err();
+    // As from EventStoreDB, a `stream_not_found` message: the call succeeds.
+    let read = client.read_stream("nobody", &Default::default()).await.expect("the call succeeds");
+    let err = read_messages(read).await.unwrap_err();
     assert!(matches!(err, Error::ResourceNotFound), "{err:?}");
 }
 
@@ -95,7 +156,9 @@ async fn a_soft_deleted_stream_is_not_found_and_can_be_recreated() {
         .expect("delete");
     assert!(deleted.is_some(), "delete reports its position");
 
-    let err = client.read_stream("cart-1", &Default::default()).await.expect("read").next().await.unwrap_err();
+    // Like a missing stream: the call succeeds, its first message is the error.
+    let read = client.read_stream("cart-1", &Default::default()).await.expect("the call succeeds");
+    let err = read_messages(read).await.unwrap_err();
     assert!(matches!(err, Error::ResourceNotFound), "{err:?}");
 
     // Appending again recreates it; revisions continue and old events stay hidden.
@@ -127,8 +190,13 @@ async fn a_tombstoned_stream_is_deleted_for_reads_writes_and_deletes() {
     seed(&client, "gone", 0..2).await;
     client.tombstone_stream("gone", &TombstoneStreamOptions::default()).await.expect("tombstone");
 
-    let err = client.read_stream("gone", &Default::default()).await.expect("read").next().await.unwrap_err();
+    // EventStoreDB answers the call itself with the error, before any
+    // message, so the client's `read_stream(...).await` is what fails.
+    let err = client.read_stream("gone", &Default::default()).await.unwrap_err();
     assert!(matches!(err, Error::ResourceDeleted), "read: {err:?}");
+    let backwards = ReadStreamOptions::default().position(StreamPosition::End);
+    let err = client.read_stream("gone", &backwards).await.unwrap_err();
+    assert!(matches!(err, Error::ResourceDeleted), "read backwards: {err:?}");
     let err =
         client.append_to_stream("gone", &Default::default(), json_event("Counted", json!({"n": 9}))).await.unwrap_err();
     assert!(matches!(err, Error::ResourceDeleted), "append: {err:?}");

@@ -1,5 +1,6 @@
 //! Subscriptions: confirmation, catch-up, caught-up, live; exclusive start
-//! points; server-side filters with checkpoints; many concurrent subscribers;
+//! points; server-side filters with checkpoints, and filter regexes with .NET
+//! features (lookaround) that clients send; many concurrent subscribers;
 //! a stalled subscriber does not hold up anyone else.
 
 use eventstore::{
@@ -181,6 +182,78 @@ async fn filtered_all_subscriptions_match_by_prefix_or_regex_and_send_checkpoint
         }
     }
     assert_eq!(events, vec![("x".to_owned(), 500)]);
+}
+
+/// The filter a client that hides system streams sends with every `$all`
+/// read and subscription: a .NET regex with a negative lookahead.
+const EXCLUDE_SYSTEM_STREAMS: &str = r"^(?!(\$.+$|PersistentConfig\d+$|Result$))";
+
+/// The events a filtered `$all` subscription delivers while catching up, as
+/// (stream, event type); `CaughtUp` marks the end of what was written before.
+async fn caught_up_through(client: &eventstore::Client, filter: SubscriptionFilter) -> Vec<(String, String)> {
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(filter)).await;
+    let mut seen = Vec::new();
+    loop {
+        match within("a subscription message", sub.next_subscription_event()).await.expect("subscription") {
+            SubscriptionEvent::EventAppeared(e) => {
+                let event = e.get_original_event();
+                seen.push((event.stream_id.clone(), event.event_type.clone()));
+            }
+            SubscriptionEvent::CaughtUp => return seen,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn filter_regexes_accept_lookaround_as_eventstoredb_does() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    for (stream, event_type) in [
+        ("$sys-test", "Counted"),
+        ("order-1", "OrderPlaced"),
+        ("PersistentConfig1", "Counted"),
+        ("Result", "Counted"),
+        ("order-2", "OrderPaid"),
+        ("Results", "OrderPlacedLate"),
+    ] {
+        client.append_to_stream(stream, &Default::default(), json_event(event_type, json!({}))).await.expect("append");
+    }
+    let pair = |stream: &str, event_type: &str| (stream.to_owned(), event_type.to_owned());
+
+    // As an exclusion: everything but system streams.
+    let exclude = SubscriptionFilter::on_stream_name().regex(EXCLUDE_SYSTEM_STREAMS);
+    assert_eq!(
+        caught_up_through(&client, exclude).await,
+        vec![pair("order-1", "OrderPlaced"), pair("order-2", "OrderPaid"), pair("Results", "OrderPlacedLate")]
+    );
+    // As an inclusion, with a positive lookahead: only the system streams.
+    let include = SubscriptionFilter::on_stream_name().regex(r"^(?=(\$.+$|PersistentConfig\d+$|Result$))");
+    assert_eq!(
+        caught_up_through(&client, include).await,
+        vec![pair("$sys-test", "Counted"), pair("PersistentConfig1", "Counted"), pair("Result", "Counted")]
+    );
+    // On the event type: a lookahead picks OrderPlaced, not OrderPaid or OrderPlacedLate.
+    let placed = SubscriptionFilter::on_event_type().regex(r"^Order(?=Placed$)");
+    assert_eq!(caught_up_through(&client, placed).await, vec![pair("order-1", "OrderPlaced")]);
+
+    // Live events go through the same filter.
+    let exclude = SubscriptionFilter::on_stream_name().regex(EXCLUDE_SYSTEM_STREAMS);
+    let mut live =
+        client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::End).filter(exclude)).await;
+    assert_eq!(next_seen(&mut live).await.0, Seen::Confirmed);
+    append_numbers(&client, "$sys-test", 1..2).await;
+    append_numbers(&client, "order-3", 2..3).await;
+    loop {
+        match next_seen(&mut live).await.0 {
+            Seen::Event(stream, n) => {
+                assert_eq!((stream.as_str(), n), ("order-3", 2), "the system stream's event is filtered out");
+                break;
+            }
+            Seen::CaughtUp | Seen::Checkpoint => {}
+            Seen::Confirmed => panic!("confirmed twice"),
+        }
+    }
 }
 
 async fn last_position(client: &eventstore::Client) -> Position {
