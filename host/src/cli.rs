@@ -207,6 +207,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PROJECTOR_AT_LEAST_WAIT_MS", default_value_t = 5000)]
     pub at_least_wait_ms: u64,
 
+    /// Largest module a deploy accepts, in MiB (larger ones get 413).
+    #[arg(long, env = "PROJECTOR_MAX_MODULE_MB", default_value_t = crate::DEFAULT_MAX_MODULE_MB,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub max_module_mb: usize,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub registration: RegistrationArgs,

@@ -55,6 +55,8 @@ pub struct HostConfig {
     pub query_token: Option<String>,
     /// Longest a query with `at_least` waits for its position (then 504).
     pub at_least_wait: std::time::Duration,
+    /// Largest module a deploy accepts (then 413).
+    pub max_module_bytes: usize,
     /// How `POST /users` registers users and where `GET /users/{id}` reads them.
     pub registration: users::RegistrationConfig,
 }
@@ -67,10 +69,18 @@ impl HostConfig {
             admin_token: None,
             query_token: None,
             at_least_wait: std::time::Duration::from_secs(5),
+            max_module_bytes: DEFAULT_MAX_MODULE_MB << 20,
             registration: Default::default(),
         }
     }
 }
+
+/// The default of the largest module a deploy accepts, in MiB: room for a
+/// TypeScript module (componentize-js embeds the SpiderMonkey engine and a
+/// snapshot of the initialised heap: 12-17 MiB) and a Python one
+/// (componentize-py embeds CPython: ~18.5 MiB), about twice the largest,
+/// while still refusing an upload far beyond any projection.
+pub const DEFAULT_MAX_MODULE_MB: usize = 32;
 
 /// The file holding the generated admin token, readable by its owner only.
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
@@ -137,6 +147,7 @@ impl Host {
         let http_config = http::HttpConfig {
             query_token: config.query_token,
             at_least_wait: config.at_least_wait,
+            max_module_bytes: config.max_module_bytes,
             ..http::HttpConfig::new(admin_token.clone())
         };
         let app = http::router(deployments.clone(), registrations, http_config);
@@ -199,6 +210,7 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         admin_token: args.admin_token,
         query_token: args.query_token,
         at_least_wait: std::time::Duration::from_millis(args.at_least_wait_ms),
+        max_module_bytes: args.max_module_mb << 20,
         registration: args.registration.config(),
     };
     let host = Host::start(listener, client, config, async move {

@@ -113,6 +113,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         Command::new("npm").current_dir(&node_dir).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
     )?;
     let schemathesis = install_schemathesis()?;
+    test_typescript()?;
     step(
         "cargo test --workspace",
         Command::new(cargo())
@@ -120,7 +121,29 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .args(["test", "--workspace"])
             .args(args)
             .env("PROJECTOR_NODE_TESTS", "1")
+            .env("PROJECTOR_GUEST_LANGUAGES", "1")
             .env("PROJECTOR_SCHEMATHESIS", schemathesis),
+    )
+}
+
+/// The TypeScript SDK and example: installs their pinned packages, runs
+/// their own tests and type checks, and builds the example's module for
+/// the host's tests (`languages`).
+fn test_typescript() -> anyhow::Result<()> {
+    for (dir, what) in [("guest-sdk-ts", "the TypeScript SDK"), ("projections/user-directory-ts", "the TypeScript example")] {
+        let dir = root().join(dir);
+        let npm = |args: &[&str]| {
+            let mut command = Command::new("npm");
+            command.current_dir(&dir).args(args);
+            command
+        };
+        step(&format!("npm ci ({what})"), &mut npm(&["ci", "--no-audit", "--no-fund", "--loglevel=error"]))?;
+        step(&format!("npm run typecheck ({what})"), &mut npm(&["run", "--silent", "typecheck"]))?;
+        step(&format!("npm test ({what})"), &mut npm(&["test", "--silent"]))?;
+    }
+    step(
+        "npm run build (the TypeScript example's module)",
+        Command::new("npm").current_dir(root().join("projections/user-directory-ts")).args(["run", "--silent", "build"]),
     )
 }
 

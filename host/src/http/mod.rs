@@ -50,7 +50,12 @@ pub(crate) struct HttpConfig {
 impl HttpConfig {
     /// Default limits, with `admin_token` guarding changes and reads left open.
     pub(crate) fn new(admin_token: String) -> Self {
-        HttpConfig { max_module_bytes: 16 << 20, at_least_wait: Duration::from_secs(5), admin_token, query_token: None }
+        HttpConfig {
+            max_module_bytes: crate::DEFAULT_MAX_MODULE_MB << 20,
+            at_least_wait: Duration::from_secs(5),
+            admin_token,
+            query_token: None,
+        }
     }
 }
 

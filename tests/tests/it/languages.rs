@@ -1,0 +1,144 @@
+//! Projections written in other languages, built by their own toolchains
+//! (`cargo xtask test` builds them: npm, componentize-js), deployed into the
+//! real host beside their Rust twins: the same events must give the same
+//! documents, and their errors must reach the status with their own words.
+//!
+//! Opt-in with `PROJECTOR_GUEST_LANGUAGES=1` because the modules come from
+//! Node.js tools (the README's test command builds them and sets it).
+
+use std::path::PathBuf;
+
+use eventstore::EventData;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{register, HostEnv};
+
+/// The TypeScript `user-directory`, as `npm run build` leaves it.
+fn typescript_user_directory() -> Option<PathBuf> {
+    if std::env::var_os("PROJECTOR_GUEST_LANGUAGES").is_none() {
+        eprintln!(
+            "skipping: set PROJECTOR_GUEST_LANGUAGES=1 after building the TypeScript examples (cargo xtask test does)"
+        );
+        return None;
+    }
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../projections/user-directory-ts/dist/user_directory_ts.wasm");
+    assert!(path.is_file(), "{} is missing: run `npm run build` in projections/user-directory-ts", path.display());
+    Some(path)
+}
+
+/// Every document of `collection`, as (key, document) pairs in key order.
+async fn documents(env: &HostEnv, name: &str, collection: &str, at_least: u64) -> Vec<(String, Value)> {
+    let path = format!("/projections/{name}/collections/{collection}?limit=1000&at_least={at_least}");
+    let (status, page) = env.api().get_caught_up(&path).await;
+    assert_eq!(status, StatusCode::OK, "{name}: {page}");
+    assert!(page["next_cursor"].is_null(), "one page holds them all");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| (item["key"].as_str().expect("key").to_owned(), item["doc"].clone()))
+        .collect()
+}
+
+/// A registration as schema version 1 wrote it: no `registeredAt`, no metadata.
+fn version_one(n: u32) -> EventData {
+    EventData::json(
+        "UserRegistered",
+        &json!({"userId": format!("v{n}"), "email": format!("Old{n}@Example.org"), "username": format!("old{n}"),
+                "passwordHash": "$argon2id$v=19$old"}),
+    )
+    .expect("event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_user_directory_matches_the_rust_one_document_for_document() {
+    let Some(module) = typescript_user_directory() else { return };
+    let env = HostEnv::start().await;
+    for n in 0..20 {
+        register(&env, n, &format!("User{n}@Example.com")).await;
+    }
+    for (name, module) in
+        [("user-directory", env!("WASM_USER_DIRECTORY")), ("user-directory-ts", module.to_str().expect("utf-8"))]
+    {
+        let (status, body) = env.deploy(name, module).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+    }
+    let mut last = 0;
+    for n in 0..5 {
+        last = env
+            .events
+            .append_to_stream(format!("user-v{n}"), &Default::default(), version_one(n))
+            .await
+            .expect("append")
+            .position
+            .commit;
+    }
+    for n in 20..30 {
+        last = register(&env, n, &format!("late{n}@example.com")).await;
+    }
+    for collection in ["users", "emails"] {
+        let rust = documents(&env, "user-directory", collection, last).await;
+        let typescript = documents(&env, "user-directory-ts", collection, last).await;
+        assert_eq!(rust.len(), 35, "{collection}");
+        assert_eq!(typescript, rust, "{collection}: every document the same");
+    }
+    let upcast = documents(&env, "user-directory-ts", "users", last).await;
+    let v0 = upcast.iter().find(|(key, _)| key == "v0").expect("the version 1 user");
+    assert!(v0.1["registeredAt"].as_str().is_some_and(|t| t.ends_with('Z')), "the stored time stands in: {v0:?}");
+    let (_, status) = env.get("/projections/user-directory-ts").await;
+    assert_eq!(status["events_processed"], 35, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typescript_projections_error_reaches_the_status_and_dead_letters_in_its_own_words() {
+    let Some(module) = typescript_user_directory() else { return };
+    let env = HostEnv::start().await;
+    let module = module.to_str().expect("utf-8");
+    let (status, body) = env.deploy("strict", module).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = env.deploy_with("lenient", module, "on_error=skip").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Version 2 without the field version 2 added: zod refuses it.
+    let broken = EventData::json(
+        "UserRegistered",
+        &json!({"userId": "b1", "email": "b@example.com", "username": "b", "passwordHash": "$argon2id$x"}),
+    )
+    .expect("event")
+    .metadata_as_json(&json!({"schemaVersion": 2}))
+    .expect("metadata");
+    let written = env.events.append_to_stream("user-b1", &Default::default(), broken).await.expect("append");
+    let last = register(&env, 1, "fine@example.com").await;
+
+    let faulted = env.wait_status("strict", "the fault", |s| s.fault.is_some()).await;
+    let reason = faulted["fault"]["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("invalid event: UserRegistered v2 user-b1@0: "), "{reason}");
+    assert!(reason.contains("registeredAt"), "zod's own message names the field: {reason}");
+    assert_eq!(faulted["fault"]["position"], written.position.commit);
+
+    documents(&env, "lenient", "users", last).await;
+    let (status, letters) = env.get("/projections/lenient/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{letters}");
+    let letter = &letters["items"][0];
+    assert_eq!(letter["stream"], "user-b1", "{letters}");
+    assert!(letter["error"].as_str().is_some_and(|e| e.contains("registeredAt")), "{letters}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_size_limit_is_the_hosts_setting() {
+    let Some(module) = typescript_user_directory() else { return };
+    let size = std::fs::metadata(&module).expect("module").len();
+    assert!(size > 12 << 20, "a TypeScript module is large ({size} bytes): the default limit must admit it");
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("user-directory-ts", module.to_str().expect("utf-8")).await;
+    assert_eq!(status, StatusCode::CREATED, "the default limit admits it: {body}");
+
+    let small = HostEnv::start_adjusted(|config| config.max_module_bytes = 8 << 20).await;
+    let (status, body) = small.deploy("user-directory-ts", module.to_str().expect("utf-8")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "module_too_large", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("8388608")), "{body}");
+    let (status, body) = small.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "a small module still deploys: {body}");
+}
