@@ -114,6 +114,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     )?;
     let schemathesis = install_schemathesis()?;
     test_typescript()?;
+    test_python()?;
     step(
         "cargo test --workspace",
         Command::new(cargo())
@@ -130,7 +131,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 /// their own tests and type checks, and builds the example's module for
 /// the host's tests (`languages`).
 fn test_typescript() -> anyhow::Result<()> {
-    for (dir, what) in [("guest-sdk-ts", "the TypeScript SDK"), ("projections/user-directory-ts", "the TypeScript example")] {
+    for (dir, what) in
+        [("guest-sdk-ts", "the TypeScript SDK"), ("projections/user-directory-ts", "the TypeScript example")]
+    {
         let dir = root().join(dir);
         let npm = |args: &[&str]| {
             let mut command = Command::new("npm");
@@ -143,7 +146,47 @@ fn test_typescript() -> anyhow::Result<()> {
     }
     step(
         "npm run build (the TypeScript example's module)",
-        Command::new("npm").current_dir(root().join("projections/user-directory-ts")).args(["run", "--silent", "build"]),
+        Command::new("npm")
+            .current_dir(root().join("projections/user-directory-ts"))
+            .args(["run", "--silent", "build"]),
+    )
+}
+
+/// The Python packages the Python SDK and example are built and tested with.
+const PYTHON_GUEST_TOOLS: &[&str] = &["componentize-py==0.25.0", "pytest==8.4.2"];
+
+/// The Python SDK and example: a virtual environment in
+/// `target/python-guests` with the pinned tools and the SDK, their pytest
+/// suites, and the example's module for the host's tests (`languages`).
+fn test_python() -> anyhow::Result<()> {
+    let venv = root().join("target/python-guests");
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        step("python3 -m venv target/python-guests", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    step(
+        "pip install componentize-py and pytest (pinned) and the Python SDK",
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_GUEST_TOOLS)
+            .arg("-e")
+            .arg(root().join("guest-sdk-py")),
+    )?;
+    for (dir, what) in [("guest-sdk-py", "the Python SDK"), ("projections/signup-stats-py", "the Python example")] {
+        step(
+            &format!("pytest ({what})"),
+            Command::new(&python).current_dir(root().join(dir)).args(["-m", "pytest", "-q", "-p", "no:cacheprovider"]),
+        )?;
+    }
+    step(
+        "python -m projector_guest.build (the Python example's module)",
+        Command::new(&python).current_dir(root().join("projections/signup-stats-py")).args([
+            "-m",
+            "projector_guest.build",
+            "signup_stats:SignupStats",
+            "-o",
+            "dist/signup_stats_py.wasm",
+        ]),
     )
 }
 

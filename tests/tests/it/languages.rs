@@ -14,18 +14,25 @@ use serde_json::{json, Value};
 
 use crate::support::{register, HostEnv};
 
-/// The TypeScript `user-directory`, as `npm run build` leaves it.
-fn typescript_user_directory() -> Option<PathBuf> {
+/// A module another language's toolchain built, under `projections/`.
+fn built(path: &str) -> Option<PathBuf> {
     if std::env::var_os("PROJECTOR_GUEST_LANGUAGES").is_none() {
-        eprintln!(
-            "skipping: set PROJECTOR_GUEST_LANGUAGES=1 after building the TypeScript examples (cargo xtask test does)"
-        );
+        eprintln!("skipping: set PROJECTOR_GUEST_LANGUAGES=1 after building the TypeScript and Python examples (cargo xtask test does)");
         return None;
     }
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../projections/user-directory-ts/dist/user_directory_ts.wasm");
-    assert!(path.is_file(), "{} is missing: run `npm run build` in projections/user-directory-ts", path.display());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../projections").join(path);
+    assert!(path.is_file(), "{} is missing: build it (see the README's Writing a projection)", path.display());
     Some(path)
+}
+
+/// The TypeScript `user-directory`, as `npm run build` leaves it.
+fn typescript_user_directory() -> Option<PathBuf> {
+    built("user-directory-ts/dist/user_directory_ts.wasm")
+}
+
+/// The Python `signup-stats`, as `python -m projector_guest.build` leaves it.
+fn python_signup_stats() -> Option<PathBuf> {
+    built("signup-stats-py/dist/signup_stats_py.wasm")
 }
 
 /// Every document of `collection`, as (key, document) pairs in key order.
@@ -141,4 +148,59 @@ async fn the_module_size_limit_is_the_hosts_setting() {
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("8388608")), "{body}");
     let (status, body) = small.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     assert_eq!(status, StatusCode::CREATED, "a small module still deploys: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_signup_stats_matches_the_rust_one_document_for_document() {
+    let Some(module) = python_signup_stats() else { return };
+    let env = HostEnv::start().await;
+    for n in 0..10 {
+        register(&env, n, &format!("User{n}@Example.com")).await;
+    }
+    for (name, module) in
+        [("signup-stats", env!("WASM_SIGNUP_STATS")), ("signup-stats-py", module.to_str().expect("utf-8"))]
+    {
+        let (status, body) = env.deploy(name, module).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+    }
+    let mut last = 0;
+    for n in 0..5 {
+        last = env
+            .events
+            .append_to_stream(format!("user-v{n}"), &Default::default(), version_one(n))
+            .await
+            .expect("append")
+            .position
+            .commit;
+    }
+    for n in 10..20 {
+        last = register(&env, n, &format!("late{n}@other.org")).await;
+    }
+    for collection in ["domains", "days"] {
+        let rust = documents(&env, "signup-stats", collection, last).await;
+        let python = documents(&env, "signup-stats-py", collection, last).await;
+        assert!(!rust.is_empty(), "{collection}");
+        assert_eq!(python, rust, "{collection}: every document the same");
+    }
+    let domains = documents(&env, "signup-stats-py", "domains", last).await;
+    assert_eq!(domains.len(), 3, "example.com, example.org (version 1), other.org: {domains:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_projections_error_reaches_the_status_in_its_own_words() {
+    let Some(module) = python_signup_stats() else { return };
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("signup-stats-py", module.to_str().expect("utf-8")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let no_domain = EventData::json(
+        "UserRegistered",
+        &json!({"userId": "n1", "email": "nobody", "username": "n", "passwordHash": "$argon2id$x", "registeredAt": "2026-11-23T09:00:00Z"}),
+    )
+    .expect("event")
+    .metadata_as_json(&json!({"schemaVersion": 2}))
+    .expect("metadata");
+    let written = env.events.append_to_stream("user-n1", &Default::default(), no_domain).await.expect("append");
+    let faulted = env.wait_status("signup-stats-py", "the fault", |s| s.fault.is_some()).await;
+    assert_eq!(faulted["fault"]["reason"], "invalid event: 'nobody' has no email domain", "{faulted}");
+    assert_eq!(faulted["fault"]["position"], written.position.commit);
 }
