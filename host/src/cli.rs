@@ -28,7 +28,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the embedded EventStoreDB-compatible event store on its own.
     Eventstore(EventstoreArgs),
-    /// Create a projection crate of your own (Rust), ready to test, build and deploy.
+    /// Create a projection project of your own (Rust, TypeScript or Python), ready to test, build and deploy.
     New(NewArgs),
     /// Commands that talk to a running host.
     #[command(flatten)]
@@ -146,15 +146,39 @@ pub struct QueryArgs {
 /// Flags of `projector new`.
 #[derive(Debug, Args)]
 pub struct NewArgs {
-    /// The projection's name, also its crate's (`[a-z][a-z0-9-]{0,62}`).
+    /// The projection's name, also its package's (`[a-z][a-z0-9-]{0,62}`).
     pub name: String,
     /// Where to create the crate (default: a directory named after it).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// The guest SDK's directory (default: the one in the source tree this
-    /// binary was built from).
+    /// The language: `rust`, `ts` (TypeScript) or `python`.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+    /// The SDK's directory for that language (default: the one in the
+    /// source tree this binary was built from).
     #[arg(long)]
     pub sdk: Option<PathBuf>,
+}
+
+/// A language projections are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, with `guest-sdk`.
+    Rust,
+    /// TypeScript, with `guest-sdk-ts`.
+    Ts,
+    /// Python, with `guest-sdk-py`.
+    Python,
+}
+
+impl std::fmt::Display for Lang {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Lang::Rust => "Rust",
+            Lang::Ts => "TypeScript",
+            Lang::Python => "Python",
+        })
+    }
 }
 
 /// Flags of `projector eventstore`.

@@ -1,10 +1,13 @@
-//! A projection crate of one's own, outside this repository, as a new user
-//! makes one: `projector new`, then the commands its README gives, then a
-//! deploy of the module it built to a running host.
+//! A projection project of one's own, outside this repository, as a new
+//! user makes one: `projector new` (Rust, TypeScript, Python), then the
+//! commands its README gives, then a deploy of the module it built to a
+//! running host.
 //!
-//! The crate is built with its own cargo invocations (natively for its
+//! The Rust crate is built with its own cargo invocations (natively for its
 //! tests, for `wasm32-unknown-unknown` with `--release` for the module) in
-//! `target/own-crate/`, kept between runs so a second run builds little.
+//! `target/own-crate/`, kept between runs so a second run builds little. The
+//! TypeScript and Python projects install their pinned tools from npm and
+//! PyPI (opt-in with `PROJECTOR_GUEST_LANGUAGES=1`, as `languages` is).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,10 +68,16 @@ async fn a_crate_made_by_projector_new_tests_builds_and_deploys_outside_the_repo
     run(cargo(&crate_dir, &["build", "--release", "--target", "wasm32-unknown-unknown"]), "the module's build").await;
     let module = workspace().join("target/own-crate/wasm32-unknown-unknown/release/orders.wasm");
 
+    deploys_and_sums_items(&module, "0.1.0").await;
+}
+
+/// Deploys `module` as `orders` to a new host, appends `ItemAdded` events and
+/// checks the sums the scaffolded projection keeps.
+async fn deploys_and_sums_items(module: &Path, version: &str) {
     let env = HostEnv::start().await;
     let (status, body) = env.deploy("orders", module.to_str().expect("utf-8 path")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["version"], "0.1.0", "{body}");
+    assert_eq!(body["version"], version, "{body}");
     let events: Vec<EventData> = [("apple", 2), ("apple", 3), ("pear", 1)]
         .into_iter()
         .map(|(item, quantity)| {
@@ -79,4 +88,67 @@ async fn a_crate_made_by_projector_new_tests_builds_and_deploys_outside_the_repo
     let path = format!("/projections/orders/collections/items/apple?at_least={}", appended.position.commit);
     let (status, apple) = env.api().get_caught_up(&path).await;
     assert_eq!((status, apple), (StatusCode::OK, json!({"quantity": 5})));
+}
+
+/// `projector new orders --lang LANG` in a new temporary directory; the project's path.
+async fn scaffold(outside: &Path, lang: &str) -> PathBuf {
+    let mut new = Command::new(BINARY);
+    new.current_dir(outside).args(["new", "orders", "--lang", lang]);
+    let said = run(new, &format!("projector new orders --lang {lang}")).await;
+    assert!(said.contains("projector deploy orders"), "{said}");
+    outside.join("orders")
+}
+
+fn languages_enabled() -> bool {
+    let enabled = std::env::var_os("PROJECTOR_GUEST_LANGUAGES").is_some();
+    if !enabled {
+        eprintln!("skipping: set PROJECTOR_GUEST_LANGUAGES=1 (cargo xtask test does; it needs Node.js and Python)");
+    }
+    enabled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typescript_project_made_by_projector_new_tests_builds_and_deploys() {
+    if !languages_enabled() {
+        return;
+    }
+    let outside = tempfile::tempdir().expect("temp dir");
+    let project = scaffold(outside.path(), "ts").await;
+    let npm = |args: &[&str]| {
+        let mut command = Command::new("npm");
+        command.current_dir(&project).args(args);
+        command
+    };
+    run(npm(&["install", "--no-audit", "--no-fund", "--loglevel=error"]), "npm install").await;
+    let tests = run(npm(&["test"]), "npm test").await;
+    assert!(tests.contains("# pass 2") && tests.contains("# fail 0"), "{tests}");
+    run(npm(&["run", "typecheck"]), "npm run typecheck").await;
+    run(npm(&["run", "build"]), "npm run build").await;
+    deploys_and_sums_items(&project.join("dist/orders.wasm"), "0.1.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_project_made_by_projector_new_tests_builds_and_deploys() {
+    if !languages_enabled() {
+        return;
+    }
+    let outside = tempfile::tempdir().expect("temp dir");
+    let project = scaffold(outside.path(), "python").await;
+    let mut venv = Command::new("python3");
+    venv.current_dir(&project).args(["-m", "venv", ".venv"]);
+    run(venv, "python3 -m venv").await;
+    let python = |args: &[&str]| {
+        let mut command = Command::new(project.join(".venv/bin/python"));
+        command.current_dir(&project).args(args);
+        command
+    };
+    run(
+        python(&["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"]),
+        "pip install",
+    )
+    .await;
+    let tests = run(python(&["-m", "pytest", "-q", "-p", "no:cacheprovider"]), "pytest").await;
+    assert!(tests.contains("2 passed"), "{tests}");
+    run(python(&["-m", "projector_guest.build", "orders:Orders", "-o", "dist/orders.wasm"]), "the build").await;
+    deploys_and_sums_items(&project.join("dist/orders.wasm"), "0.1.0").await;
 }
