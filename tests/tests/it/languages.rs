@@ -204,3 +204,88 @@ async fn a_python_projections_error_reaches_the_status_in_its_own_words() {
     assert_eq!(faulted["fault"]["reason"], "invalid event: 'nobody' has no email domain", "{faulted}");
     assert_eq!(faulted["fault"]["position"], written.position.commit);
 }
+
+/// The misbehaving TypeScript modules (`tests/guests-ts`, built by `npm run build` there).
+fn hostile_typescript(name: &str) -> Option<PathBuf> {
+    let path = built(&format!("../tests/guests-ts/dist/{name}.wasm"))?;
+    Some(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_modules_that_loop_eat_memory_or_throw_are_stopped_with_a_reason_while_a_healthy_one_goes_on() {
+    let (Some(looping), Some(hungry), Some(throwing)) =
+        (hostile_typescript("looping"), hostile_typescript("hungry"), hostile_typescript("throwing"))
+    else {
+        return;
+    };
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (name, module, query) in [
+        ("looping", &looping, "batch_timeout_ms=500"),
+        ("hungry", &hungry, "memory_mb=128"),
+        ("throwing", &throwing, ""),
+    ] {
+        let (status, body) = env.deploy_with(name, module.to_str().expect("utf-8"), query).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+    }
+    let hostile = EventData::json("Anything", &json!({})).expect("event");
+    let written = env.events.append_to_stream("hostile-1", &Default::default(), hostile).await.expect("append");
+
+    let reason = |status: &Value| status["fault"]["reason"].as_str().expect("a reason").to_owned();
+    let looped = env.wait_status("looping", "the deadline", |s| s.fault.is_some()).await;
+    assert_eq!(reason(&looped), "the batch ran longer than 500ms", "{looped}");
+    let ate = env.wait_status("hungry", "the memory cap", |s| s.fault.is_some()).await;
+    assert!(reason(&ate).contains("memory"), "{ate}");
+    let threw = env.wait_status("throwing", "the throw", |s| s.fault.is_some()).await;
+    assert_eq!(reason(&threw), r#"threw {"refused":"hostile-1"}"#, "{threw}");
+    for status in [&looped, &ate, &threw] {
+        assert_eq!(status["fault"]["position"], written.position.commit, "{status}");
+    }
+
+    // The healthy projection went on meanwhile, and still does.
+    let last = register(&env, 1, "after@example.com").await;
+    let (status, user) = env.get(&format!("/projections/user-directory/collections/users/u1?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+}
+
+/// A projection rewritten in TypeScript replaces its Rust version by a
+/// `continue` swap, under a client querying without pause: no query fails,
+/// and the new code carries on from the checkpoint on the same read model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continue_swap_to_a_typescript_module_fails_no_query() {
+    let Some(module) = typescript_user_directory() else { return };
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut last = 0;
+    for n in 0..10 {
+        last = register(&env, n, &format!("u{n}@example.com")).await;
+    }
+    documents(&env, "user-directory", "users", last).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (http, url) = (env.http.clone(), env.url("/projections/user-directory/collections/users/u3"));
+    let querying = stop.clone();
+    let queries = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        while !querying.load(std::sync::atomic::Ordering::Relaxed) {
+            let response = http.get(&url).send().await.expect("query");
+            answers.push(response.status());
+        }
+        answers
+    });
+    let started = std::time::Instant::now();
+    let (status, body) = env.deploy_with("user-directory", module.to_str().expect("utf-8"), "mode=continue").await;
+    let swap = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["read_model"], body["previous"]["read_model"], "the same read model: {body}");
+    let last = register(&env, 10, "after@example.com").await;
+    let users = documents(&env, "user-directory", "users", last).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = queries.await.expect("query loop");
+    eprintln!("continue swap to the TypeScript module: {swap:?}, {} queries meanwhile", answers.len());
+    assert!(answers.len() > 10, "the loop ran through the swap: {}", answers.len());
+    assert!(answers.iter().all(|s| *s == StatusCode::OK), "every query answered: {answers:?}");
+    assert_eq!(users.len(), 11, "the TypeScript code applied the event after the swap");
+}

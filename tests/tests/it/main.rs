@@ -17,7 +17,7 @@
 //! - `soak`                  the binary under steady appends, registrations, queries and swaps: resources flat, nothing lost
 //! - `storage`               the host's data directory unusable or full: clear errors, retried, nothing damaged
 //! - `races`                 a fault racing stop/rollback/swap: the registry keeps both; a restart brings back what was answered
-//! - `languages`             the TypeScript example beside its Rust twin: same documents, errors in its own words (opt-in: `PROJECTOR_GUEST_LANGUAGES`)
+//! - `languages`             TypeScript and Python examples beside their Rust twins: same documents, errors in their own words, hostile TS modules stopped, a swap to TS without a failed query (opt-in: `PROJECTOR_GUEST_LANGUAGES`)
 //! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
