@@ -128,8 +128,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The TypeScript SDK and example: installs their pinned packages, runs
-/// their own tests and type checks, and builds the example's module for
-/// the host's tests (`languages`).
+/// their own tests and type checks, and builds the example's module and the
+/// misbehaving test guests for the host's tests (`languages`).
 fn test_typescript() -> anyhow::Result<()> {
     for (dir, what) in
         [("guest-sdk-ts", "the TypeScript SDK"), ("projections/user-directory-ts", "the TypeScript example")]
@@ -149,6 +149,15 @@ fn test_typescript() -> anyhow::Result<()> {
         Command::new("npm")
             .current_dir(root().join("projections/user-directory-ts"))
             .args(["run", "--silent", "build"]),
+    )?;
+    let hostile = root().join("tests/guests-ts");
+    step(
+        "npm ci (the misbehaving TypeScript test guests)",
+        Command::new("npm").current_dir(&hostile).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
+    )?;
+    step(
+        "npm run build (the misbehaving TypeScript test guests)",
+        Command::new("npm").current_dir(&hostile).args(["run", "--silent", "build"]),
     )
 }
 
