@@ -35,7 +35,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
 }
 
 /// The resident set of this process, in bytes (Linux).
-fn rss_bytes() -> anyhow::Result<u64> {
+pub(crate) fn rss_bytes() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS in /proc/self/status")?;
     let kib: u64 = line.split_whitespace().nth(1).context("VmRSS without a value")?.parse()?;

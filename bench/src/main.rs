@@ -28,11 +28,16 @@
 //! `cargo run --release -p bench -- sandbox` measures a healthy projection's
 //! catch-up beside modules that always run into their limits.
 //!
+//! `cargo run --release -p bench -- languages` measures the TypeScript and
+//! Python examples beside their Rust twins (compile, catch-up, memory,
+//! restart, a swap); the examples must be built first (`cargo xtask test`).
+//!
 //! Figures, not assertions: the test suite never checks timings.
 
 mod all_bench;
 mod cost_bench;
 mod eventstore_bench;
+mod languages_bench;
 mod peer_bench;
 mod projections_bench;
 mod report;
@@ -70,6 +75,8 @@ enum Command {
     Users(users_bench::Args),
     /// A healthy projection's catch-up beside modules that always run into their limits.
     Sandbox(sandbox_bench::Args),
+    /// TypeScript and Python projections beside their Rust twins: compile, catch-up, memory, restart, swap.
+    Languages(languages_bench::Args),
     /// Runs an event store for the benchmark (internal).
     #[command(hide = true)]
     Serve {
@@ -113,6 +120,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => print(runtime.block_on(sandbox_bench::run(args))),
         Command::Peer(args) => print(runtime.block_on(peer_bench::run(args))),
         Command::Cost(args) => print(runtime.block_on(cost_bench::run(args))),
+        Command::Languages(args) => print(runtime.block_on(languages_bench::run(args))),
         Command::Serve { listen, data, plain_tcp } => {
             runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
         }

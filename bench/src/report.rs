@@ -64,6 +64,16 @@ impl Table {
         self.0.push(row);
     }
 
+    /// Appends another table's figures.
+    pub(crate) fn extend(&mut self, other: Table) {
+        self.0.extend(other.0);
+    }
+
+    /// The value of the figure named `metric`, if measured.
+    pub(crate) fn value(&self, metric: &str) -> Option<f64> {
+        self.0.iter().find(|row| row.metric == metric).map(|row| row.value)
+    }
+
     /// Prints this run as one line of JSON (for `bench all`).
     pub(crate) fn print_json(&self) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(self)?);

@@ -15,6 +15,9 @@ fn every_benchmark_produces_every_figure() {
     if !with_peer {
         command.arg("--no-peer");
     }
+    // The languages benchmark compiles five 12-18 MiB modules (minutes even
+    // at --quick); `bench languages --quick` is its own check, outside the suite.
+    command.arg("--no-languages");
     let output = command.output().expect("run the bench binary");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench all --quick failed: {stderr}");

@@ -58,6 +58,11 @@ impl DataDir {
         self.root.join("artifacts")
     }
 
+    /// The cache of compiled functions (SQLite), shared by every module.
+    pub(crate) fn function_cache(&self) -> PathBuf {
+        self.root.join("artifacts-functions.sqlite")
+    }
+
     /// The embedded event store's directory.
     pub(crate) fn eventstore(&self) -> PathBuf {
         self.root.join("eventstore")

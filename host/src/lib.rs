@@ -139,7 +139,10 @@ impl Host {
             None => stored_admin_token(&data)?,
         };
         let registrations = Arc::new(users::Registrations::new(client.clone(), config.registration)?);
-        let runtime = Arc::new(Runtime::new(Limits::default())?.with_artifact_cache(data.artifacts()));
+        let runtime = Arc::new(
+            Runtime::with_function_cache(Limits::default(), &data.function_cache())?
+                .with_artifact_cache(data.artifacts()),
+        );
         let head = Arc::new(head::Head::follow(client.clone()));
         let metrics = Arc::new(metrics::Metrics::new());
         let deployments = Arc::new(Deployments::new(runtime, client, data, BatchConfig::default(), head, metrics)?);

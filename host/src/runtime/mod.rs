@@ -11,6 +11,7 @@
 
 mod bindings;
 mod cache;
+mod functions;
 mod host;
 mod limiter;
 #[cfg(test)]
@@ -155,8 +156,30 @@ impl Module {
 impl Runtime {
     /// An engine with the given default limits, and the thread that ticks its epoch.
     pub fn new(limits: Limits) -> anyhow::Result<Runtime> {
+        Runtime::build(limits, None)
+    }
+
+    /// Like [`Runtime::new`], keeping every compiled function in the SQLite
+    /// file `functions` and reusing it when a later module holds the same
+    /// function (a module in a language whose runtime it carries compiles
+    /// mostly from there). Without a usable file it compiles everything, as
+    /// `new` does.
+    pub fn with_function_cache(limits: Limits, functions: &std::path::Path) -> anyhow::Result<Runtime> {
+        match functions::FunctionCache::open(functions) {
+            Ok(cache) => Runtime::build(limits, Some(Arc::new(cache))),
+            Err(e) => {
+                tracing::warn!(path = %functions.display(), "cannot open the compiled-function cache, compiling without it: {e}");
+                Runtime::build(limits, None)
+            }
+        }
+    }
+
+    fn build(limits: Limits, functions: Option<Arc<dyn wasmtime::CacheStore>>) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        if let Some(functions) = functions {
+            config.enable_incremental_compilation(functions).map_err(wasm_error)?;
+        }
         let engine = Engine::new(&config).map_err(wasm_error)?;
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
