@@ -289,6 +289,7 @@ fn status_lines(s: &Value) -> String {
         ("on error", text(&s["on_error"])),
         ("dead letters", text(&s["dead_letters"])),
         ("read model", text(&s["read_model"])),
+        ("module", module_text(&s["module"])),
         ("limits", limits_text(&s["limits"], &s["limits_set"])),
         ("previous", previous_text(&s["previous"], &s["read_model"])),
     ];
@@ -341,6 +342,15 @@ fn limits_text(limits: &Value, set: &Value) -> String {
         format!("{in_force} (host defaults)")
     } else {
         format!("{in_force} (set at deploy: {})", set.join(", "))
+    }
+}
+
+/// The serving module's toolchain and size.
+fn module_text(module: &Value) -> String {
+    let size = module["bytes"].as_u64().map_or_else(|| "?".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    match module["toolchain"].as_str() {
+        Some(toolchain) => format!("{toolchain}, {size}"),
+        None => size,
     }
 }
 

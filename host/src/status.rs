@@ -111,6 +111,8 @@ pub struct Status {
     pub limits: EffectiveLimits,
     /// The limits the deploy set (empty when every limit is the host's default).
     pub limits_set: ProjectionLimits,
+    /// The serving module: its hash, size and the toolchain that built it.
+    pub module: Option<ModuleInfo>,
     /// What `rollback` returns to, if anything.
     pub previous: Option<Previous>,
     /// A blue/green rebuild in progress.
@@ -128,6 +130,18 @@ pub struct EffectiveLimits {
     pub document_bytes: u64,
     /// Most one batch may write, in bytes (host-wide).
     pub batch_write_bytes: u64,
+}
+
+/// A stored module, as the status describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleInfo {
+    /// SHA-256 of its bytes (its file under `modules/`).
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The language and tool that built it, from its `producers` sections
+    /// (e.g. `JavaScript (ComponentizeJS 0.23.0)`), when they say.
+    pub toolchain: Option<String>,
 }
 
 /// The version and read model `rollback` returns to.
@@ -187,6 +201,7 @@ mod tests {
             on_error: OnError::Skip,
             limits: EffectiveLimits { memory_mb: 32, batch_timeout_ms: 5000, document_bytes: 1, batch_write_bytes: 2 },
             limits_set: ProjectionLimits { memory_mb: Some(32), batch_timeout_ms: None },
+            module: Some(ModuleInfo { sha256: "ab".into(), bytes: 9, toolchain: Some("Rust (rustc 1.95.0)".into()) }),
             previous: Some(Previous { version: "1.2.0".into(), read_model: "orders-1".into() }),
             rebuild: None,
         };
@@ -197,6 +212,7 @@ mod tests {
             "on_error": "skip", "dead_letters": 1,
             "limits": {"memory_mb": 32, "batch_timeout_ms": 5000, "document_bytes": 1, "batch_write_bytes": 2},
             "limits_set": {"memory_mb": 32},
+            "module": {"sha256": "ab", "bytes": 9, "toolchain": "Rust (rustc 1.95.0)"},
             "previous": {"version": "1.2.0", "read_model": "orders-1"}, "rebuild": null,
         });
         assert_eq!(json, expected);

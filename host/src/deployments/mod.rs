@@ -44,7 +44,7 @@ pub use crate::runner::BatchConfig;
 use crate::runner::{FaultReport, Runner};
 use crate::runtime::{DeployError, Module, Runtime};
 use crate::settings::{OnError, ProjectionLimits};
-use crate::status::{EffectiveLimits, FaultInfo, Previous, Status};
+use crate::status::{EffectiveLimits, FaultInfo, ModuleInfo, Previous, Status};
 
 /// What a deploy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,8 @@ pub struct Deployments {
     changes: tokio::sync::Mutex<()>,
     /// Where runners report faults (see [`record_faults`]).
     reports: mpsc::UnboundedSender<FaultReport>,
+    /// What the status says about each stored module, read once from its bytes.
+    modules: parking_lot::Mutex<BTreeMap<String, ModuleInfo>>,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -128,6 +130,7 @@ impl Deployments {
             deployed: RwLock::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             reports,
+            modules: parking_lot::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -179,9 +182,26 @@ impl Deployments {
                 batch_write_bytes: sandbox.batch_write_bytes as u64,
             },
             limits_set,
+            module: entry.as_ref().map(|e| self.module_info(&e.serving.module)),
             previous: entry.and_then(|e| e.previous).map(|p| Previous { version: p.version, read_model: p.readmodel }),
             rebuild: candidate.map(|c| self.rebuild_status(&c)),
         }
+    }
+
+    /// The stored module `sha`'s size and toolchain, read from its bytes the
+    /// first time and remembered (a module's file never changes).
+    fn module_info(&self, sha: &str) -> ModuleInfo {
+        if let Some(info) = self.modules.lock().get(sha) {
+            return info.clone();
+        }
+        let bytes = self.registry.module_bytes(sha).unwrap_or_default();
+        let info = ModuleInfo {
+            sha256: sha.to_owned(),
+            bytes: bytes.len() as u64,
+            toolchain: crate::runtime::toolchain(&bytes),
+        };
+        self.modules.lock().insert(sha.to_owned(), info.clone());
+        info
     }
 
     /// Starts every projection the registry records, in the state it was in,

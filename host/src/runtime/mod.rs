@@ -16,6 +16,7 @@ mod host;
 mod limiter;
 #[cfg(test)]
 mod tests;
+mod toolchain;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use host::DocumentSource;
 use host::HostState;
 /// Events and descriptions are the SDK's types: one definition on both sides of the boundary.
 pub use projector_guest_sdk::{Description, Event};
+pub use toolchain::toolchain;
 
 /// How often the epoch ticks; batch deadlines are counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -96,6 +96,7 @@ async fn the_typescript_user_directory_matches_the_rust_one_document_for_documen
     assert!(v0.1["registeredAt"].as_str().is_some_and(|t| t.ends_with('Z')), "the stored time stands in: {v0:?}");
     let (_, status) = env.get("/projections/user-directory-ts").await;
     assert_eq!(status["events_processed"], 35, "{status}");
+    assert_eq!(status["module"]["toolchain"], "JavaScript (ComponentizeJS 0.23.0)", "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,6 +183,11 @@ async fn the_python_signup_stats_matches_the_rust_one_document_for_document() {
         assert!(!rust.is_empty(), "{collection}");
         assert_eq!(python, rust, "{collection}: every document the same");
     }
+    let (_, status) = env.get("/projections/signup-stats-py").await;
+    assert!(
+        status["module"]["toolchain"].as_str().is_some_and(|t| t.starts_with("Python (componentize-py, CPython 3.")),
+        "{status}"
+    );
     let domains = documents(&env, "signup-stats-py", "domains", last).await;
     assert_eq!(domains.len(), 3, "example.com, example.org (version 1), other.org: {domains:?}");
 }

@@ -321,3 +321,41 @@ fn a_current_module_reports_its_exact_event_types() {
     assert_eq!(module.description().event_types, ["OrderShipped"]);
     assert!(module.description().event_type_prefixes.is_empty());
 }
+
+#[test]
+fn the_toolchain_that_built_a_module_is_read_from_its_producers() {
+    let toolchain = projector::runtime::toolchain(&module_bytes(env!("WASM_USER_DIRECTORY")));
+    assert!(toolchain.as_deref().is_some_and(|t| t.starts_with("Rust (rustc 1.")), "{toolchain:?}");
+    assert_eq!(projector::runtime::toolchain(b"\0asm\x01\0\0\0"), None, "a module that says nothing");
+}
+
+#[test]
+fn compiled_functions_are_kept_and_reused_by_later_modules_and_a_damaged_store_is_only_a_miss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("functions.sqlite");
+    let rows = || rusqlite_count(&store);
+    let runtime = Runtime::with_function_cache(Limits::default(), &store).expect("runtime");
+    runtime.compile(&module_bytes(env!("WASM_SIGNUP_STATS"))).expect("compiles");
+    let kept = rows();
+    assert!(kept > 100, "every compiled function is kept: {kept}");
+
+    // Another engine on the same store (a restarted host) compiles another
+    // module, partly from the store, and that module runs correctly.
+    let again = Runtime::with_function_cache(Limits::default(), &store).expect("runtime");
+    let module = again.compile(&module_bytes(env!("WASM_USER_DIRECTORY"))).expect("compiles");
+    let (event, _) = registration(1, "a@example.com", "2026-11-23");
+    let writes = again.instantiate(&module).expect("instance").handle_batch(&[event], Arc::new(Committed::default()));
+    assert_eq!(writes.expect("batch").len(), 2);
+    assert!(rows() > kept, "its own functions were added");
+
+    // A store that is not a database is compiled without, not refused.
+    std::fs::write(&store, b"not a database").expect("damage");
+    let damaged = Runtime::with_function_cache(Limits::default(), &store).expect("a runtime all the same");
+    assert!(damaged.compile(&module_bytes(env!("WASM_SIGNUP_STATS"))).is_ok());
+}
+
+/// Rows in the compiled-function store, read with the sqlite3 the host bundles.
+fn rusqlite_count(path: &std::path::Path) -> u64 {
+    let db = rusqlite::Connection::open(path).expect("open");
+    db.query_row("SELECT count(*) FROM functions", [], |row| row.get(0)).expect("count")
+}
