@@ -34,7 +34,7 @@ def componentize_py() -> str:
     beside = Path(sys.executable).parent / "componentize-py"
     found = str(beside) if beside.is_file() else shutil.which("componentize-py")
     if not found:
-        sys.exit("projector_guest.build: componentize-py is not installed (pip install componentize-py==0.25.0)")
+        sys.exit("projector_guest.build: componentize-py is not installed (pip install -e PATH/TO/guest-sdk-py[build])")
     return found
 
 

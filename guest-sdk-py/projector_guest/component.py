@@ -13,6 +13,7 @@ from wit_world.imports import log as wit_log
 from wit_world.imports import read_model, types
 
 from . import log
+from .determinism import forbid_clock_and_randomness
 from .errors import to_handle_error
 from .event import Event
 from .model import ReadModel
@@ -55,6 +56,7 @@ def _handle_error(kind: str, message: str) -> types.HandleError:
 def world_for(projection: Type[Projection]) -> type:
     """The module's exports (the `WitWorld` class componentize-py looks for) for `projection`."""
     log.set_writer(lambda level, message: wit_log.write(_LEVELS[level], message))
+    forbid_clock_and_randomness()
     instance = projection()
     model = ReadModel(_Host())
 

@@ -61,11 +61,12 @@ class Event:
             raise InvalidEvent(f"metadata: {e}") from None
 
     def schema_version(self) -> int:
-        """The schema version in the metadata (`schemaVersion`), 1 when absent."""
+        """The schema version in the metadata (`schemaVersion`), 1 when absent
+        (or when the metadata is not a JSON object), as the Rust SDK reads it."""
         metadata = self.metadata_json()
         version = metadata.get("schemaVersion", 1) if isinstance(metadata, dict) else 1
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise InvalidEvent(f"metadata: schemaVersion must be a positive integer, not {json.dumps(version)}")
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= 0xFFFFFFFF:
+            raise InvalidEvent(f"schemaVersion {json.dumps(version)} is not a version number")
         return version
 
     def decode(self, type: EventType[T]) -> Optional[T]:

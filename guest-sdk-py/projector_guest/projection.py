@@ -31,6 +31,17 @@ class Projection:
     #: Secondary indexes: (collection, dotted field path).
     indexes: ClassVar[Sequence[Tuple[str, str]]] = ()
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # A bare string is a sequence too: "order-" would mean six one-letter prefixes.
+        for attribute in ("event_types", "event_type_prefixes", "streams"):
+            value = getattr(cls, attribute)
+            if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+                raise TypeError(f"{cls.__name__}.{attribute} must be a list of strings, e.g. [{value!r}]")
+        for index in cls.indexes:
+            if not (isinstance(index, tuple) and len(index) == 2 and all(isinstance(part, str) for part in index)):
+                raise TypeError(f"{cls.__name__}.indexes holds {index!r}: each is a (collection, field) tuple")
+
     def apply(self, event: Event, model: ReadModel) -> None:
         raise NotImplementedError
 

@@ -63,22 +63,48 @@ def check_name(collection: str, key: str) -> Optional[WriteRefusal]:
     return InvalidName(NAME_MESSAGE)
 
 
+#: Integers at least this large are beyond a 64-bit float, which the host's JSON reader refuses.
+_FLOAT_LIMIT = 2**1024
+
+
 def to_json(value: object) -> Union[str, WriteRefusal]:
-    """The JSON text of a value, or why it has none (NaN, infinities,
-    objects JSON cannot hold, cycles)."""
+    """The JSON text of a value, or why the host could not store it: NaN,
+    infinities, integers beyond a 64-bit float, objects JSON cannot hold,
+    cycles, or a lone surrogate (such a string cannot even reach the host)."""
     try:
         # Not ASCII-escaped: a lone surrogate stays one and fails the UTF-8 check.
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=_refuse)
     except (TypeError, ValueError, RecursionError) as e:
         return InvalidJson(f"cannot be written as JSON: {e}")
+    if _utf8_length(text) is None:
+        return InvalidJson("a string holds a lone surrogate")
+    if _has_huge_int(value):
+        return InvalidJson("a number is beyond the range of a 64-bit float")
+    return text
+
+
+def _refuse(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _has_huge_int(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) >= _FLOAT_LIMIT:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
 
 
 def check_document(text: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Optional[WriteRefusal]:
-    """Checks a document's JSON text as the host does: no lone surrogate
-    (not UTF-8 text), at most `max_bytes`, nested at most 128 deep."""
-    length = _utf8_length(text)
-    if length is None:
-        return InvalidJson("a string holds a lone surrogate")
+    """Checks a document's JSON text (from `to_json`) as the host does: at
+    most `max_bytes`, nested at most 128 deep."""
+    length = _utf8_length(text) or 0
     if length > max_bytes:
         return TooLarge(max_bytes)
     if _depth(text) > MAX_DEPTH:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 from . import log
+from .determinism import forbid_clock_and_randomness
 from .errors import handle_error_message, to_handle_error
 from .event import Event
 from .model import ReadModel
@@ -104,7 +105,6 @@ class Harness:
 
     def __init__(self, projection: Type[Projection], document_bytes: int = MAX_DOCUMENT_BYTES) -> None:
         self._projection = projection
-        self._instance = projection()
         self._documents: Documents = {}
         self._revisions: Dict[str, int] = {}
         self._position = 0
@@ -112,34 +112,41 @@ class Harness:
         self._logs: List[Tuple[str, str]] = []
 
     def given(self, events: List[TestEvent]) -> None:
-        """Applies `events` as one batch, as the host would. Raises `BatchError`
-        (keeping nothing of the batch, not even its positions) when one fails,
-        when one would never reach the projection, or when one marked
-        `expect_ignored` would."""
-        revisions = dict(self._revisions)
-        delivered: List[Tuple[int, Event]] = []
+        """Applies `events` as one batch, as the host would, with a new
+        instance of the projection (the host makes new ones whenever it
+        likes, so nothing kept on `self` survives). Raises `BatchError` and
+        keeps none of the batch's writes when one fails; its events keep their
+        positions and revisions, as events in the store do. An event that
+        would never reach the projection, or one marked `expect_ignored` that
+        would, fails the batch before anything runs, and then it takes no
+        positions either."""
         for index, test in enumerate(events):
             if self._projection.wants(test.stream_id, test.event_type) == test.expected_ignored:
                 raise BatchError(index, "other", _misdelivery(self._projection, index, test))
-            revision = revisions.get(test.stream_id, 0)
-            revisions[test.stream_id] = revision + 1
+        delivered: List[Tuple[int, Event]] = []
+        for index, test in enumerate(events):
+            # Every event takes a revision and a position, delivered or not.
+            revision = self._revisions.get(test.stream_id, 0)
+            self._revisions[test.stream_id] = revision + 1
+            self._position += 1
             if not test.expected_ignored:
-                delivered.append((index, test.to_event(self._position + index + 1, revision)))
+                delivered.append((index, test.to_event(self._position, revision)))
         scratch = _Scratch(self._documents, self._limit)
         model = ReadModel(scratch)
+        instance = self._projection()
         previous = log.set_writer(lambda level, message: self._logs.append((level, message)))
+        restore = forbid_clock_and_randomness()
         try:
             for index, event in delivered:
                 try:
-                    self._instance.apply(event, model)
+                    instance.apply(event, model)
                 except Exception as e:
                     kind, message = to_handle_error(e)
                     raise BatchError(index, kind, message) from e
         finally:
+            restore()
             log.set_writer(previous)
         scratch.commit()
-        self._position += len(events)
-        self._revisions = revisions
 
     def document(self, collection: str, key: str) -> Any:
         """A committed document, parsed; None when there is none."""

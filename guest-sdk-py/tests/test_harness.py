@@ -43,7 +43,7 @@ def test_documents_come_from_events_and_positions_count_every_event():
     assert harness.take_logs() == [("info", "placed order-1"), ("info", "placed order-2")]
 
 
-def test_a_failing_event_discards_the_whole_batch_positions_included():
+def test_a_failing_event_discards_the_batchs_writes_and_its_events_keep_their_positions():
     harness = Harness(Orders)
     harness.given([placed("order-1")])
     error = refusal(harness, [placed("order-2"), TestEvent.raw("OrderPlaced", "{not json").stream("order-3")])
@@ -51,7 +51,7 @@ def test_a_failing_event_discards_the_whole_batch_positions_included():
     assert error.message.startswith("OrderPlaced order-3@0: ")
     assert harness.document("orders", "order-2") is None
     harness.given([placed("order-4")])
-    assert harness.document("orders", "order-4")["position"] == 2
+    assert harness.document("orders", "order-4")["position"] == 4
 
 
 def test_every_exception_becomes_a_handle_error_with_its_message():
@@ -87,6 +87,8 @@ def test_writes_the_host_refuses_are_refused_the_same_way():
     Harness(writer("\U0001f600 \\ud800 is text")).given([TestEvent.json("Any", {})])
     assert "cannot be written as JSON" in refused(writer(math.nan))
     assert "cannot be written as JSON" in refused(writer({1, 2}))
+    assert "beyond the range of a 64-bit float" in refused(writer({"n": [2**1030]}))
+    Harness(writer({"n": 2**1023})).given([TestEvent.json("Any", {})])
     assert rules.NAME_MESSAGE in refused(writer({}, "", "k"))
     assert rules.NAME_MESSAGE in refused(writer({}, "c", "é" * 513))
     Harness(writer({}, "c", "é" * 512)).given([TestEvent.json("Any", {})])
@@ -129,3 +131,65 @@ def test_each_schema_version_is_read_by_its_reader_and_refusals_are_invalid_even
     error = refusal(harness, [TestEvent.json("Registered", {}).schema_version(7)])
     assert error.message == "Registered schema version 7 is unknown (known: 1, 2)"
     assert isinstance(InvalidEvent("x"), Exception)
+
+
+def test_a_description_must_hold_lists_of_strings():
+    with pytest.raises(TypeError, match=r"streams must be a list of strings, e\.g\. \['order-'\]"):
+
+        class Wrong(Projection):
+            name = "wrong"
+            version = "1"
+            streams = "order-"
+
+
+def test_the_clock_and_randomness_raise_while_a_projection_runs_and_come_back_after():
+    import random
+    import time
+
+    class Clock(Projection):
+        name = "clock"
+        version = "1"
+
+        def apply(self, event, model):
+            model.put("t", "k", time.time())
+
+    class Dice(Projection):
+        name = "dice"
+        version = "1"
+
+        def apply(self, event, model):
+            model.put("d", "k", random.randint(1, 6))
+
+    for projection, what in ((Clock, "time.time()"), (Dice, "random.randint()")):
+        error = refusal(Harness(projection), [TestEvent.json("Any", {})])
+        assert error.message == f"RuntimeError: {what} is not available in a projection: it must give the same documents for the same events (use event.created_ms for time)"
+    assert time.time() > 0 and 1 <= random.randint(1, 6) <= 6
+
+
+def test_each_batch_gets_a_new_instance_so_nothing_kept_on_self_survives():
+    class Counter(Projection):
+        name = "counter"
+        version = "1"
+
+        def __init__(self):
+            self.seen = 0
+
+        def apply(self, event, model):
+            self.seen += 1
+            model.put("seen", event.event_id, self.seen)
+
+    harness = Harness(Counter)
+    harness.given([TestEvent.json("A", {})])
+    harness.given([TestEvent.json("A", {})])
+    assert sorted(harness.collection("seen").values()) == [1, 1]
+
+
+def test_the_schema_version_is_read_as_the_rust_sdk_reads_it():
+    def event(metadata: bytes) -> Event:
+        return Event("s", "T", "id", 0, 1, 0, "application/json", b"{}", metadata)
+
+    assert event(b"").schema_version() == 1
+    assert event(b"null").schema_version() == 1
+    assert event(b'{"schemaVersion": 0}').schema_version() == 0
+    with pytest.raises(InvalidEvent, match="schemaVersion -1 is not a version number"):
+        event(b'{"schemaVersion": -1}').schema_version()

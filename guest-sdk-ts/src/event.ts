@@ -92,12 +92,19 @@ export class Event implements EventFields {
     }
   }
 
-  /** The schema version in the metadata (`schemaVersion`), 1 when absent. */
+  /**
+   * The schema version in the metadata (`schemaVersion`), 1 when absent
+   * (or when the metadata is not a JSON object), as the Rust SDK reads it.
+   */
   schemaVersion(): number {
-    const version = (this.metadataJson() as { schemaVersion?: unknown }).schemaVersion;
+    const metadata: unknown = this.metadataJson();
+    const version =
+      typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata)
+        ? (metadata as { schemaVersion?: unknown }).schemaVersion
+        : undefined;
     if (version === undefined) return 1;
-    if (typeof version !== 'number' || !Number.isInteger(version) || version < 1) {
-      throw new InvalidEvent(`metadata: schemaVersion must be a positive integer, not ${JSON.stringify(version)}`);
+    if (typeof version !== 'number' || !Number.isInteger(version) || version < 0 || version > 0xffffffff) {
+      throw new InvalidEvent(`schemaVersion ${JSON.stringify(version)} is not a version number`);
     }
     return version;
   }

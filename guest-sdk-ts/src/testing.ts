@@ -124,22 +124,25 @@ export class Harness {
 
   /**
    * Applies `events` as one batch, as the host would: each event the
-   * projection wants, in order. Throws a `BatchError` (and keeps nothing of
-   * the batch, not even its positions) when one fails, when an event would
-   * never reach the projection, or when one marked `expectIgnored` would.
+   * projection wants, in order. Throws a `BatchError` and keeps none of the
+   * batch's writes when one fails; its events keep their positions and
+   * revisions, as events in the store do. An event that would never reach
+   * the projection, or one marked `expectIgnored` that would, fails the
+   * batch before anything runs, and then it takes no positions either.
    */
   given(events: TestEvent[]): void {
-    const position = this.#position;
-    const revisions = new Map(this.#revisions);
-    const delivered: { index: number; event: Event }[] = [];
     events.forEach((test, index) => {
       if (wants(this.#projection, test.streamId, test.eventType) === test.isExpectedIgnored) {
         throw new BatchError(index, { tag: 'other', val: misdelivery(this.#projection, index, test) });
       }
-      const revision = revisions.get(test.streamId) ?? 0;
-      revisions.set(test.streamId, revision + 1);
-      const event = test.toEvent(position + index + 1, revision);
-      if (!test.isExpectedIgnored) delivered.push({ index, event });
+    });
+    const delivered: { index: number; event: Event }[] = [];
+    events.forEach((test, index) => {
+      // Every event takes a revision and a position, delivered or not.
+      const revision = this.#revisions.get(test.streamId) ?? 0;
+      this.#revisions.set(test.streamId, revision + 1);
+      this.#position += 1;
+      if (!test.isExpectedIgnored) delivered.push({ index, event: test.toEvent(this.#position, revision) });
     });
 
     const scratch = new Scratch(this.#documents, this.#documentLimit);
@@ -159,8 +162,6 @@ export class Harness {
       setLogWriter(previousWriter);
     }
     scratch.commit();
-    this.#position = position + events.length;
-    for (const [stream, revision] of revisions) this.#revisions.set(stream, revision);
   }
 
   /** A committed document, parsed; `undefined` when there is none. */

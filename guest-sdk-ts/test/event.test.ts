@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { z } from 'zod';
 
-import { defineProjection, eventType, InvalidEvent } from '../src/index.js';
+import { defineProjection, Event, eventType, InvalidEvent } from '../src/index.js';
 import { BatchError, Harness, TestEvent } from '../src/testing.js';
 
 const V1 = z.object({ userId: z.string(), email: z.string() });
@@ -53,7 +53,7 @@ test('a payload its version refuses, or an unknown version, is an invalid event'
   };
   assert.match(attempt(TestEvent.json('UserRegistered', { userId: 'u1', email: 'a@x' }).schemaVersion(2)), /UserRegistered v2 test@0: .*registeredAt/s);
   assert.match(attempt(TestEvent.json('UserRegistered', { userId: 'u1', email: 'a@x' }).schemaVersion(3)), /schema version 3 is unknown \(known: 1, 2\)/);
-  assert.match(attempt(TestEvent.json('UserRegistered', {}).metadata({ schemaVersion: 'two' })), /schemaVersion must be a positive integer/);
+  assert.match(attempt(TestEvent.json('UserRegistered', {}).metadata({ schemaVersion: 'two' })), /schemaVersion "two" is not a version number/);
 });
 
 test('decode gives nothing for another type', () => {
@@ -66,4 +66,25 @@ test('decode gives nothing for another type', () => {
     },
   });
   assert.throws(() => new Harness(other).given([TestEvent.json('Something', {})]), /invalid event: checked/);
+});
+
+test('the schema version is read as the Rust SDK reads it', () => {
+  const withMetadata = (metadata: string) =>
+    new Event({
+      streamId: 's',
+      eventType: 'T',
+      eventId: 'id',
+      streamRevision: 0,
+      commitPosition: 1,
+      createdMs: 0,
+      contentType: 'application/json',
+      data: new TextEncoder().encode('{}'),
+      metadata: new TextEncoder().encode(metadata),
+    });
+  assert.equal(withMetadata('').schemaVersion(), 1);
+  assert.equal(withMetadata('null').schemaVersion(), 1, 'metadata that is not an object has no version');
+  assert.equal(withMetadata('[2]').schemaVersion(), 1);
+  assert.equal(withMetadata('{"schemaVersion": 0}').schemaVersion(), 0);
+  assert.throws(() => withMetadata('{"schemaVersion": -1}').schemaVersion(), /schemaVersion -1 is not a version number/);
+  assert.throws(() => withMetadata('{"schemaVersion": 1.5}').schemaVersion(), InvalidEvent);
 });

@@ -33,8 +33,10 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
             (".gitignore", include_str!("../templates/ts/gitignore.in")),
         ],
         Lang::Python => &[
-            ("{{file}}.py", include_str!("../templates/python/projection.py.in")),
-            ("tests/test_{{file}}.py", include_str!("../templates/python/test_projection.py.in")),
+            // `projection.py`, not the project's name: a name like `json` or
+            // `email` would hide the standard library's module of that name.
+            ("projection.py", include_str!("../templates/python/projection.py.in")),
+            ("tests/test_projection.py", include_str!("../templates/python/test_projection.py.in")),
             ("requirements.txt", include_str!("../templates/python/requirements.txt.in")),
             ("README.md", include_str!("../templates/python/README.md.in")),
             (".gitignore", include_str!("../templates/python/gitignore.in")),
@@ -70,7 +72,7 @@ fn next_steps(lang: Lang, name: &str, file: &str, type_name: &str) -> String {
         Lang::Ts => format!("npm install\n  npm test\n  npm run build\n  projector deploy {name} dist/{file}.wasm"),
         Lang::Python => format!(
             "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt\n  .venv/bin/python -m pytest\n  \
-             .venv/bin/python -m projector_guest.build {file}:{type_name} -o dist/{file}.wasm\n  projector deploy {name} dist/{file}.wasm"
+             .venv/bin/python -m projector_guest.build projection:{type_name} -o dist/{file}.wasm\n  projector deploy {name} dist/{file}.wasm"
         ),
     }
 }

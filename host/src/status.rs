@@ -107,7 +107,8 @@ pub struct Status {
     pub lag_seconds: f64,
     /// What happens when the module fails on an event.
     pub on_error: OnError,
-    /// The sandbox limits in force: the deploy's own, the host's defaults for the rest.
+    /// The sandbox limits of the deployment: the deploy's own, the host's
+    /// defaults for the rest (during a rebuild, those of the version being built).
     pub limits: EffectiveLimits,
     /// The limits the deploy set (empty when every limit is the host's default).
     pub limits_set: ProjectionLimits,

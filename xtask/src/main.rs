@@ -65,6 +65,9 @@ fn add_wasm_target() -> anyhow::Result<()> {
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
+    // `cargo xtask run -- new orders` and `cargo xtask run new orders` alike:
+    // this command adds its own `--` before the binary's arguments.
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     add_wasm_target()?;
     let mut command = Command::new(cargo());
     command.current_dir(root()).args(["run", "--release", "--bin", "projector", "--"]);
@@ -161,9 +164,6 @@ fn test_typescript() -> anyhow::Result<()> {
     )
 }
 
-/// The Python packages the Python SDK and example are built and tested with.
-const PYTHON_GUEST_TOOLS: &[&str] = &["componentize-py==0.25.0", "pytest==8.4.2"];
-
 /// The Python SDK and example: a virtual environment in
 /// `target/python-guests` with the pinned tools and the SDK, their pytest
 /// suites, and the example's module for the host's tests (`languages`).
@@ -173,13 +173,11 @@ fn test_python() -> anyhow::Result<()> {
     if !python.is_file() {
         step("python3 -m venv target/python-guests", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
+    // The SDK's extras pin componentize-py and pytest (guest-sdk-py/pyproject.toml).
+    let sdk = format!("{}[build,test]", root().join("guest-sdk-py").display());
     step(
-        "pip install componentize-py and pytest (pinned) and the Python SDK",
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(PYTHON_GUEST_TOOLS)
-            .arg("-e")
-            .arg(root().join("guest-sdk-py")),
+        "pip install the Python SDK with its pinned build and test tools",
+        Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", &sdk]),
     )?;
     for (dir, what) in [("guest-sdk-py", "the Python SDK"), ("projections/signup-stats-py", "the Python example")] {
         step(

@@ -39,13 +39,18 @@ impl Hasher for ShaHasher {
     }
 }
 
+/// A key for what `engine` compiles: a SHA-256 of its compatibility hash,
+/// which covers the wasmtime version, the compiler and its settings, the
+/// target and the enabled features.
+pub(super) fn engine_key(engine: &Engine) -> [u8; 32] {
+    let mut hasher = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize().into()
+}
+
 impl ArtifactCache {
     pub(super) fn new(dir: PathBuf, engine: &Engine) -> ArtifactCache {
-        // The compatibility hash covers the wasmtime version, the compiler
-        // and its settings, the target and the enabled features.
-        let mut hasher = ShaHasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        ArtifactCache { dir, engine_key: hasher.0.finalize().into() }
+        ArtifactCache { dir, engine_key: engine_key(engine) }
     }
 
     fn path(&self, module: &[u8]) -> PathBuf {

@@ -112,6 +112,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     limits: Limits,
     cache: Option<cache::ArtifactCache>,
+    functions: Option<Arc<functions::FunctionCache>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -167,7 +168,11 @@ impl Runtime {
     /// mostly from there). Without a usable file it compiles everything, as
     /// `new` does.
     pub fn with_function_cache(limits: Limits, functions: &std::path::Path) -> anyhow::Result<Runtime> {
-        match functions::FunctionCache::open(functions) {
+        // What the cached functions were compiled by: an engine with this
+        // configuration (a wasmtime upgrade empties the cache).
+        let probe = Engine::new(&engine_config()).map_err(wasm_error)?;
+        let engine_key: String = cache::engine_key(&probe).iter().map(|b| format!("{b:02x}")).collect();
+        match functions::FunctionCache::open(functions, &engine_key) {
             Ok(cache) => Runtime::build(limits, Some(Arc::new(cache))),
             Err(e) => {
                 tracing::warn!(path = %functions.display(), "cannot open the compiled-function cache, compiling without it: {e}");
@@ -176,11 +181,10 @@ impl Runtime {
         }
     }
 
-    fn build(limits: Limits, functions: Option<Arc<dyn wasmtime::CacheStore>>) -> anyhow::Result<Runtime> {
-        let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
-        if let Some(functions) = functions {
-            config.enable_incremental_compilation(functions).map_err(wasm_error)?;
+    fn build(limits: Limits, functions: Option<Arc<functions::FunctionCache>>) -> anyhow::Result<Runtime> {
+        let mut config = engine_config();
+        if let Some(functions) = &functions {
+            config.enable_incremental_compilation(functions.clone()).map_err(wasm_error)?;
         }
         let engine = Engine::new(&config).map_err(wasm_error)?;
         spawn_epoch_ticker(&engine);
@@ -189,7 +193,7 @@ impl Runtime {
             .map_err(wasm_error)?;
         bindings::v0_1::Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(wasm_error)?;
-        Ok(Runtime { engine, linker, limits, cache: None })
+        Ok(Runtime { engine, linker, limits, cache: None, functions })
     }
 
     /// Keeps precompiled modules in `dir` and loads them from there instead
@@ -240,6 +244,12 @@ impl Runtime {
                 .map(Contract::V0_1)
                 .map_err(|_| DeployError::Invalid(format!("{mismatch:#}"))),
         }
+    }
+
+    /// How many functions compiling took from the compiled-function cache
+    /// instead of compiling them (0 without one).
+    pub fn compiled_function_hits(&self) -> u64 {
+        self.functions.as_ref().map_or(0, |f| f.hits())
     }
 
     /// The default limits.
@@ -382,6 +392,13 @@ impl Instance {
     fn classify(&self, error: wasmtime::Error) -> Fault {
         classify(error, &self.limits, self.store.data().limiter.refused())
     }
+}
+
+/// The engine's settings: the component model, and deadlines by epoch.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    config
 }
 
 /// Wraps a core module into a component; passes components through.

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::support::tally::{self, V1, V2};
 use crate::support::HostEnv;
 
-async fn seen_by(env: &HostEnv, name: &str, id: &str) -> String {
+pub(crate) async fn seen_by(env: &HostEnv, name: &str, id: &str) -> String {
     let (status, body) = env.get(&format!("/projections/{name}/collections/events/{id}")).await;
     assert_eq!(status, StatusCode::OK, "event {id}: {body}");
     body["version"].as_str().expect("version").to_owned()
@@ -140,62 +140,6 @@ async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_
     let (status, body) = env.act("tally", "rollback").await;
     assert_eq!((status, body["version"].as_str()), (StatusCode::OK, Some("2.0.0")), "{body}");
     assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 2015, "version": "2.0.0" }));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
-    let env = HostEnv::start().await;
-    env.deploy("tally", V1).await;
-    let (status, body) = env.act("tally", "rollback").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
-
-    env.deploy_with("tally", V2, "mode=continue").await;
-    let (_, position) = tally::append(&env.events, "tally-a", 3).await;
-    assert_eq!(tally::total(env.api(), "tally", position).await["version"], "2.0.0");
-    let (status, body) = env.act("tally", "rollback").await;
-    assert_eq!((status, body["version"].as_str()), (StatusCode::OK, Some("1.0.0")), "{body}");
-    let (ids, position) = tally::append(&env.events, "tally-b", 3).await;
-    assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 6, "version": "1.0.0" }));
-    assert_eq!(seen_by(&env, "tally", &ids[0]).await, "1.0.0");
-
-    // A rebuild that is rolled back before it switches is cancelled; the serving version stays.
-    env.act("tally", "stop").await;
-    let (status, body) = env.deploy_with("tally", V2, "mode=rebuild").await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let (status, body) = env.deploy_with("tally", V2, "mode=continue").await;
-    assert_eq!(status, StatusCode::CONFLICT, "no second change while a rebuild runs: {body}");
-    let (status, body) = env.act("tally", "rollback").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!((body["version"].as_str(), &body["rebuild"]), (Some("1.0.0"), &Value::Null), "{body}");
-    let files = std::fs::read_dir(env.data.path().join("readmodels/tally")).expect("read models").count();
-    let sqlite = std::fs::read_dir(env.data.path().join("readmodels/tally"))
-        .expect("read models")
-        .filter(|f| f.as_ref().expect("entry").path().extension().is_some_and(|e| e == "sqlite"))
-        .count();
-    assert_eq!(sqlite, 1, "the cancelled rebuild's read model is removed ({files} files)");
-}
-
-/// A rebuild under the same version: the status tells the two read models
-/// apart, and a rollback serves the old one again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to() {
-    let env = HostEnv::start().await;
-    let (_, first) = env.deploy("tally", V1).await;
-    let (_, position) = tally::append(&env.events, "tally-a", 3).await;
-    tally::total(env.api(), "tally", position).await;
-    let (status, body) = env.deploy_with("tally", V1, "mode=rebuild").await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    // Both lanes run 1.0.0, so the lane watch cannot tell them apart: the status can.
-    let rebuilt =
-        env.api().poll_status("tally", "the switch to the rebuilt read model", |s| s["rebuild"].is_null()).await;
-    assert_eq!(rebuilt["version"], "1.0.0", "{rebuilt}");
-    assert_eq!(rebuilt["previous"], json!({"version": "1.0.0", "read_model": first["read_model"]}), "{rebuilt}");
-    assert_ne!(rebuilt["read_model"], first["read_model"], "a rebuild serves a new read model: {rebuilt}");
-
-    let (status, rolled_back) = env.act("tally", "rollback").await;
-    assert_eq!(status, StatusCode::OK, "{rolled_back}");
-    assert_eq!(rolled_back["read_model"], first["read_model"], "the old read model serves again: {rolled_back}");
-    assert_eq!(rolled_back["previous"]["read_model"], rebuilt["read_model"], "{rolled_back}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

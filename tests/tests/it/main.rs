@@ -18,7 +18,8 @@
 //! - `storage`               the host's data directory unusable or full: clear errors, retried, nothing damaged
 //! - `races`                 a fault racing stop/rollback/swap: the registry keeps both; a restart brings back what was answered
 //! - `languages`             TypeScript and Python examples beside their Rust twins: same documents, errors in their own words, hostile TS modules stopped, a swap to TS without a failed query (opt-in: `PROJECTOR_GUEST_LANGUAGES`)
-//! - `lifecycle`             swaps, blue/green rebuilds, rollback, stop/start/reset/retry/delete, restarts, auth
+//! - `lifecycle`             swaps, blue/green rebuilds, stop/start/reset/retry/delete, restarts, auth
+//! - `rollback`              rollback after a swap and after a rebuild (same version too), a rebuild cancelled
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
 //!
@@ -43,6 +44,7 @@ mod lifecycle;
 mod own_crate;
 mod process;
 mod races;
+mod rollback;
 mod runtime;
 mod soak;
 mod storage;

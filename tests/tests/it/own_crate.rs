@@ -149,6 +149,6 @@ async fn a_python_project_made_by_projector_new_tests_builds_and_deploys() {
     .await;
     let tests = run(python(&["-m", "pytest", "-q", "-p", "no:cacheprovider"]), "pytest").await;
     assert!(tests.contains("2 passed"), "{tests}");
-    run(python(&["-m", "projector_guest.build", "orders:Orders", "-o", "dist/orders.wasm"]), "the build").await;
+    run(python(&["-m", "projector_guest.build", "projection:Orders", "-o", "dist/orders.wasm"]), "the build").await;
     deploys_and_sums_items(&project.join("dist/orders.wasm"), "0.1.0").await;
 }

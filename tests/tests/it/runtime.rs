@@ -339,6 +339,12 @@ fn compiled_functions_are_kept_and_reused_by_later_modules_and_a_damaged_store_i
     let kept = rows();
     assert!(kept > 100, "every compiled function is kept: {kept}");
 
+    // The same module on a new engine (a restarted host without the
+    // artifact) compiles every function from the store.
+    let restarted = Runtime::with_function_cache(Limits::default(), &store).expect("runtime");
+    restarted.compile(&module_bytes(env!("WASM_SIGNUP_STATS"))).expect("compiles");
+    assert!(restarted.compiled_function_hits() >= kept, "{} hits of {kept}", restarted.compiled_function_hits());
+
     // Another engine on the same store (a restarted host) compiles another
     // module, partly from the store, and that module runs correctly.
     let again = Runtime::with_function_cache(Limits::default(), &store).expect("runtime");
