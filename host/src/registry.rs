@@ -29,6 +29,11 @@ use crate::data_dir::DataDir;
 use crate::settings::{OnError, ProjectionLimits};
 use crate::status::FaultInfo;
 
+/// A module's name in the store: the SHA-256 of its bytes, in hex.
+pub(crate) fn module_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether a read model's runner should be following events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -194,7 +199,7 @@ impl Registry {
 
     /// Stores `bytes` under their hash (once) and returns the hash.
     pub(crate) fn store_module(&self, bytes: &[u8]) -> anyhow::Result<String> {
-        let sha: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let sha = module_hash(bytes);
         let path = self.data.module(&sha);
         if !path.exists() {
             write_atomically(&path, bytes)?;

@@ -90,7 +90,8 @@ pub struct Deployments {
     changes: tokio::sync::Mutex<()>,
     /// Where runners report faults (see [`record_faults`]).
     reports: mpsc::UnboundedSender<FaultReport>,
-    /// What the status says about each stored module, read once from its bytes.
+    /// What the status says about each module compiled since the start (every
+    /// serving module was: at its deploy or at the restore), by hash.
     modules: parking_lot::Mutex<BTreeMap<String, ModuleInfo>>,
 }
 
@@ -182,26 +183,10 @@ impl Deployments {
                 batch_write_bytes: sandbox.batch_write_bytes as u64,
             },
             limits_set,
-            module: entry.as_ref().map(|e| self.module_info(&e.serving.module)),
+            module: entry.as_ref().and_then(|e| self.modules.lock().get(&e.serving.module).cloned()),
             previous: entry.and_then(|e| e.previous).map(|p| Previous { version: p.version, read_model: p.readmodel }),
             rebuild: candidate.map(|c| self.rebuild_status(&c)),
         }
-    }
-
-    /// The stored module `sha`'s size and toolchain, read from its bytes the
-    /// first time and remembered (a module's file never changes).
-    fn module_info(&self, sha: &str) -> ModuleInfo {
-        if let Some(info) = self.modules.lock().get(sha) {
-            return info.clone();
-        }
-        let bytes = self.registry.module_bytes(sha).unwrap_or_default();
-        let info = ModuleInfo {
-            sha256: sha.to_owned(),
-            bytes: bytes.len() as u64,
-            toolchain: crate::runtime::toolchain(&bytes),
-        };
-        self.modules.lock().insert(sha.to_owned(), info.clone());
-        info
     }
 
     /// Starts every projection the registry records, in the state it was in,
@@ -255,10 +240,19 @@ impl Deployments {
     /// Compiles `bytes` on a blocking thread (loading them from the artifact cache when it can).
     pub async fn compile(&self, bytes: Arc<Vec<u8>>) -> Result<Module, ChangeError> {
         let runtime = self.runtime.clone();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
-            .await
-            .map_err(|e| anyhow::anyhow!("the compile thread failed: {e}"))?;
-        Ok(compiled?)
+        let (compiled, info) = tokio::task::spawn_blocking(move || {
+            let info = ModuleInfo {
+                sha256: crate::registry::module_hash(&bytes),
+                bytes: bytes.len() as u64,
+                toolchain: crate::runtime::toolchain(&bytes),
+            };
+            (runtime.compile(&bytes), info)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the compile thread failed: {e}"))?;
+        let module = compiled?;
+        self.modules.lock().insert(info.sha256.clone(), info);
+        Ok(module)
     }
 
     async fn stored_module(&self, sha: &str) -> anyhow::Result<Module> {
