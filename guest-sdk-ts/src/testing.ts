@@ -146,8 +146,22 @@ export class Harness {
     });
 
     const scratch = new Scratch(this.#documents, this.#documentLimit);
-    const model = new ReadModel(scratch);
     const previousWriter = setLogWriter((level, message) => this.#logs.push([level, message]));
+    try {
+      this.applyBatch(delivered, scratch);
+    } finally {
+      setLogWriter(previousWriter);
+    }
+    scratch.commit();
+  }
+
+  /**
+   * Runs the delivered events against `backend`; throws a `BatchError`
+   * naming the failing event's index among those given. Here the
+   * projection's own code, natively; a built module in `loadComponent`'s.
+   */
+  protected applyBatch(delivered: { index: number; event: Event }[], backend: Backend): void {
+    const model = new ReadModel(backend);
     const restore = forbidClockAndRandomness();
     try {
       for (const { index, event } of delivered) {
@@ -159,9 +173,7 @@ export class Harness {
       }
     } finally {
       restore();
-      setLogWriter(previousWriter);
     }
-    scratch.commit();
   }
 
   /** A committed document, parsed; `undefined` when there is none. */

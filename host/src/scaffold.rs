@@ -29,6 +29,7 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
             ("tsconfig.json", include_str!("../templates/ts/tsconfig.json.in")),
             ("src/projection.ts", include_str!("../templates/ts/projection.ts.in")),
             ("test/projection.test.ts", include_str!("../templates/ts/projection.test.ts.in")),
+            ("test-built/module.test.ts", include_str!("../templates/ts/module.test.ts.in")),
             ("README.md", include_str!("../templates/ts/README.md.in")),
             (".gitignore", include_str!("../templates/ts/gitignore.in")),
         ],
@@ -69,7 +70,9 @@ fn next_steps(lang: Lang, name: &str, file: &str, type_name: &str) -> String {
         Lang::Rust => format!(
             "cargo test\n  cargo build --release --target wasm32-unknown-unknown\n  projector deploy {name} target/wasm32-unknown-unknown/release/{file}.wasm"
         ),
-        Lang::Ts => format!("npm install\n  npm test\n  npm run build\n  projector deploy {name} dist/{file}.wasm"),
+        Lang::Ts => format!(
+            "npm install\n  npm test\n  npm run test:built    # builds, then tests the built module\n  projector deploy {name} dist/{file}.wasm"
+        ),
         Lang::Python => format!(
             "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt\n  .venv/bin/python -m pytest\n  \
              .venv/bin/python -m projector_guest.build projection:{type_name} -o dist/{file}.wasm\n  projector deploy {name} dist/{file}.wasm"

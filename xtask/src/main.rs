@@ -148,10 +148,10 @@ fn test_typescript() -> anyhow::Result<()> {
         step(&format!("npm test ({what})"), &mut npm(&["test", "--silent"]))?;
     }
     step(
-        "npm run build (the TypeScript example's module)",
+        "npm run test:built (builds the TypeScript example's module and tests it against its source)",
         Command::new("npm")
             .current_dir(root().join("projections/user-directory-ts"))
-            .args(["run", "--silent", "build"]),
+            .args(["run", "--silent", "test:built"]),
     )?;
     let hostile = root().join("tests/guests-ts");
     step(

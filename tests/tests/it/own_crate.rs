@@ -123,7 +123,8 @@ async fn a_typescript_project_made_by_projector_new_tests_builds_and_deploys() {
     let tests = run(npm(&["test"]), "npm test").await;
     assert!(tests.contains("# pass 2") && tests.contains("# fail 0"), "{tests}");
     run(npm(&["run", "typecheck"]), "npm run typecheck").await;
-    run(npm(&["run", "build"]), "npm run build").await;
+    let built = run(npm(&["run", "test:built"]), "npm run test:built").await;
+    assert!(built.contains("# pass 1") && built.contains("# fail 0"), "{built}");
     deploys_and_sums_items(&project.join("dist/orders.wasm"), "0.1.0").await;
 }
 
