@@ -149,9 +149,11 @@ fn test_typescript() -> anyhow::Result<()> {
     }
     step(
         "npm run test:built (builds the TypeScript example's module and tests it against its source)",
-        Command::new("npm")
-            .current_dir(root().join("projections/user-directory-ts"))
-            .args(["run", "--silent", "test:built"]),
+        Command::new("npm").current_dir(root().join("projections/user-directory-ts")).args([
+            "run",
+            "--silent",
+            "test:built",
+        ]),
     )?;
     let hostile = root().join("tests/guests-ts");
     step(

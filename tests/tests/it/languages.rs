@@ -59,36 +59,41 @@ fn version_one(n: u32) -> EventData {
     .expect("event")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_typescript_user_directory_matches_the_rust_one_document_for_document() {
-    let Some(module) = typescript_user_directory() else { return };
+/// A host with `rust` and its twin deployed after 20 registrations, then 5
+/// version-1 registrations and 10 more of version 2 appended; the host and
+/// the last position.
+async fn twins_over_the_same_history(rust: (&str, &str), twin: (&str, &str)) -> (HostEnv, u64) {
     let env = HostEnv::start().await;
     for n in 0..20 {
         register(&env, n, &format!("User{n}@Example.com")).await;
     }
-    for (name, module) in
-        [("user-directory", env!("WASM_USER_DIRECTORY")), ("user-directory-ts", module.to_str().expect("utf-8"))]
-    {
+    for (name, module) in [rust, twin] {
         let (status, body) = env.deploy(name, module).await;
         assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
     }
     let mut last = 0;
     for n in 0..5 {
-        last = env
-            .events
-            .append_to_stream(format!("user-v{n}"), &Default::default(), version_one(n))
-            .await
-            .expect("append")
-            .position
-            .commit;
+        let written = env.events.append_to_stream(format!("user-v{n}"), &Default::default(), version_one(n)).await;
+        last = written.expect("append").position.commit;
     }
     for n in 20..30 {
-        last = register(&env, n, &format!("late{n}@example.com")).await;
+        last = register(&env, n, &format!("late{n}@other.org")).await;
     }
+    (env, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_user_directory_matches_the_rust_one_document_for_document() {
+    let Some(module) = typescript_user_directory() else { return };
+    let (env, last) = twins_over_the_same_history(
+        ("user-directory", env!("WASM_USER_DIRECTORY")),
+        ("user-directory-ts", module.to_str().expect("utf-8")),
+    )
+    .await;
     for collection in ["users", "emails"] {
         let rust = documents(&env, "user-directory", collection, last).await;
         let typescript = documents(&env, "user-directory-ts", collection, last).await;
-        assert_eq!(rust.len(), 35, "{collection}");
+        assert_eq!(rust.len(), 35, "{collection}: 30 registrations of version 2, 5 of version 1");
         assert_eq!(typescript, rust, "{collection}: every document the same");
     }
     let upcast = documents(&env, "user-directory-ts", "users", last).await;
@@ -154,29 +159,11 @@ async fn the_module_size_limit_is_the_hosts_setting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_signup_stats_matches_the_rust_one_document_for_document() {
     let Some(module) = python_signup_stats() else { return };
-    let env = HostEnv::start().await;
-    for n in 0..10 {
-        register(&env, n, &format!("User{n}@Example.com")).await;
-    }
-    for (name, module) in
-        [("signup-stats", env!("WASM_SIGNUP_STATS")), ("signup-stats-py", module.to_str().expect("utf-8"))]
-    {
-        let (status, body) = env.deploy(name, module).await;
-        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
-    }
-    let mut last = 0;
-    for n in 0..5 {
-        last = env
-            .events
-            .append_to_stream(format!("user-v{n}"), &Default::default(), version_one(n))
-            .await
-            .expect("append")
-            .position
-            .commit;
-    }
-    for n in 10..20 {
-        last = register(&env, n, &format!("late{n}@other.org")).await;
-    }
+    let (env, last) = twins_over_the_same_history(
+        ("signup-stats", env!("WASM_SIGNUP_STATS")),
+        ("signup-stats-py", module.to_str().expect("utf-8")),
+    )
+    .await;
     for collection in ["domains", "days"] {
         let rust = documents(&env, "signup-stats", collection, last).await;
         let python = documents(&env, "signup-stats-py", collection, last).await;
