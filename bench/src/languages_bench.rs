@@ -24,7 +24,7 @@ use projector::runtime::{Limits, Runtime};
 use projector::settings::{DeployOptions, Mode};
 
 use crate::cost_bench::rss_bytes;
-use crate::projections_bench::preload;
+use crate::projections_bench::{metric_sum, preload};
 use crate::report::{mib, Row, Table, Target};
 use crate::stack::{start_store, RunningHost};
 
@@ -125,7 +125,10 @@ async fn twin_rows(index: usize, events: u64) -> anyhow::Result<Table> {
     let mut rate_row =
         Row::new(format!("languages: {name} in {language}, catch-up of {events} registrations"), rate, "events/s")
             .detail(format!(
-                "deploy (compile) {:.2} s; module {:.1} MiB",
+                "{:.1} s: in the module {:.1} s, committing {:.1} s; deploy (compile) {:.2} s; module {:.1} MiB",
+                figures.catch_up.as_secs_f64(),
+                figures.module_seconds,
+                figures.commit_seconds,
                 figures.deploy.as_secs_f64(),
                 figures.module_mib
             ));
@@ -207,6 +210,9 @@ fn compile_rows(table: &mut Table) -> anyhow::Result<()> {
 }
 
 struct CatchUp {
+    /// Seconds in the module and in commits, from the host's metrics.
+    module_seconds: f64,
+    commit_seconds: f64,
     deploy: Duration,
     catch_up: Duration,
     module_mib: f64,
@@ -235,13 +241,16 @@ async fn catch_up(
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
     projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("{name} stopped: {s:?}"))?;
     let catch_up = started.elapsed() - deploy;
+    let metrics = running.host.deployments().metrics().render(&[]);
+    let module_seconds = metric_sum(&metrics, "projection_event_processing_seconds_sum");
+    let commit_seconds = metric_sum(&metrics, "projector_batch_commit_seconds_sum");
     let peak = peak_bytes()?.saturating_sub(before);
     // Let the allocator settle after the compile's and the catch-up's
     // transient buffers: the host hands free heap back every 10 s.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let settled = rss_bytes()?.saturating_sub(before);
     running.stop().await?;
-    Ok(CatchUp { deploy, catch_up, module_mib, settled, peak })
+    Ok(CatchUp { module_seconds, commit_seconds, deploy, catch_up, module_mib, settled, peak })
 }
 
 /// Starts a host again on `dir` and waits until its projection runs.

@@ -395,7 +395,7 @@ async fn get_by_key(
 }
 
 /// The sum of every sample of `name` in a Prometheus exposition.
-fn metric_sum(text: &str, name: &str) -> f64 {
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(name))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
