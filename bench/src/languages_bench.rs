@@ -155,7 +155,11 @@ async fn twin_rows(index: usize, events: u64) -> anyhow::Result<Table> {
             .target(Target::AtMost(1000.0))
             .detail("its module loaded from the artifact cache"),
         );
-        let (swap, queries) = swap_to_typescript(&server, &dir.path().join("swap"), &module, last).await?;
+        let earlier = built("tests/guests-ts/dist/throwing.wasm")?;
+        let rust = Path::new(projector_tests::modules::USER_DIRECTORY);
+        let (swap, queries) =
+            swap_from_rust(&server, &dir.path().join("swap"), (name, rust, "users"), &module, Some(&earlier), last)
+                .await?;
         table.push(
             Row::new(
                 "languages: continue swap from Rust to the TypeScript user-directory",
@@ -165,6 +169,21 @@ async fn twin_rows(index: usize, events: u64) -> anyhow::Result<Table> {
             .target(Target::AtMost(10_000.0))
             .detail(format!(
                 "its functions cached by another TypeScript module deployed before; {queries} queries meanwhile, none failed"
+            )),
+        );
+    }
+    if language == "Python" {
+        let rust = Path::new(projector_tests::modules::SIGNUP_STATS);
+        let (swap, queries) =
+            swap_from_rust(&server, &dir.path().join("swap"), (name, rust, "domains"), &module, None, last).await?;
+        table.push(
+            Row::new(
+                "languages: continue swap from Rust to the Python signup-stats",
+                swap.as_secs_f64() * 1000.0,
+                "ms",
+            )
+            .detail(format!(
+                "compiled from scratch (no Python module before); {queries} queries meanwhile, none failed"
             )),
         );
     }
@@ -265,26 +284,28 @@ async fn restart(server: &eventstore_embedded::EmbeddedServer, dir: &Path, last:
     Ok(took)
 }
 
-/// A host that once ran another TypeScript module (so its compiled-function
-/// cache holds SpiderMonkey, as a host running TypeScript projections does)
-/// and now runs the Rust `user-directory`, caught up; the time a `continue`
-/// swap to `module` takes, and the queries answered meanwhile (every one
-/// must succeed).
-async fn swap_to_typescript(
+/// A host that once ran the module `earlier` (so its compiled-function cache
+/// holds that toolchain's runtime, as a host running such projections does)
+/// and now runs the Rust twin `name` at `rust`, caught up; the time a
+/// `continue` swap to `module` takes, and the queries on `collection`
+/// answered meanwhile (every one must succeed).
+async fn swap_from_rust(
     server: &eventstore_embedded::EmbeddedServer,
     dir: &Path,
+    (name, rust, collection): (&str, &Path, &str),
     module: &Path,
+    earlier: Option<&Path>,
     last: u64,
 ) -> anyhow::Result<(Duration, usize)> {
     let running = RunningHost::start(server, projector::HostConfig::new(dir.to_path_buf())).await?;
-    let other = std::fs::read(built("tests/guests-ts/dist/throwing.wasm")?)?;
-    running.host.deployments().deploy("earlier", other, DeployOptions::default()).await?;
-    running.host.deployments().delete("earlier").await?;
-    let rust = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
-    running.host.deployments().deploy("user-directory", rust, DeployOptions::default()).await?;
-    let projection = running.host.deployments().get("user-directory").context("deployed")?;
+    if let Some(earlier) = earlier {
+        running.host.deployments().deploy("earlier", std::fs::read(earlier)?, DeployOptions::default()).await?;
+        running.host.deployments().delete("earlier").await?;
+    }
+    running.host.deployments().deploy(name, std::fs::read(rust)?, DeployOptions::default()).await?;
+    let projection = running.host.deployments().get(name).context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("stopped: {s:?}"))?;
-    let url = format!("http://{}/projections/user-directory/collections/users?limit=10", running.host.local_addr());
+    let url = format!("http://{}/projections/{name}/collections/{collection}?limit=10", running.host.local_addr());
     let stop = Arc::new(AtomicBool::new(false));
     let querying = stop.clone();
     let queries = tokio::spawn(async move {
@@ -300,7 +321,7 @@ async fn swap_to_typescript(
     let bytes = std::fs::read(module)?;
     let started = Instant::now();
     let options = DeployOptions { mode: Some(Mode::Continue), ..DeployOptions::default() };
-    running.host.deployments().deploy("user-directory", bytes, options).await?;
+    running.host.deployments().deploy(name, bytes, options).await?;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let answered = queries.await??;
