@@ -42,9 +42,18 @@ pub struct Connection {
     #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
 
-    /// Admin token (read from `DATA/admin-token` when not given).
+    /// Admin token (read from `--token-file`, else `DATA/admin-token`, when not given).
     #[arg(long, env = "PROJECTOR_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// A file holding the admin token (keeps it out of `ps` and shell history).
+    #[arg(long, env = "PROJECTOR_ADMIN_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// A PEM CA certificate to trust for an `https://` URL besides the
+    /// system's roots (e.g. for a self-signed host certificate).
+    #[arg(long, env = "PROJECTOR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 
     /// The host's data directory, to find its admin token.
     #[arg(long, env = "PROJECTOR_DATA", default_value = "data")]
@@ -217,14 +226,28 @@ pub struct ServeArgs {
     #[arg(long, env = "PROJECTOR_EVENTSTORE_LISTEN", default_value = "127.0.0.1:2113")]
     pub eventstore_listen: SocketAddr,
 
-    /// Bearer token for deploys and lifecycle changes. Without it, a token is
-    /// generated at the first start and kept in `DATA/admin-token` (owner-only).
+    /// Bearer token for deploys and lifecycle changes (at least 16
+    /// characters). Without it, a token is generated at the first start and
+    /// kept in `DATA/admin-token` (owner-only). Prefer `--admin-token-file` or
+    /// the environment: a command line shows in `ps`.
     #[arg(long, env = "PROJECTOR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Bearer token queries and status reads require (open when not given).
+    /// A file holding the admin token.
+    #[arg(long, env = "PROJECTOR_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Bearer token queries and status reads require (at least 16 characters).
     #[arg(long, env = "PROJECTOR_QUERY_TOKEN", hide_env_values = true)]
     pub query_token: Option<String>,
+
+    /// A file holding the query token.
+    #[arg(long, env = "PROJECTOR_QUERY_TOKEN_FILE", conflicts_with = "query_token")]
+    pub query_token_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub network: NetworkArgs,
 
     /// Longest a query with `at_least` waits for the projection to reach
     /// that position before answering 504, in milliseconds.
@@ -284,6 +307,73 @@ impl RegistrationArgs {
             store_timeout: std::time::Duration::from_millis(self.registration_timeout_ms),
             directory: self.users_projection.clone(),
             ..RegistrationConfig::default()
+        }
+    }
+}
+
+/// How the API faces the network (see `network::NetworkConfig`).
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// PEM certificate chain: the API serves HTTPS only (with `--tls-key`).
+    #[arg(long, env = "PROJECTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PROJECTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve reads without a token even when listening beyond loopback.
+    #[arg(long, env = "PROJECTOR_OPEN_READS", conflicts_with = "reads_need_token")]
+    pub open_reads: bool,
+
+    /// Require a token for reads even on loopback (the query token, or the admin token).
+    #[arg(long, env = "PROJECTOR_READS_NEED_TOKEN")]
+    pub reads_need_token: bool,
+
+    /// A `Host` name the API answers for (repeatable, or comma-separated in
+    /// the variable). On loopback, loopback names are always answered and no
+    /// other unless listed; beyond loopback, any name unless some are listed.
+    #[arg(long = "allowed-host", env = "PROJECTOR_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Longest a client may take to send a request's line and headers (and
+    /// how long an idle connection is kept), in milliseconds.
+    #[arg(long, env = "PROJECTOR_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Longest a client may take to send a request's body, in milliseconds.
+    #[arg(long, env = "PROJECTOR_BODY_READ_TIMEOUT_MS", default_value_t = 60_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Most connections open at once; more wait to be accepted.
+    #[arg(long, env = "PROJECTOR_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Longest a listing or count may run before it is stopped with a 503, in milliseconds.
+    #[arg(long, env = "PROJECTOR_QUERY_TIME_LIMIT_MS", default_value_t = 3000)]
+    pub query_time_limit_ms: u64,
+}
+
+impl NetworkArgs {
+    /// The settings these flags describe.
+    pub fn config(&self) -> crate::network::NetworkConfig {
+        use std::time::Duration;
+        let reads_need_token = match (self.open_reads, self.reads_need_token) {
+            (true, _) => Some(false),
+            (false, true) => Some(true),
+            (false, false) => None,
+        };
+        crate::network::NetworkConfig {
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| crate::network::TlsFiles { cert, key }),
+            reads_need_token,
+            allowed_hosts: self.allowed_hosts.clone(),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_connections: self.max_connections.max(1),
         }
     }
 }

@@ -59,14 +59,23 @@ struct Client {
 impl Client {
     fn new(args: &Connection) -> anyhow::Result<Client> {
         let base = args.url.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            bail!("--url '{base}' must start with http://");
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--url '{base}' must start with http:// or https://");
         }
-        let token = match &args.token {
-            Some(token) => Some(token.clone()),
-            None => read_token(&crate::admin_token_path(&args.data))?,
+        let token = match (&args.token, &args.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(crate::network::read_token_file("admin token", path)?),
+            (None, None) => read_token(&crate::admin_token_path(&args.data))?,
         };
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).use_rustls_tls();
+        if let Some(path) = &args.ca_cert {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            let certificate = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            http = http.add_root_certificate(certificate);
+        }
+        let http = http.build()?;
         Ok(Client { http, base, token, json: args.json })
     }
 

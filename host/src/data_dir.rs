@@ -10,7 +10,8 @@
 //!   eventstore/                        the embedded event store, when it runs in-process
 //! ```
 //!
-//! This module only names paths; it creates and removes nothing but a read
+//! This module only names paths; it creates nothing but the directory itself
+//! (owner-only, see [`DataDir::create_private`]) and removes nothing but a read
 //! model's files. Names reaching it are already validated
 //! (`[a-z0-9][a-z0-9-]{0,62}`, or a read model name the registry made).
 
@@ -31,6 +32,28 @@ impl DataDir {
     /// The directory itself.
     pub(crate) fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Creates the directory if missing and makes it owner-only (0700): it
+    /// holds the admin token, password hashes in the event log and every
+    /// read model. A directory other users could read is tightened.
+    pub(crate) fn create_private(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let root = &self.root;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        let mode =
+            std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} owner-only", root.display()))?;
+            tracing::warn!(dir = %root.display(), "the data directory was readable by other users; it is now owner-only (0700)");
+        }
+        Ok(())
     }
 
     /// The generated admin token's file.

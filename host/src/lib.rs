@@ -12,6 +12,7 @@ pub mod deployments;
 pub mod head;
 mod http;
 pub mod metrics;
+pub mod network;
 pub mod readmodel;
 mod registry;
 mod runner;
@@ -59,6 +60,10 @@ pub struct HostConfig {
     pub max_module_bytes: usize,
     /// How `POST /users` registers users and where `GET /users/{id}` reads them.
     pub registration: users::RegistrationConfig,
+    /// Longest a listing or count may run before it is stopped (then 503).
+    pub query_time_limit: std::time::Duration,
+    /// TLS, read access, allowed `Host` names and connection limits.
+    pub network: network::NetworkConfig,
 }
 
 impl HostConfig {
@@ -71,6 +76,8 @@ impl HostConfig {
             at_least_wait: std::time::Duration::from_secs(5),
             max_module_bytes: DEFAULT_MAX_MODULE_MB << 20,
             registration: Default::default(),
+            query_time_limit: http::DEFAULT_QUERY_TIME_LIMIT,
+            network: network::NetworkConfig::default(),
         }
     }
 }
@@ -133,10 +140,20 @@ impl Host {
     ) -> anyhow::Result<Host> {
         let addr = listener.local_addr()?;
         let data = DataDir::new(config.data_dir);
+        data.create_private()?;
         let admin_token = match config.admin_token {
-            Some(token) if !token.is_empty() => token,
-            Some(_) => anyhow::bail!("the admin token is empty"),
+            Some(token) => {
+                network::check_token("admin token", &token)?;
+                token
+            }
             None => stored_admin_token(&data)?,
+        };
+        if let Some(token) = &config.query_token {
+            network::check_token("query token", token)?;
+        }
+        let tls = match &config.network.tls {
+            Some(files) => Some(http::tls_config(&files.cert, &files.key)?),
+            None => None,
         };
         let registrations = Arc::new(users::Registrations::new(client.clone(), config.registration)?);
         let runtime = Arc::new(
@@ -151,7 +168,16 @@ impl Host {
             query_token: config.query_token,
             at_least_wait: config.at_least_wait,
             max_module_bytes: config.max_module_bytes,
+            query_time_limit: config.query_time_limit,
+            reads_need_token: config.network.reads_need_token(addr),
+            allowed_hosts: config.network.allowed_hosts(addr),
             ..http::HttpConfig::new(admin_token.clone())
+        };
+        let serve_config = http::ServeConfig {
+            tls,
+            header_read_timeout: config.network.header_read_timeout,
+            body_read_timeout: config.network.body_read_timeout,
+            max_connections: config.network.max_connections,
         };
         let app = http::router(deployments.clone(), registrations, http_config);
         let stopping = deployments.clone();
@@ -159,8 +185,9 @@ impl Host {
             shutdown.await;
             stopping.stop_all();
         };
-        let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
-        tracing::info!(%addr, "projector API listening");
+        let scheme = if serve_config.tls.is_some() { "https" } else { "http" };
+        let task = tokio::spawn(http::serve(listener, app, serve_config, shutdown));
+        tracing::info!(%addr, "projector API listening on {scheme}://{addr}");
         Ok(Host { addr, deployments, admin_token, task })
     }
 
@@ -194,6 +221,7 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
             (None, eventstore::Client::new(settings)?)
         }
         None => {
+            DataDir::new(&args.data).create_private()?;
             let listener = TcpListener::bind(args.eventstore_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.eventstore_listen))?;
@@ -208,10 +236,23 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
     };
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if std::env::args().any(|arg| arg == "--admin-token" || arg.starts_with("--admin-token=")) {
+        tracing::warn!("--admin-token on the command line shows in `ps` to every user; use --admin-token-file or PROJECTOR_ADMIN_TOKEN");
+    }
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(network::read_token_file("admin token", path)?),
+        None => args.admin_token,
+    };
+    let query_token = match &args.query_token_file {
+        Some(path) => Some(network::read_token_file("query token", path)?),
+        None => args.query_token,
+    };
     let config = HostConfig {
         data_dir: args.data.clone(),
-        admin_token: args.admin_token,
-        query_token: args.query_token,
+        admin_token,
+        query_token,
+        query_time_limit: std::time::Duration::from_millis(args.network.query_time_limit_ms),
+        network: args.network.config(),
         at_least_wait: std::time::Duration::from_millis(args.at_least_wait_ms),
         max_module_bytes: args.max_module_mb << 20,
         registration: args.registration.config(),

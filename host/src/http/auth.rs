@@ -43,11 +43,49 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let state = AppState::from_ref(state);
-        let Some(expected) = &state.config.query_token else { return Ok(Reader) };
+        let config = &state.config;
+        if config.query_token.is_none() && !config.reads_need_token {
+            return Ok(Reader);
+        }
+        let query_token = config.query_token.as_deref();
         match bearer(parts) {
-            Some(token) if same_token(token, expected) || same_token(token, &state.config.admin_token) => Ok(Reader),
+            Some(token) if query_token.is_some_and(|expected| same_token(token, expected)) => Ok(Reader),
+            Some(token) if same_token(token, &config.admin_token) => Ok(Reader),
             _ => Err(unauthorized("reading")),
         }
+    }
+}
+
+/// Refuses a request whose `Host` header names a host this API does not
+/// answer for (see [`HttpConfig::allowed_hosts`](super::HttpConfig)): a page
+/// that rebinds its own name to 127.0.0.1 still sends its own name.
+pub(super) async fn allowed_host(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(allowed) = &state.config.allowed_hosts else { return next.run(request).await };
+    let given = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if allowed.iter().any(|name| name.eq_ignore_ascii_case(host_name(given))) {
+        return next.run(request).await;
+    }
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        "host_not_allowed",
+        format!(
+            "Host {given:?} is not one this API answers for ({}); start the host with --allowed-host NAME to add one",
+            allowed.join(", ")
+        ),
+    )
+    .into_response()
+}
+
+/// The name part of a `Host` header value: `[::1]:8080` -> `[::1]`, `a.b:80` -> `a.b`.
+fn host_name(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
     }
 }
 
@@ -82,6 +120,17 @@ mod tests {
         assert!(!same_token("s3cret", "s3cret-token"), "a prefix");
         assert!(!same_token("s3cret-token-and-more", "s3cret-token"), "an extension");
         assert!(!same_token("", "s3cret-token"));
+    }
+
+    #[test]
+    fn the_host_name_is_the_host_header_without_its_port() {
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("localhost"), "localhost");
+        assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("evil.example:8080"), "evil.example");
+        assert_eq!(host_name(""), "");
     }
 
     #[test]

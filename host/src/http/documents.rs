@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::auth::Reader;
-use super::errors::{blocking, AppError};
+use super::errors::{bad, blocking, AppError};
 use super::listing::{page_limit, parse_list_request, Cursor};
 use super::AppState;
 use crate::deployments::Deployment;
-use crate::readmodel::{DeadLetter, Page};
+use crate::readmodel::{DeadLetter, QueryError};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -73,6 +73,7 @@ async fn get_document(
     Query(query): Query<DocumentQuery>,
 ) -> Result<Response, AppError> {
     let projection = state.deployment(&name)?;
+    valid_collection(&collection)?;
     wait_for(&state, &projection, query.at_least).await?;
     let db = projection.db();
     let (c, k) = (collection.clone(), key.clone());
@@ -108,39 +109,89 @@ async fn list_documents(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
     let projection = state.deployment(&name)?;
+    valid_collection(&collection)?;
     let request = parse_list_request(raw.as_deref())?;
     wait_for(&state, &projection, request.at_least).await?;
     let db = projection.db();
+    let time_limit = state.config.query_time_limit;
+    // Listings scan: at most a few run at once host-wide, so that scans
+    // cannot take every core from lookups by key and from the projections.
+    let _scan = tokio::time::timeout(time_limit, state.scans.clone().acquire_owned())
+        .await
+        .map_err(|_| busy(time_limit))?
+        .map_err(|e| AppError::internal(e.into()))?;
     let started = Instant::now();
+    let mut query = request.query;
+    query.time_limit = Some(time_limit);
     if request.count {
-        let filters = request.query.filters;
-        let count = blocking(move || db.count(&collection, &filters)).await?;
+        let count = blocking_query(move || db.count(&collection, &query)).await?;
         state.deployments.metrics().query(&name, "count", started.elapsed());
         return Ok(Json(serde_json::json!({ "count": count })).into_response());
     }
-    let limit = request.query.limit;
-    let mut query = request.query;
+    let limit = query.limit;
     query.limit = limit + 1;
     let ordered = query.order.is_some();
-    let offset = match query.page {
-        Page::Offset(offset) => offset,
-        Page::AfterKey(_) => 0,
-    };
-    let items = blocking(move || db.query(&collection, &query)).await?;
+    let items = blocking_query(move || db.query(&collection, &query)).await?;
     state.deployments.metrics().query(&name, "list", started.elapsed());
     let more = items.len() > limit;
+    let last = items.get(limit.saturating_sub(1)).filter(|_| more);
+    let next = match (last, ordered) {
+        (None, _) => None,
+        (Some(item), false) => Some(Cursor::AfterKey(item.key.clone())),
+        (Some(item), true) => Some(Cursor::After(item.sort_value.clone(), item.key.clone())),
+    };
     let items: Vec<ListItem> = items
         .into_iter()
         .take(limit)
         .map(|item| Ok(ListItem { key: item.key, doc: RawValue::from_string(item.doc)? }))
         .collect::<Result<_, serde_json::Error>>()
         .map_err(|e| AppError::internal(e.into()))?;
-    let next = match (more, ordered) {
-        (false, _) => None,
-        (true, false) => items.last().map(|i| Cursor::AfterKey(i.key.clone())),
-        (true, true) => Some(Cursor::Offset(offset + limit as u64)),
-    };
     Ok(Json(ListPage { items, next_cursor: next.as_ref().map(Cursor::encode) }).into_response())
+}
+
+/// A collection name as a URL may carry it: no control characters (NUL
+/// would cut the SQL text, a line break would forge a log line).
+fn valid_collection(collection: &str) -> Result<(), AppError> {
+    if collection.chars().any(char::is_control) {
+        return Err(bad(
+            "invalid_collection",
+            format!(
+                "collection name {collection:?} contains control characters; no collection can have such a name here"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a listing or count on the blocking threads; a query cut off by its time limit is a 503.
+async fn blocking_query<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, AppError> {
+    let outcome = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::internal(anyhow::Error::new(e).context("a blocking task did not finish")))?;
+    outcome.map_err(|error| match error {
+        QueryError::TooSlow(limit) => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "query_too_slow",
+            format!(
+                "the query ran longer than the {limit:?} limit and was stopped; filter on indexed fields, \
+                 use fewer filters or a smaller limit"
+            ),
+        ),
+        QueryError::Invalid(message) => bad("invalid_cursor", message),
+        QueryError::Failed(e) => AppError::internal(e),
+    })
+}
+
+/// The 503 for a listing that waited its whole time limit for a turn to scan.
+fn busy(waited: std::time::Duration) -> AppError {
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!("every scan slot stayed busy for {waited:?}; retry shortly"),
+    )
+    .retry_after(1)
 }
 
 #[derive(Debug, Deserialize)]

@@ -46,7 +46,8 @@ impl AppError {
 
     /// A failure of the host: logged in full, reported without details.
     pub(super) fn internal(error: anyhow::Error) -> Self {
-        tracing::error!(error = %format!("{error:#}"), "request failed");
+        // Debug formatting escapes line breaks: text from a request cannot forge a log line.
+        tracing::error!(error = ?format!("{error:#}"), "request failed");
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 }

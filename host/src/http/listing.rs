@@ -7,7 +7,7 @@
 //! paths are checked by the read model's own rule (`validate_field`), not
 //! restated here; running the query is `documents`' business.
 
-use crate::readmodel::{validate_field, Filter, FilterValue, Op, Order, Page, Query};
+use crate::readmodel::{validate_field, Filter, FilterValue, Op, Order, Page, Query, SortValue};
 
 use super::errors::{bad, AppError};
 
@@ -22,15 +22,23 @@ pub(super) struct ListRequest {
     pub(super) count: bool,
 }
 
-/// Where a listing goes on: past a key (key order) or past a number of
-/// documents (ordered by a field). Handed out as opaque hex text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a listing goes on: past a key (key order) or past a document of a
+/// listing ordered by a field (its value there and its key). Handed out as
+/// opaque hex text.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Cursor {
     /// The listing in key order continues after this key.
     AfterKey(String),
-    /// The ordered listing continues after this many documents.
-    Offset(u64),
+    /// The ordered listing continues after the document with this value and key.
+    After(SortValue, String),
 }
+
+/// Most filters one listing may carry: enough for any real screen, far from
+/// what makes SQLite's expression tree too deep or a scan minutes long.
+pub(super) const MAX_FILTERS: usize = 16;
+
+/// Longest one filter may be, in bytes (path, operator and value).
+pub(super) const MAX_FILTER_BYTES: usize = 1024;
 
 /// Most documents or dead letters one page holds.
 const MAX_PAGE: usize = 1000;
@@ -68,7 +76,18 @@ pub(super) fn parse_list_request(raw: Option<&str>) -> Result<ListRequest, AppEr
                 valid_path(path)?;
                 request.query.order = Some(Order { path: path.to_owned(), descending });
             }
-            "filter" => request.query.filters.push(parse_filter(&value)?),
+            "filter" => {
+                if request.query.filters.len() == MAX_FILTERS {
+                    return Err(bad("too_many_filters", format!("a listing takes at most {MAX_FILTERS} filters")));
+                }
+                if value.len() > MAX_FILTER_BYTES {
+                    return Err(bad(
+                        "invalid_filter",
+                        format!("a filter is at most {MAX_FILTER_BYTES} bytes; this one is {}", value.len()),
+                    ));
+                }
+                request.query.filters.push(parse_filter(&value)?);
+            }
             "count" => request.count = value == "true",
             other => return Err(bad("unknown_parameter", format!("unknown query parameter '{other}'"))),
         }
@@ -78,7 +97,7 @@ pub(super) fn parse_list_request(raw: Option<&str>) -> Result<ListRequest, AppEr
             || bad("invalid_cursor", format!("cursor '{cursor}' was not issued by this API for this listing"));
         request.query.page = match (Cursor::decode(&cursor).ok_or_else(invalid)?, &request.query.order) {
             (Cursor::AfterKey(key), None) => Page::AfterKey(Some(key)),
-            (Cursor::Offset(offset), Some(_)) => Page::Offset(offset),
+            (Cursor::After(value, key), Some(_)) => Page::After { value, key },
             _ => return Err(invalid()),
         };
     }
@@ -118,11 +137,20 @@ fn valid_path(path: &str) -> Result<(), AppError> {
 }
 
 impl Cursor {
-    /// The cursor as handed out: the hex of `k:<key>` or `o:<offset>`.
+    /// The cursor as handed out: the hex of `k:<key>`, or of `v:` and the
+    /// JSON `[type, value, key]` of an ordered listing's last document.
     pub(super) fn encode(&self) -> String {
         let text = match self {
             Cursor::AfterKey(key) => format!("k:{key}"),
-            Cursor::Offset(offset) => format!("o:{offset}"),
+            Cursor::After(value, key) => {
+                let (kind, value) = match value {
+                    SortValue::Null => ("n", serde_json::Value::Null),
+                    SortValue::Integer(n) => ("i", (*n).into()),
+                    SortValue::Real(x) => ("r", (*x).into()),
+                    SortValue::Text(t) => ("t", t.as_str().into()),
+                };
+                format!("v:{}", serde_json::json!([kind, value, key]))
+            }
         };
         text.bytes().map(|b| format!("{b:02x}")).collect()
     }
@@ -138,7 +166,17 @@ impl Cursor {
             digits.chunks(2).map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)).collect::<Option<_>>()?;
         match String::from_utf8(bytes).ok()?.split_once(':')? {
             ("k", key) => Some(Cursor::AfterKey(key.to_owned())),
-            ("o", offset) => Some(Cursor::Offset(offset.parse().ok()?)),
+            ("v", json) => {
+                let (kind, value, key): (String, serde_json::Value, String) = serde_json::from_str(json).ok()?;
+                let value = match (kind.as_str(), value) {
+                    ("n", serde_json::Value::Null) => SortValue::Null,
+                    ("i", value) => SortValue::Integer(value.as_i64()?),
+                    ("r", value) => SortValue::Real(value.as_f64()?),
+                    ("t", serde_json::Value::String(text)) => SortValue::Text(text),
+                    _ => return None,
+                };
+                Some(Cursor::After(value, key))
+            }
             _ => None,
         }
     }
@@ -276,8 +314,10 @@ mod tests {
             Cursor::AfterKey("u1".into()),
             Cursor::AfterKey(String::new()),
             Cursor::AfterKey("a:b/ü %".into()),
-            Cursor::Offset(0),
-            Cursor::Offset(u64::MAX),
+            Cursor::After(SortValue::Null, "k".into()),
+            Cursor::After(SortValue::Integer(i64::MIN), "k".into()),
+            Cursor::After(SortValue::Real(-2.5), String::new()),
+            Cursor::After(SortValue::Text("Zoë \" ]".into()), "a:b".into()),
         ] {
             let text = cursor.encode();
             assert!(text.bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
@@ -290,15 +330,19 @@ mod tests {
     fn only_cursors_this_api_could_have_made_decode() {
         let hex = |text: &[u8]| -> String { text.iter().map(|b| format!("{b:02x}")).collect() };
         let refused = [
-            "6b3a753".to_owned(),  // odd length
-            "zz".to_owned(),       // not hex
-            "+b3a7531".to_owned(), // a sign is not a digit
-            "6b3a75é".to_owned(),  // not ASCII
-            hex(b"k:\xff\xfe"),    // not UTF-8
-            hex(b"u1"),            // no kind
-            hex(b"x:u1"),          // an unknown kind
-            hex(b"o:ten"),         // an offset that is not a number
-            hex(b"o:-1"),
+            "6b3a753".to_owned(),           // odd length
+            "zz".to_owned(),                // not hex
+            "+b3a7531".to_owned(),          // a sign is not a digit
+            "6b3a75é".to_owned(),           // not ASCII
+            hex(b"k:\xff\xfe"),             // not UTF-8
+            hex(b"u1"),                     // no kind
+            hex(b"x:u1"),                   // an unknown kind
+            hex(b"o:18446744073709551615"), // the offset cursors of earlier releases
+            hex(b"v:[\"i\",1.5,\"k\"]"),    // an integer that is not one
+            hex(b"v:[\"i\",18446744073709551615,\"k\"]"),
+            hex(b"v:[\"t\",1,\"k\"]"),
+            hex(b"v:[\"n\",null]"),
+            hex(b"v:[\"x\",1,\"k\"]"),
             String::new(),
         ];
         for text in refused {
@@ -310,20 +354,41 @@ mod tests {
     #[test]
     fn a_cursor_continues_only_the_kind_of_listing_it_came_from() {
         let key = Cursor::AfterKey("u2".into()).encode();
-        let offset = Cursor::Offset(40).encode();
+        let after = Cursor::After(SortValue::Integer(40), "u9".into());
+        let offset = after.encode();
+        let page = Page::After { value: SortValue::Integer(40), key: "u9".into() };
         let request = parse_list_request(Some(&format!("cursor={key}"))).expect("a key cursor in key order");
         assert_eq!(request.query.page, Page::AfterKey(Some("u2".into())));
         let request =
-            parse_list_request(Some(&format!("order_by=-n&cursor={offset}"))).expect("an offset when ordered");
-        assert_eq!(request.query.page, Page::Offset(40));
+            parse_list_request(Some(&format!("order_by=-n&cursor={offset}"))).expect("a value cursor when ordered");
+        assert_eq!(request.query.page, page);
         // The order may come after the cursor in the query string.
         let request = parse_list_request(Some(&format!("cursor={offset}&order_by=n"))).expect("valid");
-        assert_eq!(request.query.page, Page::Offset(40));
+        assert_eq!(request.query.page, page);
 
         for raw in [format!("order_by=n&cursor={key}"), format!("cursor={offset}"), "cursor=zz".to_owned()] {
             let (code, message) = refusal(parse_list_request(Some(&raw)));
             assert_eq!(code, "invalid_cursor", "{raw}");
             assert!(message.ends_with("was not issued by this API for this listing"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_listing_takes_a_bounded_number_of_bounded_filters() {
+        let many = |n: usize| (0..n).map(|i| format!("filter=n{i}={i}")).collect::<Vec<_>>().join("&");
+        assert_eq!(parse_list_request(Some(&many(MAX_FILTERS))).expect("at the cap").query.filters.len(), MAX_FILTERS);
+        assert_eq!(
+            refusal(parse_list_request(Some(&many(MAX_FILTERS + 1)))),
+            ("too_many_filters", format!("a listing takes at most {MAX_FILTERS} filters"))
+        );
+        let long = format!("filter=name={}", "x".repeat(MAX_FILTER_BYTES - 5));
+        assert!(parse_list_request(Some(&long)).is_ok(), "exactly the longest filter");
+        let longer = format!("filter=name={}", "x".repeat(MAX_FILTER_BYTES - 4));
+        let (code, message) = refusal(parse_list_request(Some(&longer)));
+        assert_eq!(code, "invalid_filter");
+        assert_eq!(
+            message,
+            format!("a filter is at most {MAX_FILTER_BYTES} bytes; this one is {}", MAX_FILTER_BYTES + 1)
+        );
     }
 }

@@ -17,6 +17,7 @@ mod documents;
 mod errors;
 mod listing;
 mod projections;
+mod server;
 mod upload;
 mod users;
 
@@ -30,6 +31,7 @@ use axum::Router;
 
 use crate::deployments::Deployments;
 use crate::users::Registrations;
+pub(crate) use server::{serve, tls_config, ServeConfig};
 
 /// The API's OpenAPI document, served at `/openapi.yaml`.
 pub(crate) const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -45,6 +47,17 @@ pub(crate) struct HttpConfig {
     pub(crate) admin_token: String,
     /// Bearer token the read endpoints require, if any.
     pub(crate) query_token: Option<String>,
+    /// Whether reads need a token even when no query token is set (then the
+    /// admin token): the default for a host listening beyond loopback.
+    pub(crate) reads_need_token: bool,
+    /// The `Host` header values (names, without port) requests may carry;
+    /// any when `None`. A loopback host allows only loopback names, so a web
+    /// page cannot reach it through DNS rebinding.
+    pub(crate) allowed_hosts: Option<Vec<String>>,
+    /// Longest a listing or count may run before it is stopped (503).
+    pub(crate) query_time_limit: Duration,
+    /// Most listings and counts running at once, host-wide.
+    pub(crate) max_concurrent_scans: usize,
 }
 
 impl HttpConfig {
@@ -55,8 +68,21 @@ impl HttpConfig {
             at_least_wait: Duration::from_secs(5),
             admin_token,
             query_token: None,
+            reads_need_token: false,
+            allowed_hosts: None,
+            query_time_limit: DEFAULT_QUERY_TIME_LIMIT,
+            max_concurrent_scans: default_concurrent_scans(),
         }
     }
+}
+
+/// The default time limit of a listing or count.
+pub(crate) const DEFAULT_QUERY_TIME_LIMIT: Duration = Duration::from_secs(3);
+
+/// One scan per core but one, so lookups by key and the projections always
+/// have a core; at least one.
+pub(crate) fn default_concurrent_scans() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// What every handler reaches: the deployments, user registration and the settings.
@@ -65,12 +91,15 @@ struct AppState {
     deployments: Arc<Deployments>,
     registrations: Arc<Registrations>,
     config: Arc<HttpConfig>,
+    /// Turns to run a listing or count ([`HttpConfig::max_concurrent_scans`]).
+    scans: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's routes over `deployments`, with user registration handled by `registrations`.
 pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrations>, config: HttpConfig) -> Router {
     let limit = config.max_module_bytes;
-    let state = AppState { deployments, registrations, config: Arc::new(config) };
+    let scans = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans));
+    let state = AppState { deployments, registrations, config: Arc::new(config), scans };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
@@ -81,5 +110,6 @@ pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrat
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |request, next| upload::finish_refused_upload(request, next, limit)))
         .layer(axum::middleware::from_fn(errors::json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::allowed_host))
         .with_state(state)
 }

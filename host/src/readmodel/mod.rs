@@ -5,7 +5,9 @@
 //! batch's documents, so after a crash the read model and its checkpoint
 //! always agree: the next run resumes exactly after the last committed batch.
 //! Declared indexes become partial expression indexes on the JSON field.
-//! Queries use their own connection (WAL lets them read while a batch commits).
+//! Queries use their own connections, a small pool of them (WAL lets them
+//! read beside each other and while a batch commits), and each may carry a
+//! time limit past which SQLite interrupts it.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +17,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 mod query;
 
 use crate::runtime::{DocumentSource, Writes};
-use query::{extract, fnv, sql_literal, where_clause};
-pub use query::{validate_field, Filter, FilterValue, Op, Order, Page, Query};
+use query::{continue_after, extract, fnv, sort_value, sql_literal, where_clause};
+pub use query::{validate_field, Filter, FilterValue, Op, Order, Page, Query, QueryError, SortValue};
 
 /// Where a projection is in `$all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,10 +34,17 @@ pub struct Checkpoint {
 pub struct ReadModelDb {
     path: PathBuf,
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    /// Idle read-only connections; a query takes one (or opens one) and puts it back.
+    readers: Mutex<Vec<Connection>>,
     /// Dropping it stops the WAL checkpointer.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
+
+/// Most idle read connections kept open per read model.
+const IDLE_READERS: usize = 4;
+
+/// How many SQLite virtual-machine steps run between two checks of a query's time limit.
+const STEPS_PER_CHECK: i32 = 10_000;
 
 /// How often the WAL is copied back into the database.
 const WAL_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -92,12 +101,14 @@ pub struct DeadLetter {
 }
 
 /// One document of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     /// The document's key.
     pub key: String,
     /// The document, JSON text.
     pub doc: String,
+    /// The ordering field's value in it, for an ordered listing (`Null` otherwise).
+    pub sort_value: SortValue,
 }
 
 impl ReadModelDb {
@@ -106,6 +117,7 @@ impl ReadModelDb {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        create_owner_only(path)?;
         let writer = Connection::open(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL in WAL mode: a power loss may drop the last commits, but
@@ -137,14 +149,44 @@ impl ReadModelDb {
                  error TEXT NOT NULL
              );",
         )?;
-        let reader =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let reader = open_reader(path)?;
         let checkpointer = spawn_wal_checkpointer(Connection::open(path)?)?;
         Ok(ReadModelDb {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            readers: Mutex::new(vec![reader]),
             _checkpointer: checkpointer,
+        })
+    }
+
+    /// Runs `read` on an idle read connection (a new one if none is idle),
+    /// interrupting it once `time_limit` has passed.
+    fn read<T>(
+        &self,
+        time_limit: Option<std::time::Duration>,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, QueryError> {
+        let idle = self.readers.lock().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.path).map_err(|e| QueryError::Failed(e.into()))?,
+        };
+        if let Some(limit) = time_limit {
+            let deadline = std::time::Instant::now() + limit;
+            conn.progress_handler(STEPS_PER_CHECK, Some(move || std::time::Instant::now() >= deadline));
+        }
+        let outcome = read(&conn);
+        if time_limit.is_some() {
+            conn.progress_handler(STEPS_PER_CHECK, None::<fn() -> bool>);
+        }
+        let mut readers = self.readers.lock();
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        drop(readers);
+        outcome.map_err(|e| match (e.sqlite_error_code(), time_limit) {
+            (Some(rusqlite::ErrorCode::OperationInterrupted), Some(limit)) => QueryError::TooSlow(limit),
+            _ => QueryError::Failed(e.into()),
         })
     }
 
@@ -229,84 +271,103 @@ impl ReadModelDb {
 
     /// Skipped events, oldest first, after `after` (a position), at most `limit`.
     pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-        let conn = self.reader.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT position, stream, revision, event_type, error FROM dead_letters
-             WHERE position > ?1 ORDER BY position LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after.map_or(-1, |p| p as i64), limit as i64], |row| {
-            Ok(DeadLetter {
-                position: row.get::<_, i64>(0)? as u64,
-                stream: row.get(1)?,
-                revision: row.get::<_, i64>(2)? as u64,
-                event_type: row.get(3)?,
-                error: row.get(4)?,
-            })
+        // Positions past i64::MAX are past every stored one.
+        let after = after.map_or(-1, |p| i64::try_from(p).unwrap_or(i64::MAX));
+        let letters = self.read(None, |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT position, stream, revision, event_type, error FROM dead_letters
+                 WHERE position > ?1 ORDER BY position LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |row| {
+                Ok(DeadLetter {
+                    position: row.get::<_, i64>(0)? as u64,
+                    stream: row.get(1)?,
+                    revision: row.get::<_, i64>(2)? as u64,
+                    event_type: row.get(3)?,
+                    error: row.get(4)?,
+                })
+            })?;
+            rows.collect()
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(letters)
     }
 
     /// How many events were skipped.
     pub fn dead_letter_count(&self) -> anyhow::Result<u64> {
-        let n: i64 = self.reader.lock().query_row("SELECT count(*) FROM dead_letters", [], |row| row.get(0))?;
+        let n: i64 =
+            self.read(None, |conn| conn.query_row("SELECT count(*) FROM dead_letters", [], |row| row.get(0)))?;
         Ok(n as u64)
     }
 
     /// A document, for queries.
     pub fn document(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
-        let conn = self.reader.lock();
-        let doc = conn
-            .prepare_cached("SELECT doc FROM documents WHERE collection = ?1 AND key = ?2")?
-            .query_row(params![collection, key], |row| row.get(0))
-            .optional()?;
+        let doc = self.read(None, |conn| {
+            conn.prepare_cached("SELECT doc FROM documents WHERE collection = ?1 AND key = ?2")?
+                .query_row(params![collection, key], |row| row.get(0))
+                .optional()
+        })?;
         Ok(doc)
     }
 
     /// Up to `limit` documents of `collection` with keys after `after`, in key order.
     pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> anyhow::Result<Vec<Item>> {
         let query = Query { limit, page: Page::AfterKey(after.map(str::to_owned)), ..Query::default() };
-        self.query(collection, &query)
+        Ok(self.query(collection, &query)?)
     }
 
     /// The documents of `collection` that pass every filter, ordered and paged.
-    pub fn query(&self, collection: &str, query: &Query) -> anyhow::Result<Vec<Item>> {
+    pub fn query(&self, collection: &str, query: &Query) -> Result<Vec<Item>, QueryError> {
         let (mut sql, mut values) = where_clause(collection, &query.filters)?;
-        match (&query.order, &query.page) {
-            (None, Page::AfterKey(Some(after))) => {
-                sql.push_str(" AND key > ?");
-                values.push(after.clone().into());
-            }
-            (Some(_), Page::AfterKey(Some(_))) => anyhow::bail!("a key cursor cannot continue an ordered listing"),
-            _ => {}
+        if let Some((condition, more)) =
+            continue_after(query.order.as_ref(), &query.page).map_err(QueryError::Invalid)?
+        {
+            sql.push_str(&format!(" AND {condition}"));
+            values.extend(more);
         }
-        match &query.order {
+        let sorted_by = match &query.order {
             Some(order) => {
                 let direction = if order.descending { "DESC" } else { "ASC" };
-                sql.push_str(&format!(" ORDER BY {} {direction}, key {direction}", extract(&order.path)?));
+                let field = extract(&order.path)?;
+                sql.push_str(&format!(" ORDER BY {field} {direction}, key {direction}"));
+                field
             }
-            None => sql.push_str(" ORDER BY key"),
-        }
-        let offset = match query.page {
-            Page::Offset(offset) => offset,
-            Page::AfterKey(_) => 0,
+            None => {
+                sql.push_str(" ORDER BY key");
+                "NULL".to_owned()
+            }
         };
-        sql.push_str(&format!(" LIMIT {} OFFSET {offset}", query.limit));
-        let conn = self.reader.lock();
-        let mut statement = conn.prepare_cached(&format!("SELECT key, doc FROM documents {sql}"))?;
-        let rows = statement
-            .query_map(rusqlite::params_from_iter(values), |row| Ok(Item { key: row.get(0)?, doc: row.get(1)? }))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        sql.push_str(&format!(" LIMIT {}", query.limit));
+        self.read(query.time_limit, |conn| {
+            let mut statement = conn.prepare_cached(&format!("SELECT key, doc, {sorted_by} FROM documents {sql}"))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                Ok(Item { key: row.get(0)?, doc: row.get(1)?, sort_value: sort_value(row, 2)? })
+            })?;
+            rows.collect()
+        })
     }
 
-    /// How many documents of `collection` pass every filter.
-    pub fn count(&self, collection: &str, filters: &[Filter]) -> anyhow::Result<u64> {
-        let (sql, values) = where_clause(collection, filters)?;
-        let conn = self.reader.lock();
-        let count: i64 = conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM documents {sql}"))?
-            .query_row(rusqlite::params_from_iter(values), |row| row.get(0))?;
+    /// How many documents of `collection` pass every filter of `query` (its order and page do not matter).
+    pub fn count(&self, collection: &str, query: &Query) -> Result<u64, QueryError> {
+        let (sql, values) = where_clause(collection, &query.filters)?;
+        let count: i64 = self.read(query.time_limit, |conn| {
+            conn.prepare_cached(&format!("SELECT COUNT(*) FROM documents {sql}"))?
+                .query_row(rusqlite::params_from_iter(values), |row| row.get(0))
+        })?;
         Ok(count as u64)
     }
+}
+
+/// Creates the database file owner-only (0600) if missing, or makes it so:
+/// SQLite gives its -wal and -shm files the database file's mode.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// A read-only connection to the database at `path`.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
 }
 
 impl DocumentSource for ReadModelDb {
@@ -338,7 +399,8 @@ mod tests {
             writes.insert(("orders".into(), key.into()), Some(doc.into()));
         }
         db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
-        let filter = |op, value| vec![Filter { path: "total".into(), op, value }];
+        let filter =
+            |op, value| Query { filters: vec![Filter { path: "total".into(), op, value }], ..Query::default() };
         assert_eq!(db.count("orders", &filter(Op::Eq, FilterValue::Integer(198))).expect("count"), 3);
         assert_eq!(db.count("orders", &filter(Op::Eq, FilterValue::Real(198.0))).expect("count"), 3);
         assert_eq!(db.count("orders", &filter(Op::Ge, FilterValue::Integer(198))).expect("count"), 4);

@@ -55,12 +55,52 @@ pub struct Order {
 }
 
 /// Where a listing continues.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Page {
     /// After this key (key order only).
     AfterKey(Option<String>),
-    /// After skipping this many (ordered listings).
-    Offset(u64),
+    /// After this document of a listing ordered by a field: the field's value
+    /// in it and its key (keyset paging: a deep page costs what the first does).
+    After {
+        /// The ordering field's value in the last document of the previous page.
+        value: SortValue,
+        /// That document's key.
+        key: String,
+    },
+}
+
+/// The value of the ordering field in a document, as SQLite compares it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    /// The field is missing (or JSON `null`).
+    Null,
+    /// An integer (booleans extract as 0 and 1).
+    Integer(i64),
+    /// A decimal number.
+    Real(f64),
+    /// Text (objects and arrays extract as their JSON text).
+    Text(String),
+}
+
+impl SortValue {
+    fn from_sql(value: rusqlite::types::ValueRef<'_>) -> SortValue {
+        use rusqlite::types::ValueRef;
+        match value {
+            ValueRef::Null => SortValue::Null,
+            ValueRef::Integer(n) => SortValue::Integer(n),
+            ValueRef::Real(x) => SortValue::Real(x),
+            ValueRef::Text(t) | ValueRef::Blob(t) => SortValue::Text(String::from_utf8_lossy(t).into_owned()),
+        }
+    }
+
+    fn to_sql(&self) -> rusqlite::types::Value {
+        match self {
+            SortValue::Null => rusqlite::types::Value::Null,
+            SortValue::Integer(n) => (*n).into(),
+            SortValue::Real(x) => (*x).into(),
+            SortValue::Text(t) => t.clone().into(),
+        }
+    }
 }
 
 /// A listing request.
@@ -74,12 +114,61 @@ pub struct Query {
     pub limit: usize,
     /// Where to continue.
     pub page: Page,
+    /// Longest the query may run before it is cut off ([`QueryError::TooSlow`]).
+    pub time_limit: Option<std::time::Duration>,
 }
 
 impl Default for Query {
     fn default() -> Self {
-        Query { filters: Vec::new(), order: None, limit: 100, page: Page::AfterKey(None) }
+        Query { filters: Vec::new(), order: None, limit: 100, page: Page::AfterKey(None), time_limit: None }
     }
+}
+
+/// Why a query was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// It ran past its time limit and was interrupted.
+    #[error("the query ran longer than its limit of {0:?}")]
+    TooSlow(std::time::Duration),
+    /// The request cannot be run as given (a key cursor on an ordered listing, a bad path).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The condition that continues a listing after `page`, with its parameters.
+pub(super) fn continue_after(
+    order: Option<&Order>,
+    page: &Page,
+) -> Result<Option<(String, Vec<rusqlite::types::Value>)>, String> {
+    let (order, value, key) = match (order, page) {
+        (_, Page::AfterKey(None)) => return Ok(None),
+        (None, Page::AfterKey(Some(after))) => return Ok(Some(("key > ?".into(), vec![after.clone().into()]))),
+        (Some(_), Page::AfterKey(Some(_))) => return Err("a key cursor cannot continue an ordered listing".into()),
+        (None, Page::After { .. }) => return Err("an ordered cursor cannot continue a listing in key order".into()),
+        (Some(order), Page::After { value, key }) => (order, value, key),
+    };
+    let x = extract(&order.path).map_err(|e| e.to_string())?;
+    // SQLite sorts NULL (a missing field) first in ascending order, last in descending.
+    let (sql, values) = match (order.descending, value) {
+        (false, SortValue::Null) => {
+            (format!("(({x} IS NULL AND key > ?) OR {x} IS NOT NULL)"), vec![key.clone().into()])
+        }
+        (false, v) => (format!("({x} > ? OR ({x} = ? AND key > ?))"), vec![v.to_sql(), v.to_sql(), key.clone().into()]),
+        (true, SortValue::Null) => (format!("({x} IS NULL AND key < ?)"), vec![key.clone().into()]),
+        (true, v) => (
+            format!("({x} < ? OR ({x} = ? AND key < ?) OR {x} IS NULL)"),
+            vec![v.to_sql(), v.to_sql(), key.clone().into()],
+        ),
+    };
+    Ok(Some((sql, values)))
+}
+
+/// The ordering field's value in a result row's column `index`.
+pub(super) fn sort_value(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<SortValue> {
+    Ok(SortValue::from_sql(row.get_ref(index)?))
 }
 
 pub(super) fn where_clause(

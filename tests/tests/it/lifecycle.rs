@@ -364,7 +364,7 @@ async fn limits_too_small_for_the_module_are_refused_at_deploy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_token_guards_reads_and_the_admin_token_opens_them_too() {
-    let env = HostEnv::start_with_query_token(Some("reader-secret")).await;
+    let env = HostEnv::start_with_query_token(Some("reader-secret-0123")).await;
     let (status, body) = env.deploy("tally", V1).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let paths = [
@@ -383,7 +383,7 @@ async fn a_query_token_guards_reads_and_the_admin_token_opens_them_too() {
             };
             assert_eq!(request.send().await.expect("get").status(), StatusCode::UNAUTHORIZED, "{path} {token:?}");
         }
-        for token in ["reader-secret".to_owned(), env.token()] {
+        for token in ["reader-secret-0123".to_owned(), env.token()] {
             let response = env.http.get(env.url(path)).bearer_auth(token).send().await.expect("get");
             assert_eq!(response.status(), StatusCode::OK, "{path}");
         }
@@ -392,7 +392,7 @@ async fn a_query_token_guards_reads_and_the_admin_token_opens_them_too() {
     assert_eq!(response.status(), StatusCode::OK, "health stays open");
     // The reader token cannot change anything.
     let response =
-        env.http.post(env.url("/projections/tally/stop")).bearer_auth("reader-secret").send().await.expect("post");
+        env.http.post(env.url("/projections/tally/stop")).bearer_auth("reader-secret-0123").send().await.expect("post");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 

@@ -18,6 +18,7 @@
 //! - `storage`               the host's data directory unusable or full: clear errors, retried, nothing damaged
 //! - `races`                 a fault racing stop/rollback/swap: the registry keeps both; a restart brings back what was answered
 //! - `languages`             TypeScript and Python examples beside their Rust twins: same documents, errors in their own words, hostile TS modules stopped, a swap to TS without a failed query (opt-in: `PROJECTOR_GUEST_LANGUAGES`)
+//! - `exposure`              hostile clients: bounded filters, query time limits, lookups beside slow scans, names and cursors refused
 //! - `lifecycle`             swaps, blue/green rebuilds, stop/start/reset/retry/delete, restarts, auth
 //! - `rollback`              rollback after a swap and after a rebuild (same version too), a rebuild cancelled
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
@@ -37,6 +38,7 @@
 
 mod crash;
 mod eventstore;
+mod exposure;
 mod fuzz;
 mod host;
 mod languages;

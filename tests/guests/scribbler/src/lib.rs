@@ -5,7 +5,9 @@
 //! (over the host's per-batch write budget), `HugeDocument` builds a 100 MiB
 //! document (more than the module's default 64 MiB of memory), `NotJson`
 //! writes text that is not JSON through the raw import, past the SDK, which
-//! only ever writes serialised values. Streams `scribble-`.
+//! only ever writes serialised values. `Fill` is not hostile by itself: it
+//! writes 20,000 small documents in one go, for the hostile-query tests.
+//! Streams `scribble-`.
 
 use projector_guest_sdk::{Description, Event, Projection, ReadModel, Result};
 
@@ -23,7 +25,7 @@ fn recurse(depth: u64) -> u64 {
 impl Projection for Scribbler {
     fn description() -> Description {
         Description::new("scribbler", "0.0.1")
-            .event_types(["Recurse", "BigDocument", "ManyWrites", "HugeDocument", "NotJson"])
+            .event_types(["Recurse", "BigDocument", "ManyWrites", "HugeDocument", "NotJson", "Fill"])
             .streams(["scribble-"])
     }
 
@@ -43,6 +45,13 @@ impl Projection for Scribbler {
             }
             "HugeDocument" => model.put("big", "huge", &"z".repeat(100 << 20)),
             "NotJson" => write_not_json(),
+            "Fill" => {
+                for n in 0..20_000u32 {
+                    let doc = serde_json::json!({ "n": n, "group": n % 10, "name": format!("doc-{n:05}") });
+                    model.put("filled", &format!("{n:05}"), &doc)?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

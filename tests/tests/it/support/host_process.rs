@@ -27,23 +27,48 @@ pub(crate) struct HostProcess {
 impl HostProcess {
     /// Starts `projector serve` on `data` and waits for its "listening" log line.
     pub(crate) fn start(data: &Path, eventstore: &str) -> HostProcess {
+        HostProcess::start_with(data, eventstore, |_| {})
+    }
+
+    /// `start`, with more flags or variables set by `adjust` (`--listen`
+    /// wins over the loopback default, which is set by the environment).
+    pub(crate) fn start_with(data: &Path, eventstore: &str, adjust: impl FnOnce(&mut Command)) -> HostProcess {
+        let mut command = HostProcess::command(data, eventstore);
+        adjust(&mut command);
+        let process = LoggedProcess::start(command, "projector API listening");
+        let addr = process.addr.replace("0.0.0.0", "127.0.0.1");
+        let api = Api::new(reqwest::Client::new(), &addr, TOKEN);
+        HostProcess { process, api }
+    }
+
+    /// The command `start` runs.
+    pub(crate) fn command(data: &Path, eventstore: &str) -> Command {
         let mut command = Command::new(BINARY);
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--eventstore", eventstore])
+            .args(["serve", "--eventstore", eventstore])
             .arg("--data")
             .arg(data)
+            .env("PROJECTOR_LISTEN", "127.0.0.1:0")
             .env("PROJECTOR_ADMIN_TOKEN", TOKEN)
             .env("PROJECTOR_LOG", "info")
             .env_remove("RUST_LOG");
-        let process = LoggedProcess::start(command, "projector API listening");
-        let api = Api::new(reqwest::Client::new(), &process.addr, TOKEN);
-        HostProcess { process, api }
+        command
     }
 
     /// `start` off the async threads (it blocks until the host logs its address).
     pub(crate) async fn spawn(data: &Path, eventstore: &str) -> HostProcess {
         let (data, eventstore) = (data.to_path_buf(), eventstore.to_owned());
         tokio::task::spawn_blocking(move || HostProcess::start(&data, &eventstore)).await.expect("host")
+    }
+
+    /// `start_with` off the async threads.
+    pub(crate) async fn spawn_with(
+        data: &Path,
+        eventstore: &str,
+        adjust: impl FnOnce(&mut Command) + Send + 'static,
+    ) -> HostProcess {
+        let (data, eventstore) = (data.to_path_buf(), eventstore.to_owned());
+        tokio::task::spawn_blocking(move || HostProcess::start_with(&data, &eventstore, adjust)).await.expect("host")
     }
 
     /// Its API.

@@ -1,0 +1,266 @@
+//! What a hostile or careless client can do to the API, and what it gets:
+//! bounded filters, a time limit per query, lookups by key beside slow
+//! scans, names and cursors that cannot reach SQL or the log.
+
+use std::time::Duration;
+
+use eventstore::{AppendToStreamOptions, EventData};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::HostEnv;
+
+/// A host whose listings may run `limit`, with 20,000 documents in `scribbler`'s `filled`.
+async fn filled_host(adjust: fn(&mut projector::HostConfig)) -> (HostEnv, u64) {
+    let env = HostEnv::start_adjusted(adjust).await;
+    let (status, body) = env.deploy("scribbler", env!("WASM_GUEST_SCRIBBLER")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let fill = EventData::json("Fill", &json!({})).expect("event");
+    let written =
+        env.events.append_to_stream("scribble-fill", &AppendToStreamOptions::default(), fill).await.expect("append");
+    (env, written.position.commit)
+}
+
+/// `n` filters that every document passes, none on an indexed field.
+fn filters(n: usize) -> String {
+    (0..n).map(|i| format!("filter=n>%3D-{i}")).collect::<Vec<_>>().join("&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_has_bounded_filters_and_a_time_limit_and_lookups_by_key_go_on_beside_it() {
+    let (env, at) = filled_host(|config| config.query_time_limit = Duration::from_millis(1)).await;
+    let (status, body) =
+        env.api().get_caught_up(&format!("/projections/scribbler/collections/filled/00042?at_least={at}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"n": 42, "group": 2, "name": "doc-00042"}));
+
+    // 900 filters (the review's hostile URL) are refused before any work.
+    let (status, body) = env.get(&format!("/projections/scribbler/collections/filled?{}", filters(900))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_filters");
+
+    // Sixteen unindexed filters over 20,000 documents take longer than 1 ms:
+    // stopped with a 503 that says why, not a 500 and not a long wait.
+    let slow = format!("/projections/scribbler/collections/filled?count=true&{}", filters(16));
+    let (status, body) = env.get(&slow).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "query_too_slow");
+    assert!(body["error"]["message"].as_str().unwrap().contains("1ms"), "{body}");
+
+    // Three of them at once, and lookups by key alongside: every lookup is
+    // answered (they take no scan turn and have their own connections).
+    let hostile: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, url) = (env.http.clone(), env.url(&slow));
+            tokio::spawn(async move { http.get(url).send().await.expect("get").status() })
+        })
+        .collect();
+    for n in [7, 4_242, 19_999] {
+        let (status, body) = env.get(&format!("/projections/scribbler/collections/filled/{n:05}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["n"], n);
+    }
+    for answer in hostile {
+        let status = answer.await.expect("task");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "stopped or told to come back, never a 500");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_pages_of_an_ordered_listing_continue_by_value_and_key() {
+    let (env, at) = filled_host(|_| {}).await;
+    let path = |cursor: &str| {
+        format!("/projections/scribbler/collections/filled?order_by=-group&limit=1000&at_least={at}{cursor}")
+    };
+    let (status, mut page) = env.api().get_caught_up(&path("")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    loop {
+        for item in page["items"].as_array().unwrap() {
+            seen.push((item["doc"]["group"].as_i64().unwrap(), item["key"].as_str().unwrap().to_owned()));
+        }
+        let Some(cursor) = page["next_cursor"].as_str() else { break };
+        let (status, next) = env.get(&path(&format!("&cursor={cursor}"))).await;
+        assert_eq!(status, StatusCode::OK, "{next}");
+        page = next;
+    }
+    assert_eq!(seen.len(), 20_000, "every document once");
+    let mut expected = seen.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected, "largest group first, ties by key, descending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_and_forged_cursors_are_refused_with_a_400() {
+    let (env, at) = filled_host(|_| {}).await;
+    let (status, _) =
+        env.api().get_caught_up(&format!("/projections/scribbler/collections/filled?limit=1&at_least={at}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let cases: [(&str, &str); 6] = [
+        ("/projections/scribbler/collections/fil%00led", "invalid_collection"),
+        ("/projections/scribbler/collections/a%0A2026-12-02T00:00:00Z%20ERROR%20forged", "invalid_collection"),
+        ("/projections/scribbler/collections/fil%00led/00001", "invalid_collection"),
+        // The offset cursor of earlier releases, at u64::MAX.
+        ("/projections/scribbler/collections/filled?order_by=n&cursor=6f3a3138343436373434303733373039353531363135", "invalid_cursor"),
+        // A value cursor whose integer does not fit.
+        ("/projections/scribbler/collections/filled?order_by=n&cursor=763a5b2269222c31383434363734343037333730393535313631352c226b225d", "invalid_cursor"),
+        ("/projections/scribbler/collections/filled?cursor=763a5b2269222c312c226b225d", "invalid_cursor"),
+    ];
+    for (path, code) in cases {
+        let (status, body): (StatusCode, Value) = env.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM
+/// files into `dir`: (certificate, key).
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(names).expect("certificate");
+    let (cert_path, key_path) = (dir.join("api.crt"), dir.join("api.key"));
+    std::fs::write(&cert_path, cert.pem()).expect("write the certificate");
+    std::fs::write(&key_path, key_pair.serialize_pem()).expect("write the key");
+    (cert_path, key_path)
+}
+
+/// Runs the command-line client: (success, stdout, stderr).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    let mut command = std::process::Command::new(crate::support::BINARY);
+    command.args(args).stdin(std::process::Stdio::null()).env_remove("PROJECTOR_ADMIN_TOKEN");
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("thread").expect("run the client");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8");
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_cut_off_and_a_page_rebinding_its_name_to_loopback_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = projector_tests::TestEnv::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let eventstore = store.server().connection_string();
+    let host = crate::support::HostProcess::spawn_with(data.path(), &eventstore, |command| {
+        command.env("PROJECTOR_HEADER_READ_TIMEOUT_MS", "300");
+    })
+    .await;
+    let addr = host.api().url("").trim_start_matches("http://").to_owned();
+
+    // Slowloris: a request head that never ends. The server closes the connection.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"GET /projections HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.expect("write");
+    let closed = projector_tests::within("the server to close a connection whose head never ends", async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {} // a 408, if hyper answers one first
+            }
+        }
+    });
+    closed.await;
+
+    // DNS rebinding: the page's own name arrives in Host; loopback names pass.
+    let get_with_host = |host_header: &'static str| {
+        let url = format!("http://{addr}/projections");
+        async move { reqwest::Client::new().get(url).header("host", host_header).send().await.expect("get") }
+    };
+    let refused = get_with_host("rebind.attacker.example:8080").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "host_not_allowed", "{body}");
+    for name in ["localhost:8080", "127.0.0.1", "LOCALHOST"] {
+        assert_eq!(get_with_host(name).await.status(), StatusCode::OK, "{name}");
+    }
+
+    // Owner-only files: the data directory and a read model.
+    use std::os::unix::fs::PermissionsExt;
+    let (status, body) = host.api().deploy("tally", env!("WASM_GUEST_TALLY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(data.path()), 0o700, "the data directory");
+    let readmodels = data.path().join("readmodels").join("tally");
+    let files: Vec<_> =
+        std::fs::read_dir(&readmodels).expect("read models").map(|e| e.expect("entry").path()).collect();
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "sqlite")), "{files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+
+    // A line break in a collection name is refused and never becomes a log line of its own.
+    let forged = "/projections/tally/collections/x%0AFORGED%20ERROR%20admin%20token%20leaked";
+    let (status, body) = host.api().get(forged).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_collection");
+    let log = host.log();
+    assert!(!log.iter().any(|line| line.starts_with("FORGED")), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_reads_need_a_token_and_tls_serves_the_cli_over_https() {
+    let store = projector_tests::TestEnv::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let eventstore = store.server().connection_string();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path());
+
+    // Tokens shorter than 16 characters are refused at start, with why.
+    let mut short = crate::support::HostProcess::command(data.path(), &eventstore);
+    short.env("PROJECTOR_ADMIN_TOKEN", "short-token");
+    let output = tokio::task::spawn_blocking(move || short.output()).await.expect("thread").expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the admin token must be at least 16 characters long (it is 11)"), "{stderr}");
+    assert!(!stderr.contains("short-token"), "the token itself is not echoed: {stderr}");
+
+    let token_file = certs.path().join("admin-token");
+    std::fs::write(&token_file, format!("{}\n", crate::support::TOKEN)).expect("token file");
+    let (file, cert_arg, key_arg) = (token_file.clone(), cert.clone(), key.clone());
+    let host = crate::support::HostProcess::spawn_with(data.path(), &eventstore, move |command| {
+        let (token_file, cert, key) = (file, cert_arg, key_arg);
+        command
+            .env_remove("PROJECTOR_ADMIN_TOKEN")
+            .env("PROJECTOR_ADMIN_TOKEN_FILE", &token_file)
+            .env("PROJECTOR_LISTEN", "0.0.0.0:0")
+            .args(["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()]);
+    })
+    .await;
+    let port = host.api().url("").rsplit(':').next().expect("port").to_owned();
+    let https = format!("https://localhost:{port}");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).expect("cert")).expect("pem");
+    let client = reqwest::Client::builder().add_root_certificate(ca).build().expect("client");
+
+    // Plain HTTP to a TLS port gets no answer.
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    assert!(plain.is_err() || !plain.expect("response").status().is_success(), "plain HTTP is not served");
+    // Beyond loopback reads need a token; the admin token (from its file) opens them.
+    let open = client.get(format!("{https}/projections")).send().await.expect("https get");
+    assert_eq!(open.status(), StatusCode::UNAUTHORIZED);
+    let read = client.get(format!("{https}/projections")).bearer_auth(crate::support::TOKEN).send().await;
+    assert_eq!(read.expect("https get").status(), StatusCode::OK);
+    assert_eq!(client.get(format!("{https}/healthz")).send().await.expect("health").status(), StatusCode::OK);
+
+    // The command-line client over https, trusting the certificate, with the token from a file.
+    let args = |command: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = command.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(["--url".to_owned(), https.clone(), "--ca-cert".to_owned(), cert.display().to_string()]);
+        args.extend(["--token-file".to_owned(), token_file.display().to_string()]);
+        args
+    };
+    let (ok, out, err) = cli(args(&["deploy", "tally", env!("WASM_GUEST_TALLY")])).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = cli(args(&["list"])).await;
+    assert!(ok && out.contains("tally"), "{out}{err}");
+    // Without the certificate trusted, the client refuses the connection.
+    let (ok, _, err) = cli(vec![
+        "list".into(),
+        "--url".into(),
+        https.clone(),
+        "--token-file".into(),
+        token_file.display().to_string(),
+    ])
+    .await;
+    assert!(!ok, "an untrusted certificate is refused");
+    assert!(err.starts_with("error:"), "{err}");
+    let log = host.log();
+    assert!(!log.iter().any(|line| line.contains(crate::support::TOKEN)), "a token is in the host's log: {log:?}");
+}
