@@ -1,5 +1,6 @@
 //! What the module imports: its read model (through the batch overlay) and
-//! the log.
+//! the log (each line bounded, control characters escaped, a bounded number
+//! of lines per batch).
 //!
 //! Which writes are acceptable (name lengths, JSON, the default document
 //! size) is not decided here: it is the SDK's [`rules`], which the SDK's test
@@ -31,7 +32,16 @@ pub(crate) struct HostState {
     source: Option<Arc<dyn DocumentSource>>,
     writes: Writes,
     projection: String,
+    /// Lines logged in the current batch, and lines dropped past the limit.
+    log_lines: u32,
+    log_dropped: u32,
 }
+
+/// Longest log line kept, in bytes; the rest is cut (and said so).
+pub(crate) const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Most log lines one batch may write; more are counted and dropped.
+pub(crate) const MAX_LOG_LINES_PER_BATCH: u32 = 1000;
 
 /// What one write costs the budget beyond its bytes (the overlay's entry).
 const WRITE_OVERHEAD: usize = 64;
@@ -46,6 +56,8 @@ impl HostState {
             source: None,
             writes: Writes::new(),
             projection,
+            log_lines: 0,
+            log_dropped: 0,
         }
     }
 
@@ -71,6 +83,11 @@ impl HostState {
 
     pub(super) fn end_batch(&mut self) -> Writes {
         self.source = None;
+        if self.log_dropped > 0 {
+            let (projection, dropped) = (self.projection.as_str(), self.log_dropped);
+            tracing::warn!(target: "projection", projection, dropped, "the batch logged more than {MAX_LOG_LINES_PER_BATCH} lines; the rest were dropped");
+        }
+        (self.log_lines, self.log_dropped) = (0, 0);
         std::mem::take(&mut self.writes)
     }
 }
@@ -114,7 +131,13 @@ impl read_model::Host for HostState {
 
 impl log::Host for HostState {
     fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if self.log_lines >= MAX_LOG_LINES_PER_BATCH {
+            self.log_dropped = self.log_dropped.saturating_add(1);
+            return Ok(());
+        }
+        self.log_lines += 1;
         let projection = self.projection.as_str();
+        let message = log_line(&message);
         match level {
             log::Level::Debug => tracing::debug!(target: "projection", projection, "{message}"),
             log::Level::Info => tracing::info!(target: "projection", projection, "{message}"),
@@ -126,6 +149,25 @@ impl log::Host for HostState {
 }
 
 impl super::bindings::projector::projection::types::Host for HostState {}
+
+/// A module's message as one log line: control characters escaped (a line
+/// break cannot forge a line of the host's log), at most
+/// [`MAX_LOG_LINE_BYTES`] bytes of it kept.
+pub(crate) fn log_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len().min(MAX_LOG_LINE_BYTES) + 32);
+    for (at, c) in message.char_indices() {
+        if line.len() >= MAX_LOG_LINE_BYTES {
+            line.push_str(&format!("... [{} more bytes cut]", message.len() - at));
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
 
 /// The SDK's refusal as the WIT's.
 fn to_wit(refusal: WriteError) -> read_model::WriteError {

@@ -92,6 +92,37 @@ fn the_memory_cap_records_only_its_own_refusals() {
 }
 
 #[test]
+fn the_memory_cap_counts_every_memory_and_the_table_cap_every_table() {
+    let mut cap = MemoryCap::new(64 << 20);
+    assert!(matches!(cap.memory_growing(0, 40 << 20, None), Ok(true)), "a first memory of 40 MiB");
+    assert!(cap.memory_growing(0, 40 << 20, None).is_err(), "a second one: 80 MiB in all");
+    assert!(cap.refused());
+    assert!(matches!(cap.memory_growing(40 << 20, 64 << 20, None), Ok(true)), "the first grows to the cap");
+    assert!(cap.memory_growing(0, 64 << 10, None).is_err(), "nothing beside it");
+    let huge = super::limiter::MAX_TABLE_ELEMENTS;
+    assert!(matches!(cap.table_growing(0, huge / 2, None), Ok(true)));
+    assert!(cap.table_growing(0, huge / 2 + 1, None).is_err(), "two tables over the cap together");
+    assert!(matches!(cap.table_growing(huge / 2, huge, None), Ok(true)), "one table up to the cap");
+    assert!(cap.table_growing(huge, huge + 1, None).is_err());
+    assert!(cap.memories() < 100 && cap.instances() <= 100 && cap.tables() <= 100, "not wasmtime's 10,000");
+}
+
+#[test]
+fn log_lines_are_one_line_and_bounded() {
+    use super::host::{log_line, MAX_LOG_LINE_BYTES};
+    assert_eq!(log_line("plain ünïcode"), "plain ünïcode");
+    assert_eq!(log_line("a\nb\r\u{0}c"), "a\\nb\\r\\u{0}c");
+    let long = "é".repeat(MAX_LOG_LINE_BYTES);
+    let line = log_line(&long);
+    assert!(line.len() < MAX_LOG_LINE_BYTES + 64, "{}", line.len());
+    assert!(
+        line.ends_with(&format!("... [{} more bytes cut]", 2 * MAX_LOG_LINE_BYTES - MAX_LOG_LINE_BYTES)),
+        "{}",
+        &line[line.len() - 40..]
+    );
+}
+
+#[test]
 fn a_trap_is_a_memory_fault_only_when_the_cap_refused() {
     let limits = Limits { memory_bytes: 1 << 20, ..Limits::default() };
     let looks_like_memory = || wasmtime::Error::msg("in fn grow_memory_limit: memory limit grow");

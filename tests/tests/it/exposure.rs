@@ -264,3 +264,105 @@ async fn beyond_loopback_reads_need_a_token_and_tls_serves_the_cli_over_https() 
     let log = host.log();
     assert!(!log.iter().any(|line| line.contains(crate::support::TOKEN)), "a token is in the host's log: {log:?}");
 }
+
+/// A copy of the core module `bytes` with `memories` more linear memories
+/// of `pages` 64 KiB pages each and a table of `table_elements` more.
+fn with_more(bytes: &[u8], memories: u32, pages: u64, table_elements: u64) -> Vec<u8> {
+    use wasm_encoder::reencode::{utils, Error, Reencode};
+    struct More {
+        memories: u32,
+        pages: u64,
+        table_elements: u64,
+    }
+    impl Reencode for More {
+        type Error = std::convert::Infallible;
+        fn parse_memory_section(
+            &mut self,
+            memories: &mut wasm_encoder::MemorySection,
+            section: wasmparser::MemorySectionReader<'_>,
+        ) -> Result<(), Error<Self::Error>> {
+            utils::parse_memory_section(self, memories, section)?;
+            for _ in 0..self.memories {
+                memories.memory(wasm_encoder::MemoryType {
+                    minimum: self.pages,
+                    maximum: None,
+                    memory64: false,
+                    shared: false,
+                    page_size_log2: None,
+                });
+            }
+            Ok(())
+        }
+        fn parse_table_section(
+            &mut self,
+            tables: &mut wasm_encoder::TableSection,
+            section: wasmparser::TableSectionReader<'_>,
+        ) -> Result<(), Error<Self::Error>> {
+            utils::parse_table_section(self, tables, section)?;
+            if self.table_elements > 0 {
+                tables.table(wasm_encoder::TableType {
+                    element_type: wasm_encoder::RefType::FUNCREF,
+                    table64: false,
+                    minimum: self.table_elements,
+                    maximum: None,
+                    shared: false,
+                });
+            }
+            Ok(())
+        }
+    }
+    let mut module = wasm_encoder::Module::new();
+    More { memories, pages, table_elements }
+        .parse_core_module(&mut module, wasmparser::Parser::new(0), bytes)
+        .expect("re-encode the module");
+    module.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_declaring_many_memories_or_a_huge_table_is_held_to_its_limits_beside_a_healthy_one() {
+    let env = HostEnv::start().await;
+    let (status, body) = env.deploy("inventory", env!("WASM_INVENTORY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let noop = std::fs::read(env!("WASM_GUEST_NOOP")).expect("the noop guest");
+    let cases = [
+        // Ten memories of 60 MiB: each under the 64 MiB cap, 600 MiB together.
+        ("big-memories", with_more(&noop, 10, 960, 0), "exceeded its memory limit of 67108864 bytes"),
+        // Thirty small memories.
+        ("many-memories", with_more(&noop, 30, 1, 0), "memory count too high"),
+        // Fifty million table elements: hundreds of MiB of host memory.
+        ("table", with_more(&noop, 0, 0, 50_000_000), "tables would hold"),
+    ];
+    for (name, module, said) in cases {
+        let response = env
+            .http
+            .put(env.url(&format!("/projections/{name}")))
+            .bearer_auth(env.token())
+            .body(module)
+            .send()
+            .await
+            .expect("deploy");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(said), "{name}: {body}");
+        let (status, _) = env.get(&format!("/projections/{name}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name}: nothing deployed");
+    }
+    // The healthy projection applies every event once.
+    let mut last = 0;
+    for quantity in 1..=5 {
+        let event = EventData::json("StockReceived", &json!({"sku": "fig", "warehouse": "east", "quantity": quantity}))
+            .expect("event");
+        last = env
+            .events
+            .append_to_stream("stock-fig", &AppendToStreamOptions::default(), event)
+            .await
+            .expect("append")
+            .position
+            .commit;
+    }
+    let (status, body) =
+        env.api().get_caught_up(&format!("/projections/inventory/collections/skus/fig?at_least={last}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["quantity"], 15, "{body}");
+}
