@@ -14,7 +14,8 @@
 //! `cargo run --release -p bench -- projections` measures the projection
 //! runtime: the Wasm boundary, Wasm against native, catch-up of a mixed
 //! history by the three examples alone and together, live lag, queries over
-//! HTTP at 1, 16 and 64 clients, hot swaps.
+//! HTTP at 1, 16 and 64 clients, lookups by key while hostile listings run,
+//! hot swaps.
 //!
 //! `cargo run --release -p bench -- peer` compares the `user-directory`
 //! catch-up with the Node.js design of the source articles on the same events.
@@ -37,6 +38,7 @@
 mod all_bench;
 mod cost_bench;
 mod eventstore_bench;
+mod hostile_bench;
 mod languages_bench;
 mod peer_bench;
 mod projections_bench;

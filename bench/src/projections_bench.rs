@@ -334,7 +334,7 @@ async fn http_load(
             while started.elapsed() < duration {
                 n = (n * 48271 + 11) % keys;
                 let path = path(n);
-                let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+                let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
                 let sent = Instant::now();
                 write.write_all(request.as_bytes()).await?;
                 line.clear();
@@ -385,7 +385,7 @@ fn users_named(n: u64) -> String {
 }
 
 /// GETs user documents by key for `duration`; requests per second and sorted latencies.
-async fn get_by_key(
+pub(crate) async fn get_by_key(
     addr: std::net::SocketAddr,
     keys: u64,
     connections: u64,
@@ -568,6 +568,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
 
     let duration = if quick { Duration::from_millis(300) } else { Duration::from_secs(5) };
     query_rows(host.local_addr(), total, duration, &mut table).await?;
+    crate::hostile_bench::hostile_query_rows(host.local_addr(), total, duration, &mut table).await?;
 
     let bytes = std::fs::read(projector_tests::modules::USER_DIRECTORY)?;
     swap_rows(host, &bytes, total, quick, &mut table).await?;
