@@ -406,4 +406,74 @@ mod tests {
         assert_eq!(db.count("orders", &filter(Op::Ge, FilterValue::Integer(198))).expect("count"), 4);
         assert_eq!(db.count("orders", &filter(Op::Gt, FilterValue::Real(198.5))).expect("count"), 1);
     }
+
+    #[test]
+    fn a_slow_read_does_not_hold_a_lookup_by_key() {
+        use std::sync::mpsc;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = std::sync::Arc::new(ReadModelDb::open(&dir.path().join("0001-x.sqlite")).expect("open"));
+        let mut writes = Writes::new();
+        writes.insert(("c".into(), "k".into()), Some(r#"{"n":1}"#.into()));
+        db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
+        let (started, running) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let slow = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.read(None, |_| {
+                    started.send(()).expect("send");
+                    released.recv().expect("released");
+                    Ok(())
+                })
+            })
+        };
+        running.recv().expect("the slow read holds its connection");
+        let (answer, answered) = mpsc::channel();
+        let lookup = {
+            let db = db.clone();
+            std::thread::spawn(move || answer.send(db.document("c", "k").expect("lookup")).expect("send"))
+        };
+        let doc = answered.recv_timeout(std::time::Duration::from_secs(10));
+        release.send(()).expect("release");
+        assert_eq!(doc.expect("answered while the slow read still runs").as_deref(), Some(r#"{"n":1}"#));
+        slow.join().expect("thread").expect("read");
+        lookup.join().expect("thread");
+    }
+
+    #[test]
+    fn keyset_pages_walk_an_ordered_listing_exactly_once_in_both_directions() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = ReadModelDb::open(&dir.path().join("0001-x.sqlite")).expect("open");
+        let mut writes = Writes::new();
+        let docs = [
+            ("a", r#"{}"#),
+            ("b", r#"{"v":null}"#),
+            ("c", r#"{"v":1}"#),
+            ("d", r#"{"v":1.0}"#),
+            ("e", r#"{"v":2.5}"#),
+            ("f", r#"{"v":"text"}"#),
+            ("g", r#"{"v":true}"#),
+            ("h", r#"{}"#),
+        ];
+        for (key, doc) in docs {
+            writes.insert(("c".into(), key.into()), Some(doc.into()));
+        }
+        db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
+        for descending in [false, true] {
+            let order = Some(Order { path: "v".into(), descending });
+            let all = db.query("c", &Query { order: order.clone(), ..Query::default() }).expect("all at once");
+            assert_eq!(all.len(), docs.len());
+            let mut walked = Vec::new();
+            let mut page = Page::AfterKey(None);
+            loop {
+                let query = Query { order: order.clone(), limit: 1, page: page.clone(), ..Query::default() };
+                let items = db.query("c", &query).expect("a page");
+                let Some(last) = items.last() else { break };
+                page = Page::After { value: last.sort_value.clone(), key: last.key.clone() };
+                walked.extend(items);
+            }
+            let keys = |items: &[Item]| items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
+            assert_eq!(keys(&walked), keys(&all), "descending: {descending}");
+        }
+    }
 }
