@@ -270,11 +270,28 @@ pub struct RegistrationArgs {
     /// the request is answered 503, in milliseconds.
     #[arg(long, env = "PROJECTOR_REGISTRATION_TIMEOUT_MS", default_value_t = 5000)]
     pub registration_timeout_ms: u64,
+
+    /// Password hashes computed at once [default: one per core].
+    #[arg(long, env = "PROJECTOR_HASH_THREADS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub hash_threads: Option<usize>,
+
+    /// Registrations that may wait for a hashing thread beyond those
+    /// hashing; one more is answered 503 with Retry-After, without a hash
+    /// [default: 16 per core].
+    #[arg(long, env = "PROJECTOR_HASH_QUEUE")]
+    pub hash_queue: Option<usize>,
+
+    /// `POST /users` requests one client (IP address; IPv6: its /64) may
+    /// send per minute, all at once after a quiet minute; beyond, 429 with
+    /// Retry-After. 0 turns the limit off.
+    #[arg(long, env = "PROJECTOR_USERS_RATE_PER_MINUTE", default_value_t = crate::DEFAULT_USERS_RATE_PER_MINUTE)]
+    pub users_rate_per_minute: u32,
 }
 
 impl RegistrationArgs {
     /// The settings these flags describe.
     pub fn config(&self) -> RegistrationConfig {
+        let defaults = RegistrationConfig::default();
         RegistrationConfig {
             argon2: Argon2Settings {
                 memory_kib: self.argon2_memory_kib,
@@ -283,7 +300,9 @@ impl RegistrationArgs {
             },
             store_timeout: std::time::Duration::from_millis(self.registration_timeout_ms),
             directory: self.users_projection.clone(),
-            ..RegistrationConfig::default()
+            hash_threads: self.hash_threads.unwrap_or(defaults.hash_threads),
+            hash_queue: self.hash_queue.unwrap_or(defaults.hash_queue),
+            ..defaults
         }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! One room per concern: `errors` (the error shape), `auth` (tokens),
 //! `upload` (request bodies), `projections` (deploy and lifecycle),
-//! `listing` and `documents` (read-model queries), `users` (registration).
+//! `listing` and `documents` (read-model queries), `users` (registration),
+//! `rate_limit` (per-client limits, 429).
 //! This module only wires them into one router; the API's state lives in
 //! [`Deployments`] and [`Registrations`], never here.
 
@@ -17,6 +18,7 @@ mod documents;
 mod errors;
 mod listing;
 mod projections;
+mod rate_limit;
 mod upload;
 mod users;
 
@@ -45,6 +47,8 @@ pub(crate) struct HttpConfig {
     pub(crate) admin_token: String,
     /// Bearer token the read endpoints require, if any.
     pub(crate) query_token: Option<String>,
+    /// `POST /users` requests per client per minute (`None`: no limit).
+    pub(crate) users_rate_per_minute: Option<std::num::NonZeroU32>,
 }
 
 impl HttpConfig {
@@ -55,6 +59,7 @@ impl HttpConfig {
             at_least_wait: Duration::from_secs(5),
             admin_token,
             query_token: None,
+            users_rate_per_minute: std::num::NonZeroU32::new(crate::DEFAULT_USERS_RATE_PER_MINUTE),
         }
     }
 }
@@ -65,12 +70,15 @@ struct AppState {
     deployments: Arc<Deployments>,
     registrations: Arc<Registrations>,
     config: Arc<HttpConfig>,
+    /// The per-client limit of `POST /users`.
+    register_limit: rate_limit::RateLimit,
 }
 
 /// The API's routes over `deployments`, with user registration handled by `registrations`.
 pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrations>, config: HttpConfig) -> Router {
     let limit = config.max_module_bytes;
-    let state = AppState { deployments, registrations, config: Arc::new(config) };
+    let register_limit = rate_limit::RateLimit::per_minute(config.users_rate_per_minute, "registrations");
+    let state = AppState { deployments, registrations, config: Arc::new(config), register_limit };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
