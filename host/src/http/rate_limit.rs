@@ -46,8 +46,8 @@ impl RateLimit {
     }
 
     /// Counts one request of the client at `peer`: `Ok` within its quota,
-    /// else the 429 to answer (with `Retry-After` in whole seconds, at least 1).
-    pub(crate) fn check(&self, peer: IpAddr) -> Result<(), Response> {
+    /// else the 429 to answer ([`Limited`] is a response).
+    pub(crate) fn check(&self, peer: IpAddr) -> Result<(), Limited> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         if limiter.len() > FORGET_ABOVE {
             limiter.retain_recent();
@@ -58,13 +58,7 @@ impl RateLimit {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let seconds = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
                 tracing::debug!(%peer, what = self.what, seconds, "rate limited");
-                Err(AppError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("too many {} from this address; retry after {seconds} s", self.what),
-                )
-                .retry_after(seconds)
-                .into_response())
+                Err(Limited { seconds, what: self.what })
             }
         }
     }
@@ -76,9 +70,30 @@ impl RateLimit {
     pub(crate) async fn layer(self, request: Request, next: Next) -> Response {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         match peer.map(|ip| self.check(ip)) {
-            Some(Err(refused)) => refused,
+            Some(Err(refused)) => refused.into_response(),
             _ => next.run(request).await,
         }
+    }
+}
+
+/// A request beyond its client's quota: answered 429 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limited {
+    /// Whole seconds until the client may send again (at least 1).
+    pub(crate) seconds: u32,
+    what: &'static str,
+}
+
+impl IntoResponse for Limited {
+    fn into_response(self) -> Response {
+        let Limited { seconds, what } = self;
+        AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many {what} from this address; retry after {seconds} s"),
+        )
+        .retry_after(seconds)
+        .into_response()
     }
 }
 
@@ -104,9 +119,10 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
         assert!(limit.check(a).is_ok() && limit.check(a).is_ok());
         let refused = limit.check(a).expect_err("third in a minute");
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        let seconds: u32 = refused.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
-        assert!((1..=31).contains(&seconds), "{seconds}");
+        assert!((1..=31).contains(&refused.seconds), "{refused:?}");
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], refused.seconds.to_string().as_str());
         assert!(limit.check(b).is_ok(), "another client has its own quota");
         let off = RateLimit::per_minute(None, "registrations");
         assert!((0..100).all(|_| off.check(a).is_ok()));

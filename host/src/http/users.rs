@@ -46,7 +46,7 @@ async fn register(
 ) -> Result<Response, AppError> {
     if let Err(refused) = state.register_limit.check(peer.ip()) {
         state.deployments.metrics().registration_shed("rate_limited");
-        return Ok(refused);
+        return Ok(refused.into_response());
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)
