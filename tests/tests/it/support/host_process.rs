@@ -27,7 +27,13 @@ pub(crate) struct HostProcess {
 impl HostProcess {
     /// Starts `projector serve` on `data` and waits for its "listening" log line.
     pub(crate) fn start(data: &Path, eventstore: &str) -> HostProcess {
+        HostProcess::start_with_env(data, eventstore, &[])
+    }
+
+    /// `start` with more environment variables (`PROJECTOR_*` settings).
+    pub(crate) fn start_with_env(data: &Path, eventstore: &str, env: &[(&str, &str)]) -> HostProcess {
         let mut command = Command::new(BINARY);
+        command.envs(env.iter().copied());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--eventstore", eventstore])
             .arg("--data")
