@@ -293,11 +293,28 @@ pub struct RegistrationArgs {
     /// the request is answered 503, in milliseconds.
     #[arg(long, env = "PROJECTOR_REGISTRATION_TIMEOUT_MS", default_value_t = 5000)]
     pub registration_timeout_ms: u64,
+
+    /// Password hashes computed at once [default: one per core].
+    #[arg(long, env = "PROJECTOR_HASH_THREADS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub hash_threads: Option<usize>,
+
+    /// Registrations that may wait for a hashing thread beyond those
+    /// hashing; one more is answered 503 with Retry-After, without a hash
+    /// [default: 16 per core].
+    #[arg(long, env = "PROJECTOR_HASH_QUEUE")]
+    pub hash_queue: Option<usize>,
+
+    /// `POST /users` requests one client (IP address; IPv6: its /64) may
+    /// send per minute, all at once after a quiet minute; beyond, 429 with
+    /// Retry-After. 0 turns the limit off.
+    #[arg(long, env = "PROJECTOR_USERS_RATE_PER_MINUTE", default_value_t = crate::DEFAULT_USERS_RATE_PER_MINUTE)]
+    pub users_rate_per_minute: u32,
 }
 
 impl RegistrationArgs {
     /// The settings these flags describe.
     pub fn config(&self) -> RegistrationConfig {
+        let defaults = RegistrationConfig::default();
         RegistrationConfig {
             argon2: Argon2Settings {
                 memory_kib: self.argon2_memory_kib,
@@ -306,7 +323,9 @@ impl RegistrationArgs {
             },
             store_timeout: std::time::Duration::from_millis(self.registration_timeout_ms),
             directory: self.users_projection.clone(),
-            ..RegistrationConfig::default()
+            hash_threads: self.hash_threads.unwrap_or(defaults.hash_threads),
+            hash_queue: self.hash_queue.unwrap_or(defaults.hash_queue),
+            ..defaults
         }
     }
 }
@@ -349,6 +368,13 @@ pub struct NetworkArgs {
     #[arg(long, env = "PROJECTOR_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Most queries (documents, listings, dead letters) one client (IP
+    /// address) may send per minute, beyond which it gets 429 with
+    /// `Retry-After`; 0 for no limit (the default: put it in front of a
+    /// shared host, where one client should not starve the others).
+    #[arg(long, env = "PROJECTOR_QUERY_RATE_PER_MINUTE", default_value_t = 0)]
+    pub query_rate_per_minute: u32,
+
     /// Longest a listing or count may run before it is stopped with a 503, in milliseconds.
     #[arg(long, env = "PROJECTOR_QUERY_TIME_LIMIT_MS", default_value_t = 3000)]
     pub query_time_limit_ms: u64,
@@ -374,6 +400,7 @@ impl NetworkArgs {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             max_connections: self.max_connections.max(1),
+            query_rate_per_minute: std::num::NonZeroU32::new(self.query_rate_per_minute),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! DATA/
 //!   admin-token                        the generated admin token (mode 0600)
+//!   registration-secret                the key of user ids and request digests (mode 0600)
 //!   registry.json                      what is deployed (see registry.rs)
 //!   modules/{sha256}.wasm              module bytes, content-addressed
 //!   artifacts/                         precompiled modules (see runtime/cache.rs)
@@ -59,6 +60,11 @@ impl DataDir {
     /// The generated admin token's file.
     pub(crate) fn admin_token(&self) -> PathBuf {
         self.root.join("admin-token")
+    }
+
+    /// The generated secret registrations key their ids and digests with.
+    pub(crate) fn registration_secret(&self) -> PathBuf {
+        self.root.join("registration-secret")
     }
 
     /// The registry file.
@@ -141,6 +147,7 @@ mod tests {
             Path::new("/srv/projector/readmodels/orders/0002-ab12.sqlite")
         );
         assert_eq!(data.admin_token(), Path::new("/srv/projector/admin-token"));
+        assert_eq!(data.registration_secret(), Path::new("/srv/projector/registration-secret"));
         assert_eq!(data.artifacts(), Path::new("/srv/projector/artifacts"));
         assert_eq!(data.eventstore(), Path::new("/srv/projector/eventstore"));
     }

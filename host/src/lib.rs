@@ -64,7 +64,15 @@ pub struct HostConfig {
     pub query_time_limit: std::time::Duration,
     /// TLS, read access, allowed `Host` names and connection limits.
     pub network: network::NetworkConfig,
+    /// Most `POST /users` requests one client (IP address; IPv6: its /64)
+    /// may send per minute, all at once after a quiet minute; beyond, 429
+    /// (`None`: no limit).
+    pub users_rate_per_minute: Option<std::num::NonZeroU32>,
 }
+
+/// The default of [`HostConfig::users_rate_per_minute`]: far above what a
+/// person signing up sends, and above the tests' bursts (60 at once).
+pub const DEFAULT_USERS_RATE_PER_MINUTE: u32 = 600;
 
 impl HostConfig {
     /// Everything under `data_dir`, the admin token included; reads open.
@@ -78,6 +86,7 @@ impl HostConfig {
             registration: Default::default(),
             query_time_limit: http::DEFAULT_QUERY_TIME_LIMIT,
             network: network::NetworkConfig::default(),
+            users_rate_per_minute: std::num::NonZeroU32::new(DEFAULT_USERS_RATE_PER_MINUTE),
         }
     }
 }
@@ -96,28 +105,54 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
 
 /// The admin token stored under `data`, created (owner-only) if there is none.
 fn stored_admin_token(data: &DataDir) -> anyhow::Result<String> {
+    let path = data.admin_token();
+    let generate = || format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let (token, generated) = stored_secret(data, &path, "token", generate)?;
+    if generated {
+        tracing::info!(path = %path.display(), "generated an admin token for the API; it is stored in this file");
+    }
+    Ok(token)
+}
+
+/// The registration secret stored under `data`, created (owner-only) if there is none.
+fn stored_registration_secret(data: &DataDir) -> anyhow::Result<users::RegistrationSecret> {
+    let path = data.registration_secret();
+    let (text, generated) = stored_secret(data, &path, "secret", || users::RegistrationSecret::generate().to_hex())?;
+    if generated {
+        tracing::info!(path = %path.display(), "generated the registration secret (user ids and request digests)");
+    }
+    users::RegistrationSecret::from_hex(&text)
+        .with_context(|| format!("{} is not a registration secret", path.display()))
+}
+
+/// The text stored at `path` under `data`, or `generate`d and stored there
+/// readable by its owner only (then `true`).
+fn stored_secret(
+    data: &DataDir,
+    path: &Path,
+    what: &str,
+    generate: impl FnOnce() -> String,
+) -> anyhow::Result<(String, bool)> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let data_dir = data.root();
-    let path = data.admin_token();
-    match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
-        Ok(_) => anyhow::bail!("{} is empty; delete it to generate a new token", path.display()),
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), false)),
+        Ok(_) => anyhow::bail!("{} is empty; delete it to generate a new {what}", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let text = generate();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(token.as_bytes())?;
+    file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    tracing::info!(path = %path.display(), "generated an admin token for the API; it is stored in this file");
-    Ok(token)
+    Ok((text, true))
 }
 
 /// A running host: the HTTP API over deployed projections.
@@ -155,13 +190,15 @@ impl Host {
             Some(files) => Some(http::tls_config(&files.cert, &files.key)?),
             None => None,
         };
-        let registrations = Arc::new(users::Registrations::new(client.clone(), config.registration)?);
+        let metrics = Arc::new(metrics::Metrics::new());
+        let secret = stored_registration_secret(&data)?;
+        let registrations =
+            Arc::new(users::Registrations::new(client.clone(), config.registration, secret, metrics.clone())?);
         let runtime = Arc::new(
             Runtime::with_function_cache(Limits::default(), &data.function_cache())?
                 .with_artifact_cache(data.artifacts()),
         );
         let head = Arc::new(head::Head::follow(client.clone()));
-        let metrics = Arc::new(metrics::Metrics::new());
         let deployments = Arc::new(Deployments::new(runtime, client, data, BatchConfig::default(), head, metrics)?);
         deployments.restore().await?;
         let http_config = http::HttpConfig {
@@ -171,6 +208,8 @@ impl Host {
             query_time_limit: config.query_time_limit,
             reads_need_token: config.network.reads_need_token(addr),
             allowed_hosts: config.network.allowed_hosts(addr),
+            users_rate_per_minute: config.users_rate_per_minute,
+            query_rate_per_minute: config.network.query_rate_per_minute,
             ..http::HttpConfig::new(admin_token.clone())
         };
         let serve_config = http::ServeConfig {
@@ -256,6 +295,7 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         at_least_wait: std::time::Duration::from_millis(args.at_least_wait_ms),
         max_module_bytes: args.max_module_mb << 20,
         registration: args.registration.config(),
+        users_rate_per_minute: std::num::NonZeroU32::new(args.registration.users_rate_per_minute),
     };
     let host = Host::start(listener, client, config, async move {
         let _ = stop_rx.await;

@@ -42,6 +42,12 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    /// `queue_full` or `rate_limited`.
+    reason: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The host's metrics.
@@ -57,6 +63,20 @@ pub struct Metrics {
     lag_events: Family<ProjectionLabel, Gauge>,
     lag_seconds: Family<ProjectionLabel, Gauge<f64, AtomicU64>>,
     state: Family<StateLabels, Gauge>,
+    password_hashes: Counter,
+    hashes_admitted: Gauge,
+    registrations_shed: Family<ReasonLabel, Counter>,
+}
+
+/// A registration admitted to password hashing; counted in
+/// `projector_password_hash_admitted` until dropped.
+#[derive(Debug)]
+pub struct Admitted(Gauge);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +116,9 @@ impl Metrics {
             lag_events: Family::default(),
             lag_seconds: Family::default(),
             state: Family::default(),
+            password_hashes: Counter::default(),
+            hashes_admitted: Gauge::default(),
+            registrations_shed: Family::default(),
         };
         {
             let mut r = metrics.registry.lock();
@@ -137,6 +160,21 @@ impl Metrics {
                 metrics.lag_seconds.clone(),
             );
             r.register("projector_projection_state", "1 for the state a projection is in", metrics.state.clone());
+            r.register(
+                "projector_password_hashes",
+                "argon2id password hashes computed for registrations",
+                metrics.password_hashes.clone(),
+            );
+            r.register(
+                "projector_password_hash_admitted",
+                "Registrations admitted to password hashing: hashing, or waiting for a hashing thread",
+                metrics.hashes_admitted.clone(),
+            );
+            r.register(
+                "projector_registrations_shed",
+                "Registrations refused before any work, by reason (queue_full: 503, rate_limited: 429)",
+                metrics.registrations_shed.clone(),
+            );
         }
         metrics
     }
@@ -159,6 +197,22 @@ impl Metrics {
                 histogram.observe(per_event);
             }
         }
+    }
+
+    /// Records a password hash computed.
+    pub fn password_hashed(&self) {
+        self.password_hashes.inc();
+    }
+
+    /// Counts a registration admitted to hashing until the guard is dropped.
+    pub fn hash_admitted(&self) -> Admitted {
+        self.hashes_admitted.inc();
+        Admitted(self.hashes_admitted.clone())
+    }
+
+    /// Records a registration refused for `reason` (`queue_full`, `rate_limited`).
+    pub fn registration_shed(&self, reason: &'static str) {
+        self.registrations_shed.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Records a fault.

@@ -36,6 +36,8 @@ pub struct NetworkConfig {
     pub body_read_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most queries one client (IP address) may send per minute; `None`: no limit.
+    pub query_rate_per_minute: Option<std::num::NonZeroU32>,
 }
 
 impl Default for NetworkConfig {
@@ -47,6 +49,7 @@ impl Default for NetworkConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            query_rate_per_minute: None,
         }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! One room per concern: `errors` (the error shape), `auth` (tokens),
 //! `upload` (request bodies), `projections` (deploy and lifecycle),
-//! `listing` and `documents` (read-model queries), `users` (registration).
+//! `listing` and `documents` (read-model queries), `users` (registration),
+//! `rate_limit` (per-client limits, 429).
 //! This module only wires them into one router; the API's state lives in
 //! [`Deployments`] and [`Registrations`], never here.
 
@@ -17,6 +18,7 @@ mod documents;
 mod errors;
 mod listing;
 mod projections;
+mod rate_limit;
 mod server;
 mod upload;
 mod users;
@@ -58,6 +60,10 @@ pub(crate) struct HttpConfig {
     pub(crate) query_time_limit: Duration,
     /// Most listings and counts running at once, host-wide.
     pub(crate) max_concurrent_scans: usize,
+    /// Queries (documents, listings, dead letters) per client per minute (`None`: no limit).
+    pub(crate) query_rate_per_minute: Option<std::num::NonZeroU32>,
+    /// `POST /users` requests per client per minute (`None`: no limit).
+    pub(crate) users_rate_per_minute: Option<std::num::NonZeroU32>,
 }
 
 impl HttpConfig {
@@ -72,6 +78,8 @@ impl HttpConfig {
             allowed_hosts: None,
             query_time_limit: DEFAULT_QUERY_TIME_LIMIT,
             max_concurrent_scans: default_concurrent_scans(),
+            users_rate_per_minute: std::num::NonZeroU32::new(crate::DEFAULT_USERS_RATE_PER_MINUTE),
+            query_rate_per_minute: None,
         }
     }
 }
@@ -93,18 +101,25 @@ struct AppState {
     config: Arc<HttpConfig>,
     /// Turns to run a listing or count ([`HttpConfig::max_concurrent_scans`]).
     scans: Arc<tokio::sync::Semaphore>,
+    /// The per-client limit of `POST /users`.
+    register_limit: rate_limit::RateLimit,
 }
 
 /// The API's routes over `deployments`, with user registration handled by `registrations`.
 pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrations>, config: HttpConfig) -> Router {
     let limit = config.max_module_bytes;
     let scans = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans));
-    let state = AppState { deployments, registrations, config: Arc::new(config), scans };
+    let register_limit = rate_limit::RateLimit::per_minute(config.users_rate_per_minute, "registrations");
+    let query_limit = rate_limit::RateLimit::per_minute(config.query_rate_per_minute, "queries");
+    let state = AppState { deployments, registrations, config: Arc::new(config), scans, register_limit };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
         .merge(projections::routes())
-        .merge(documents::routes())
+        .merge(
+            documents::routes()
+                .route_layer(axum::middleware::from_fn(move |request, next| query_limit.clone().layer(request, next))),
+        )
         .merge(users::routes())
         .fallback(errors::no_route)
         .layer(DefaultBodyLimit::max(limit))

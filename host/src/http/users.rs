@@ -1,13 +1,14 @@
 //! `POST /users` (register) and `GET /users/{id}` (read back).
 //!
-//! Registration is open (it is how users sign up); reading a user needs the
-//! query token when the host has one. `GET` reads the directory
+//! Registration is open (it is how users sign up) but limited per client
+//! (429 beyond `--users-rate-per-minute`); reading a user needs the query
+//! token when the host has one. `GET` reads the directory
 //! projection's read model, never the event stream, and never answers with
 //! a password hash.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,6 +28,9 @@ const MAX_BODY: usize = 64 << 10;
 const MAX_KEY: usize = 255;
 /// What a 503 tells the caller to wait before retrying.
 const RETRY_AFTER_SECONDS: u32 = 2;
+/// What a 503 for a full hashing queue tells the caller to wait: the queue
+/// drains within about a second at the default cost (docs/adr/0010).
+const BUSY_RETRY_AFTER_SECONDS: u32 = 1;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -36,9 +40,14 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    if let Err(refused) = state.register_limit.check(peer.ip()) {
+        state.deployments.metrics().registration_shed("rate_limited");
+        return Ok(refused.into_response());
+    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -68,8 +77,14 @@ async fn register(
         RegisterError::KeyReused => AppError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
-            "this Idempotency-Key was used before with a different request body",
+            "Idempotency-Key reused with a different request",
         ),
+        RegisterError::Busy => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registration_busy",
+            "too many registrations are waiting for a password hash; nothing was done, retry later",
+        )
+        .retry_after(BUSY_RETRY_AFTER_SECONDS),
         RegisterError::KeyAbandoned => AppError::new(
             StatusCode::CONFLICT,
             "idempotency_key_abandoned",

@@ -9,15 +9,21 @@ use eventstore::RecordedEvent;
 use projector_events::{RegistrationAbandoned, UserRegistered};
 
 use super::command::RegisterUser;
-use super::store::{decode, StoreError};
+use super::store::{decode, note, StoreError};
+
+/// The metadata field of `UserRegistered` holding the keyed digest of the
+/// request that registered it (absent for registrations without an
+/// idempotency key, and for those appended before the digest existed).
+pub(crate) const REQUEST_DIGEST: &str = "requestDigest";
 
 /// A user as their stream `user-{id}` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum User {
     /// No stream yet: the id is free.
     New,
-    /// Registered by the stream's first event, at commit `position`.
-    Registered { event: UserRegistered, position: u64 },
+    /// Registered by the stream's first event, at commit `position`, by
+    /// the request whose digest is `digest` (when it was recorded).
+    Registered { event: UserRegistered, position: u64, digest: Option<String> },
     /// Fenced: the stream begins with `RegistrationAbandoned`, so this id
     /// can never register.
     Abandoned,
@@ -26,8 +32,9 @@ pub(crate) enum User {
 /// Why the aggregate refused a registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// The id is registered already (by this `event`, at `position`).
-    AlreadyRegistered { event: Box<UserRegistered>, position: u64 },
+    /// The id is registered already (by this `event`, at `position`, by the
+    /// request whose digest is `digest`).
+    AlreadyRegistered { event: Box<UserRegistered>, position: u64, digest: Option<String> },
     /// The id was fenced.
     Abandoned,
 }
@@ -37,7 +44,8 @@ impl User {
     pub(crate) fn from_first(first: Option<&RecordedEvent>) -> Result<User, StoreError> {
         let Some(event) = first else { return Ok(User::New) };
         if let Some(registered) = decode::<UserRegistered>(event)? {
-            return Ok(User::Registered { event: registered, position: event.position.commit });
+            let digest = note(event, REQUEST_DIGEST);
+            return Ok(User::Registered { event: registered, position: event.position.commit, digest });
         }
         if decode::<RegistrationAbandoned>(event)?.is_some() {
             return Ok(User::Abandoned);
@@ -65,9 +73,11 @@ impl User {
                 password_hash,
                 registered_at: Some(registered_at),
             }),
-            User::Registered { event, position } => {
-                Err(Refusal::AlreadyRegistered { event: Box::new(event.clone()), position: *position })
-            }
+            User::Registered { event, position, digest } => Err(Refusal::AlreadyRegistered {
+                event: Box::new(event.clone()),
+                position: *position,
+                digest: digest.clone(),
+            }),
             User::Abandoned => Err(Refusal::Abandoned),
         }
     }
@@ -96,10 +106,10 @@ mod tests {
         assert_eq!(event.email, "ada@example.com");
         assert_eq!(event.registered_at.as_deref(), Some("2026-11-23T12:00:00.000Z"));
 
-        let registered = User::Registered { event: event.clone(), position: 7 };
+        let registered = User::Registered { event: event.clone(), position: 7, digest: Some("d1".into()) };
         assert_eq!(
             registered.register("id-1", &command(), "$argon2id$other".into(), "later".into()),
-            Err(Refusal::AlreadyRegistered { event: Box::new(event), position: 7 })
+            Err(Refusal::AlreadyRegistered { event: Box::new(event), position: 7, digest: Some("d1".into()) })
         );
         assert_eq!(
             User::Abandoned.register("id-1", &command(), "$argon2id$h".into(), "now".into()),

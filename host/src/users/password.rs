@@ -2,13 +2,20 @@
 //! (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
 //!
 //! Hashing is deliberately slow and memory-hungry, so it runs on the
-//! blocking pool and at most one hash per core runs at a time: a burst of
-//! registrations queues instead of claiming `burst x memory` at once.
+//! blocking pool and at most one hash per thread allowed (one per core by
+//! default) runs at a time: a burst of registrations queues instead of
+//! claiming `burst x memory` at once. How long that queue may grow is the
+//! caller's decision (`Registrations` bounds it and answers 503 beyond).
+//!
+//! Nothing here verifies a password against a stored hash on a request's
+//! behalf: a retry is compared by its keyed digest instead (`secret`).
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+#[cfg(test)]
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -46,23 +53,21 @@ pub struct Hasher {
 impl Hasher {
     /// A hasher with `settings`, refused when argon2 does not accept them.
     pub fn new(settings: Argon2Settings) -> anyhow::Result<Hasher> {
+        Hasher::with_threads(settings, cores())
+    }
+
+    /// A hasher running at most `threads` hashes at once.
+    pub fn with_threads(settings: Argon2Settings, threads: usize) -> anyhow::Result<Hasher> {
         let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
             .map_err(|e| anyhow::anyhow!("invalid argon2 parameters {settings:?}: {e}"))?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Hasher { params, permits: Arc::new(Semaphore::new(cores)) })
+        anyhow::ensure!(threads > 0, "password hashing needs at least one thread");
+        Ok(Hasher { params, permits: Arc::new(Semaphore::new(threads)) })
     }
 
     /// The PHC string of `password` with a fresh random salt.
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let (hasher, password) = (self.clone(), password.clone());
         self.blocking(move || hasher.hash_now(password.expose())).await?
-    }
-
-    /// Whether `password` is the one `phc` was made from (with the
-    /// parameters stored in `phc`, whatever the current settings are).
-    pub async fn verify(&self, password: &Password, phc: &str) -> anyhow::Result<bool> {
-        let (hasher, password, phc) = (self.clone(), password.clone(), phc.to_owned());
-        self.blocking(move || hasher.verify_now(password.expose(), &phc)).await?
     }
 
     /// Hashes on the calling thread (for benchmarks and tests).
@@ -75,6 +80,7 @@ impl Hasher {
         Ok(hash.to_string())
     }
 
+    #[cfg(test)]
     fn verify_now(&self, password: &str, phc: &str) -> anyhow::Result<bool> {
         let parsed = PasswordHash::new(phc).map_err(|e| anyhow::anyhow!("stored password hash is not PHC: {e}"))?;
         Ok(self.argon2().verify_password(password.as_bytes(), &parsed).is_ok())
@@ -88,6 +94,11 @@ impl Hasher {
         let _permit = self.permits.acquire().await.context("the password hasher is closed")?;
         tokio::task::spawn_blocking(work).await.context("password hashing panicked")
     }
+}
+
+/// The machine's cores (1 if unknown).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

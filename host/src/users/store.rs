@@ -51,8 +51,21 @@ impl Store {
         expected: ExpectedRevision,
         event: &E,
     ) -> Result<eventstore::WriteResult, StoreError> {
+        self.append_noted(stream, expected, event, &[]).await
+    }
+
+    /// [`Store::append`] with `notes` (name, text) added to the event's
+    /// metadata beside `schemaVersion`: the command side's bookkeeping,
+    /// which readers of the event ignore.
+    pub(crate) async fn append_noted<E: Current>(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        event: &E,
+        notes: &[(&str, &str)],
+    ) -> Result<eventstore::WriteResult, StoreError> {
         let encoded = projector_events::encode(event).map_err(|e| StoreError::Failed(anyhow::anyhow!("{e}")))?;
-        let data = json_event(encoded).map_err(|e| StoreError::Failed(e.context("encoding an event")))?;
+        let data = json_event(encoded, notes).map_err(|e| StoreError::Failed(e.context("encoding an event")))?;
         let options = AppendToStreamOptions::default().expected_revision(expected).deadline(self.timeout);
         self.bounded(&format!("appending to '{stream}'"), self.client.append_to_stream(stream, &options, data)).await
     }
@@ -141,10 +154,24 @@ pub(crate) fn decode<E: EventSchema>(event: &RecordedEvent) -> Result<Option<E>,
     E::from_version(version, &event.data).map(Some).map_err(|e| invalid(e.to_string()))
 }
 
-/// The encoded bytes as they are, marked as JSON.
-fn json_event(encoded: projector_events::Encoded) -> anyhow::Result<EventData> {
+/// The text of metadata field `name` of `event`, if it has one.
+pub(crate) fn note(event: &RecordedEvent, name: &str) -> Option<String> {
+    let metadata: serde_json::Value = serde_json::from_slice(&event.custom_metadata).ok()?;
+    metadata.get(name)?.as_str().map(str::to_owned)
+}
+
+/// The encoded bytes as they are, marked as JSON, with `notes` added to the metadata.
+fn json_event(encoded: projector_events::Encoded, notes: &[(&str, &str)]) -> anyhow::Result<EventData> {
     use serde_json::value::RawValue;
     let data = RawValue::from_string(String::from_utf8(encoded.data)?)?;
-    let metadata = RawValue::from_string(String::from_utf8(encoded.metadata)?)?;
+    let metadata = if notes.is_empty() {
+        RawValue::from_string(String::from_utf8(encoded.metadata)?)?
+    } else {
+        let mut metadata: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&encoded.metadata)?;
+        for (name, text) in notes {
+            metadata.insert((*name).to_owned(), serde_json::Value::String((*text).to_owned()));
+        }
+        RawValue::from_string(serde_json::to_string(&metadata)?)?
+    };
     Ok(EventData::json(encoded.event_type, &data)?.metadata_as_json(&metadata)?)
 }

@@ -39,6 +39,21 @@ pub(crate) enum Claim {
     Taken { in_progress: bool },
 }
 
+/// Who holds a value, as a request sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    /// This request's user holds it.
+    Ours,
+    /// Free to take: released by this request's user, or its holder
+    /// registered with another value or was fenced.
+    Free,
+    /// Another user holds it: registered, or registering within the lease.
+    Taken { in_progress: bool },
+    /// Held by a user who has not registered within the lease (or gave it
+    /// back): free once that user is fenced.
+    Stale(String),
+}
+
 /// Reserves unique values for registrations.
 #[derive(Debug, Clone)]
 pub(crate) struct Reservations {
@@ -74,41 +89,77 @@ impl Reservations {
                 continue;
             };
             let revision = last.revision;
-            let (holder, expired) = if let Some(r) = decode::<ValueReserved>(&last)? {
-                if r.user_id == user_id {
-                    // Another attempt at the same idempotent request holds it:
-                    // both may go on, only one can append the registration.
-                    return Ok(Claim::Held(Held { kind, stream, revision }));
-                }
-                let age_ms = now_ms.saturating_sub(r.reserved_at_ms);
-                (r.user_id, u128::try_from(age_ms).unwrap_or(0) >= self.lease.as_millis())
-            } else if let Some(r) = decode::<ReservationReleased>(&last)? {
-                (r.user_id, true)
-            } else {
-                return Err(StoreError::Failed(anyhow::anyhow!(
-                    "'{stream}' ends with an unexpected '{}' event",
-                    last.event_type
-                )));
-            };
-            if holder != user_id {
-                match self.user(&holder).await? {
-                    User::Registered { event, .. } if kind.of(&event) == value => {
-                        return Ok(Claim::Taken { in_progress: false })
-                    }
-                    // Registered with another value (an attempt under the
-                    // same idempotency key with another body), or fenced.
-                    User::Registered { .. } | User::Abandoned => {}
-                    User::New if !expired => return Ok(Claim::Taken { in_progress: true }),
-                    User::New => {
-                        if !self.fence(&holder, kind, value).await? {
-                            return Ok(Claim::Taken { in_progress: false });
-                        }
+            match self.standing(kind, value, &last, user_id, now_ms).await? {
+                Standing::Ours => return Ok(Claim::Held(Held { kind, stream, revision })),
+                Standing::Taken { in_progress } => return Ok(Claim::Taken { in_progress }),
+                Standing::Free => {}
+                Standing::Stale(holder) => {
+                    if !self.fence(&holder, kind, value).await? {
+                        return Ok(Claim::Taken { in_progress: false });
                     }
                 }
             }
             expected = ExpectedRevision::Exact(revision);
         }
         Err(StoreError::Unavailable(format!("'{stream}' kept changing while this request tried to reserve it")))
+    }
+
+    /// Whether someone other than `user_id` holds `value` now, read without
+    /// writing anything: `Some(in_progress)` if so. A cheap look before the
+    /// expensive part of a registration; [`Reservations::reserve`] stays the
+    /// authority (the answer may be stale by the time it is used).
+    pub(crate) async fn holder_other_than(
+        &self,
+        kind: UniqueValue,
+        value: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(last) = self.store.last(&kind.stream(value)).await? else { return Ok(None) };
+        Ok(match self.standing(kind, value, &last, user_id, now_ms).await? {
+            Standing::Taken { in_progress } => Some(in_progress),
+            Standing::Ours | Standing::Free | Standing::Stale(_) => None,
+        })
+    }
+
+    /// Who holds `value` of `kind`, by `last`, the last event of its
+    /// reservation stream, as seen by a request for user `user_id`.
+    async fn standing(
+        &self,
+        kind: UniqueValue,
+        value: &str,
+        last: &eventstore::RecordedEvent,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<Standing, StoreError> {
+        let (holder, expired) = if let Some(r) = decode::<ValueReserved>(last)? {
+            if r.user_id == user_id {
+                // Another attempt at the same idempotent request holds it:
+                // both may go on, only one can append the registration.
+                return Ok(Standing::Ours);
+            }
+            let age_ms = now_ms.saturating_sub(r.reserved_at_ms);
+            (r.user_id, u128::try_from(age_ms).unwrap_or(0) >= self.lease.as_millis())
+        } else if let Some(r) = decode::<ReservationReleased>(last)? {
+            (r.user_id, true)
+        } else {
+            return Err(StoreError::Failed(anyhow::anyhow!(
+                "'{}' ends with an unexpected '{}' event",
+                last.stream_id,
+                last.event_type
+            )));
+        };
+        if holder == user_id {
+            return Ok(Standing::Free);
+        }
+        Ok(match self.user(&holder).await? {
+            User::Registered { event, .. } if kind.of(&event) == value => Standing::Taken { in_progress: false },
+            // Registered with another value (an attempt under the same
+            // idempotency key with another body), or fenced.
+            User::Registered { .. } | User::Abandoned => Standing::Free,
+            User::New if !expired => Standing::Taken { in_progress: true },
+            User::New => Standing::Stale(holder),
+        })
     }
 
     /// Gives a value back after a registration that will not happen. Best

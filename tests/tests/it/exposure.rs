@@ -366,3 +366,25 @@ async fn a_module_declaring_many_memories_or_a_huge_table_is_held_to_its_limits_
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["quantity"], 15, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_its_query_rate_gets_429_with_retry_after() {
+    let env =
+        HostEnv::start_adjusted(|config| config.network.query_rate_per_minute = std::num::NonZeroU32::new(3)).await;
+    let (status, body) = env.deploy("tally", env!("WASM_GUEST_TALLY")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let path = "/projections/tally/collections/totals";
+    for _ in 0..3 {
+        let (status, body) = env.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let refused = env.http.get(env.url(path)).send().await.expect("get");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // Only queries count: the status and health stay open.
+    assert_eq!(env.get("/projections/tally").await.0, StatusCode::OK);
+    assert_eq!(env.http.get(env.url("/healthz")).send().await.expect("health").status(), StatusCode::OK);
+}

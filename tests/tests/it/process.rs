@@ -160,3 +160,35 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).expect("--json prints JSON").as_array().map(Vec::len), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_limits_registrations_per_client_and_keeps_its_registration_secret_owner_only() {
+    let store = TestEnv::start().await;
+    let eventstore = store.server().connection_string();
+    let data = tempfile::tempdir().expect("tempdir");
+    let settings = [("PROJECTOR_USERS_RATE_PER_MINUTE", "2"), ("PROJECTOR_ARGON2_MEMORY_KIB", "64")];
+    let (path, connection) = (data.path().to_path_buf(), eventstore.clone());
+    let host = tokio::task::spawn_blocking(move || HostProcess::start_with_env(&path, &connection, &settings))
+        .await
+        .expect("host");
+    let register = |n: u32| {
+        let body =
+            json!({"email": format!("p{n}@example.com"), "username": format!("proc{n}"), "password": "long enough"});
+        host.api().http.post(host.api().url("/users")).header("Idempotency-Key", format!("k{n}")).json(&body).send()
+    };
+    for n in 0..2 {
+        assert_eq!(register(n).await.expect("post").status(), StatusCode::CREATED);
+    }
+    let limited = register(2).await.expect("post");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: Value = limited.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    use std::os::unix::fs::PermissionsExt;
+    let file = data.path().join("registration-secret");
+    assert_eq!(std::fs::metadata(&file).expect("secret").permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&file).expect("secret");
+    assert!(!host.log().iter().any(|line| line.contains(secret.trim())), "the secret is in no log line");
+    host.kill();
+}

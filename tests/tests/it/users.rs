@@ -1,14 +1,17 @@
 //! `POST /users` and `GET /users/{id}` end to end: the host in-process over
 //! the embedded store, requests over loopback HTTP, what was appended read
-//! back with the official client.
+//! back with the official client. The cost bounds of issue 17 (duplicates
+//! refused before hashing, the bounded hashing queue, the per-client rate,
+//! the idempotency key that is no password oracle) are seen from outside:
+//! answers, the store, and the counters on `/metrics`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use eventstore::{AppendToStreamOptions, ExpectedRevision, ReadAllOptions, ReadStreamOptions};
-use projector::users::RegistrationConfig;
+use projector::users::{Argon2Settings, RegistrationConfig};
 use projector_events::{encode, UniqueValue, ValueReserved};
-use projector_tests::collect;
+use projector_tests::{collect, within};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -33,6 +36,14 @@ async fn answer(request: reqwest::RequestBuilder) -> Answer {
     let (status, headers) = (response.status(), response.headers().clone());
     let body = response.json().await.expect("JSON body");
     Answer { status, headers, body }
+}
+
+/// The value of `series` (name and labels as exposed) on `GET /metrics`, 0 if absent.
+async fn metric(env: &HostEnv, series: &str) -> u64 {
+    let text = env.http.get(env.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |value| value.trim().parse::<f64>().expect("a number") as u64)
 }
 
 fn user(email: &str, username: &str) -> Value {
@@ -220,7 +231,11 @@ async fn duplicates_are_refused_case_insensitively_and_a_refusal_holds_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_registrations_of_one_email_give_exactly_one_user() {
-    let env = HostEnv::start().await;
+    // None is taken yet, so all fifty pass the cheap check and hash: room
+    // for them all in the hashing queue (the default, 16 per core, would
+    // answer some 503, which `a_full_hashing_queue_...` is about).
+    let registration = RegistrationConfig { hash_queue: 50, ..RegistrationConfig::default() };
+    let env = HostEnv::start_with_registration(registration).await;
     let bodies: Vec<Value> = (0..50)
         .map(|n| user(if n % 2 == 0 { "race@example.com" } else { "Race@Example.com" }, &format!("racer{n}")))
         .collect();
@@ -292,22 +307,14 @@ async fn an_idempotent_retry_returns_the_original_response_and_appends_nothing()
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     assert!(first.headers.get("idempotent-replayed").is_none());
     let appended = all_events(&env).await.len();
+    let hashes = metric(&env, "projector_password_hashes_total").await;
 
     let retry = post_user(&env, &body, Some("signup-7f3a")).await;
     assert_eq!((retry.status, &retry.body), (StatusCode::CREATED, &first.body), "the original response");
     assert_eq!(retry.headers["location"], first.headers["location"]);
     assert_eq!(retry.headers["idempotent-replayed"], "true");
     assert_eq!(all_events(&env).await.len(), appended, "a retry appends nothing");
-
-    for other in [
-        user("other@example.com", "ada"),
-        json!({"email": "ada@example.com", "username": "ada", "password": "another password"}),
-    ] {
-        let reused = post_user(&env, &other, Some("signup-7f3a")).await;
-        assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{other}: {}", reused.body);
-        assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
-    }
-    assert_eq!(all_events(&env).await.len(), appended);
+    assert_eq!(metric(&env, "projector_password_hashes_total").await, hashes, "a replay computes no hash");
 
     // Concurrent attempts under one key: one user, the same answer for all.
     let body = user("bo@example.com", "bojack");
@@ -317,6 +324,150 @@ async fn an_idempotent_retry_returns_the_original_response_and_appends_nothing()
     }
     let bos = registrations(&env).await.into_iter().filter(|r| r["username"] == "bojack").count();
     assert_eq!(bos, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_idempotency_key_gets_one_answer_whatever_differs_so_it_is_no_password_oracle() {
+    let env = HostEnv::start().await;
+    let created = post_user(&env, &user("ada@example.com", "ada"), Some("signup-ada")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let (appended, hashes) = (all_events(&env).await.len(), metric(&env, "projector_password_hashes_total").await);
+
+    let mismatches = [
+        json!({"email": "ada@example.com", "username": "ada", "password": "correct horse batterx"}),
+        json!({"email": "ada@example.com", "username": "ada", "password": "something else entirely"}),
+        json!({"email": "ada@example.com", "username": "Ada", "password": "correct horse battery"}),
+        json!({"email": "ADA@example.com", "username": "ada", "password": "correct horse battery"}),
+    ];
+    let mut answers = Vec::new();
+    for body in &mismatches {
+        let reused = post_user(&env, body, Some("signup-ada")).await;
+        assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reused.body);
+        assert!(reused.headers.get("location").is_none() && reused.headers.get("idempotent-replayed").is_none());
+        answers.push((reused.status, reused.body));
+    }
+    let expected = json!({"error": {"code": "idempotency_key_reused",
+                                    "message": "Idempotency-Key reused with a different request"}});
+    for (n, (_, body)) in answers.iter().enumerate() {
+        assert_eq!(body, &expected, "mismatch {n}: a wrong password reads like any other difference");
+    }
+    assert_eq!(all_events(&env).await.len(), appended, "a mismatch appends nothing");
+    assert_eq!(metric(&env, "projector_password_hashes_total").await, hashes, "nor verifies a password");
+    // The genuine retry still replays.
+    let retry = post_user(&env, &user("ada@example.com", "ada"), Some("signup-ada")).await;
+    assert_eq!((retry.status, &retry.body), (StatusCode::CREATED, &created.body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_using_the_victims_key_does_not_get_the_victims_id() {
+    let mut env = HostEnv::start().await;
+    // The attacker guesses the key the victim's client will send, and goes first.
+    let attacker = post_user(&env, &user("eve@example.com", "eve"), Some("signup-1")).await;
+    assert_eq!(attacker.status, StatusCode::CREATED, "{}", attacker.body);
+    let victim = post_user(&env, &user("ada@example.com", "ada"), Some("signup-1")).await;
+    assert_eq!(victim.status, StatusCode::CREATED, "the victim registers all the same: {}", victim.body);
+    assert!(victim.headers.get("idempotent-replayed").is_none());
+    assert_ne!(victim.body["id"], attacker.body["id"], "the key alone does not name the id");
+    let legacy = uuid::Uuid::new_v5(&uuid::Uuid::from_u128(0x6c0e_2b4a_9f1d_4e7b_8a35_1d2c_7f90_b3e4), b"signup-1");
+    assert_ne!(victim.body["id"], legacy.to_string(), "nor does it as UUIDv5(key) did");
+
+    // The victim's retry, after a restart, finds its own registration (the
+    // secret the ids are keyed with is kept in the data dir, owner-only).
+    env.restart_host().await;
+    let retry = post_user(&env, &user("ada@example.com", "ada"), Some("signup-1")).await;
+    assert_eq!((retry.status, &retry.body), (StatusCode::CREATED, &victim.body), "{}", retry.body);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::fs::metadata(env.data.path().join("registration-secret")).expect("the secret file");
+    assert_eq!(secret.permissions().mode() & 0o777, 0o600);
+    assert_eq!(registrations(&env).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_duplicates_are_refused_without_hashing_and_a_real_registration_beside_them_is_not_queued() {
+    let env = HostEnv::start().await;
+    assert_eq!(post_user(&env, &user("ada@example.com", "ada"), None).await.status, StatusCode::CREATED);
+    let hashes = metric(&env, "projector_password_hashes_total").await;
+    assert_eq!(hashes, 1);
+
+    let duplicates: Vec<Value> = (0..60).map(|n| user("Ada@Example.com", &format!("copycat{n}"))).collect();
+    let real = user("grace@example.com", "grace");
+    let (refused, created) = tokio::join!(
+        futures::future::join_all(duplicates.iter().map(|body| post_user(&env, body, None))),
+        post_user(&env, &real, None),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    for (n, answer) in refused.iter().enumerate() {
+        assert_eq!(answer.status, StatusCode::CONFLICT, "copycat{n}: {}", answer.body);
+        assert_eq!(answer.body["error"]["fields"], json!({"email": "is already registered"}), "copycat{n}");
+    }
+    // The only hash after the first is the real registration's: no
+    // duplicate waited in the hashing queue, so none was ahead of it.
+    assert_eq!(metric(&env, "projector_password_hashes_total").await, hashes + 1);
+    assert_eq!(registrations(&env).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hashing_queue_answers_503_with_retry_after_without_doing_anything() {
+    // One hashing thread, no waiting room, and a hash slow enough to be seen
+    // in progress (about a second in this build).
+    let registration = RegistrationConfig {
+        argon2: Argon2Settings { memory_kib: 32 * 1024, iterations: 24, parallelism: 1 },
+        hash_threads: 1,
+        hash_queue: 0,
+        ..RegistrationConfig::default()
+    };
+    let env = HostEnv::start_with_registration(registration).await;
+    let slow_body = user("slow@example.com", "slow");
+    let slow = post_user(&env, &slow_body, None);
+    let refused = async {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        within("the first registration to be hashing", async {
+            while metric(&env, "projector_password_hash_admitted").await != 1 {
+                poll.tick().await;
+            }
+        })
+        .await;
+        post_user(&env, &user("next@example.com", "next"), Some("signup-next")).await
+    };
+    let (first, refused) = tokio::join!(slow, refused);
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "registration_busy");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(metric(&env, "projector_registrations_shed_total{reason=\"queue_full\"}").await, 1);
+
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let streams: Vec<String> = all_events(&env).await.into_iter().map(|(stream, ..)| stream).collect();
+    assert!(!streams.iter().any(|s| s.contains("next")), "the refused request reserved nothing: {streams:?}");
+    assert!(streams.iter().any(|s| s == "unique-email-slow@example.com"), "{streams:?}");
+    // Nothing of it is left in the way: sent again, it registers.
+    let retried = post_user(&env, &user("next@example.com", "next"), Some("signup-next")).await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.body);
+    assert_eq!(metric(&env, "projector_password_hash_admitted").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_beyond_its_registration_rate_gets_429_with_retry_after_and_others_do_not() {
+    let env = HostEnv::start_adjusted(|config| config.users_rate_per_minute = std::num::NonZeroU32::new(3)).await;
+    for n in 0..3 {
+        let body = if n == 1 {
+            json!({"email": "not an email"})
+        } else {
+            user(&format!("u{n}@example.com"), &format!("u{n}"))
+        };
+        let answer = post_user(&env, &body, None).await;
+        assert_ne!(answer.status, StatusCode::TOO_MANY_REQUESTS, "request {n} is within the rate: {}", answer.body);
+    }
+    let limited = post_user(&env, &user("u3@example.com", "u3"), None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.body);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let seconds: u64 = limited.headers["retry-after"].to_str().expect("ascii").parse().expect("whole seconds");
+    assert!((1..=21).contains(&seconds), "a request is replenished every 20 s: {seconds}");
+    assert!(!registrations(&env).await.iter().any(|r| r["username"] == "u3"), "nothing was done");
+    assert_eq!(metric(&env, "projector_registrations_shed_total{reason=\"rate_limited\"}").await, 1);
+    // Only registration is limited: reads go on.
+    let (status, _) = env.get("/projections").await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

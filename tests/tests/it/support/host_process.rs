@@ -41,6 +41,13 @@ impl HostProcess {
         HostProcess { process, api }
     }
 
+    /// `start` with more environment variables (`PROJECTOR_*` settings).
+    pub(crate) fn start_with_env(data: &Path, eventstore: &str, env: &[(&str, &str)]) -> HostProcess {
+        HostProcess::start_with(data, eventstore, |command| {
+            command.envs(env.iter().copied());
+        })
+    }
+
     /// The command `start` runs.
     pub(crate) fn command(data: &Path, eventstore: &str) -> Command {
         let mut command = Command::new(BINARY);
