@@ -33,11 +33,14 @@ pub(crate) struct Args {
 
 /// Runs the store in this process until stdin closes, printing `READY <addr>`
 /// once the log is open and the port is served.
-pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool) -> anyhow::Result<()> {
+pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool, secure: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut config = eventstore_embedded::Config::new(data);
     if plain_tcp {
         config.tcp_tuning = eventstore_embedded::TcpTuning::SystemDefault;
+    }
+    if secure {
+        config.security = eventstore_embedded::Security::secure(&config.data_dir)?;
     }
     let server = eventstore_embedded::EmbeddedServer::start(listener, config).await?;
     println!("READY {}", server.local_addr());
@@ -55,6 +58,8 @@ struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     started_in: Duration,
+    /// `user:pass@` and the TLS query of a `--secure` server.
+    secure: Option<(String, String)>,
 }
 
 impl ServerProcess {
@@ -78,11 +83,19 @@ impl ServerProcess {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("READY ") else { bail!("server did not start: {line:?}") };
-        Ok(ServerProcess { addr: addr.parse()?, started_in: started.elapsed(), child })
+        let secure = if extra.contains(&"--secure") {
+            let password = std::fs::read_to_string(data.join(eventstore_embedded::PASSWORD_FILE))?;
+            let ca = data.join(eventstore_embedded::TLS_DIR).join("ca.crt");
+            Some((format!("admin:{}@", password.trim()), format!("tls=true&tlsCAFile={}", ca.display())))
+        } else {
+            None
+        };
+        Ok(ServerProcess { addr: addr.parse()?, started_in: started.elapsed(), child, secure })
     }
 
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(format!("esdb://{}?tls=false", self.addr).parse()?)?)
+        let (user, tls) = self.secure.clone().unwrap_or_else(|| (String::new(), "tls=false".to_owned()));
+        Ok(Client::new(format!("esdb://{user}{}?{tls}", self.addr).parse()?)?)
     }
 
     /// CPU time (user + system) the server has used so far.
@@ -238,6 +251,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
 
     let n = scale(200_000, 800);
     let rate = append_throughput(&client, n, 100, 8).await?;
+    let plain_batch_100 = rate;
     total += n;
     rows.push(
         Row::new("event store: append, batch 100 (8 writers)", rate, "events/s")
@@ -248,6 +262,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     // Load up to `events` in batches of 1000: the batch-1000 figure.
     let n = events.saturating_sub(total).max(4_000) / 4000 * 4000;
     let rate = append_throughput(&client, n, 1000, 4).await?;
+    let plain_batch_1000 = rate;
     total += n;
     rows.push(
         Row::new("event store: append, batch 1000 (4 writers)", rate, "events/s")
@@ -256,13 +271,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     );
 
     // read_all over everything.
-    let started = Instant::now();
-    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
-    let mut count = 0u64;
-    while read.next().await?.is_some() {
-        count += 1;
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let (count, rate) = read_all(&client).await?;
+    let plain_read = rate;
     rows.push(
         Row::new(format!("event store: read_all of {count} events"), rate, "events/s")
             .target(Target::AtLeast(300_000.0))
@@ -340,5 +350,57 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
             .detail(format!("{total} events")),
     );
     restarted.stop()?;
+
+    let plaintext = Plaintext { batch_100: plain_batch_100, batch_1000: plain_batch_1000, read_all: plain_read };
+    secure_figures(&dir.path().join("secure"), &plaintext, &mut rows, scale(200_000, 800)).await?;
     Ok(rows)
+}
+
+/// Reads all of `$all`: the number of events and events/s.
+async fn read_all(client: &Client) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
+    let mut count = 0u64;
+    while read.next().await?.is_some() {
+        count += 1;
+    }
+    Ok((count, count as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// The plaintext figures the secure ones are set beside.
+struct Plaintext {
+    batch_100: f64,
+    batch_1000: f64,
+    read_all: f64,
+}
+
+/// Batched appends and a full read with TLS (verified against the generated
+/// CA) and the admin password on every call, on a store of its own.
+async fn secure_figures(data: &Path, plain: &Plaintext, rows: &mut Table, n: u64) -> anyhow::Result<()> {
+    let server = ServerProcess::start_with(data, &["--secure"])?;
+    let client = server.client()?;
+    client.append_to_stream("warmup", &AppendToStreamOptions::default(), event(0)).await?;
+    let share = |rate: f64, plain: f64| format!("plaintext {plain:.0} events/s: {:.0}%", 100.0 * rate / plain);
+    let mut meter = Meter::start(&server)?;
+    let rate = append_throughput(&client, n, 100, 8).await?;
+    rows.push(
+        Row::new("event store, TLS + auth: append, batch 100 (8 writers)", rate, "events/s")
+            .target(Target::AtLeast(0.8 * plain.batch_100))
+            .detail(format!("{}; {}", share(rate, plain.batch_100), meter.cpu(&server)?)),
+    );
+    let rate = append_throughput(&client, n.max(4_000) / 4_000 * 4_000, 1000, 4).await?;
+    rows.push(Row::new("event store, TLS + auth: append, batch 1000 (4 writers)", rate, "events/s").detail(format!(
+        "{}; {}",
+        share(rate, plain.batch_1000),
+        meter.cpu(&server)?
+    )));
+    let (count, rate) = read_all(&client).await?;
+    rows.push(
+        Row::new(format!("event store, TLS + auth: read_all of {count} events"), rate, "events/s").detail(format!(
+            "{}; {}",
+            share(rate, plain.read_all),
+            meter.cpu(&server)?
+        )),
+    );
+    server.stop()
 }
