@@ -145,7 +145,8 @@ impl EmbeddedServer {
             None => None,
         };
         let user = config.security.user.clone();
-        let guard = grpc::Guard {
+        let front = grpc::Front {
+            tuning: config.tcp_tuning,
             tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
             authenticator: grpc::Authenticator::new(user.as_ref()),
         };
@@ -157,8 +158,7 @@ impl EmbeddedServer {
             config.max_append_size,
             advertised,
             in_flight.clone(),
-            config.tcp_tuning,
-            guard,
+            front,
             async move {
                 let _ = stopped.await;
             },

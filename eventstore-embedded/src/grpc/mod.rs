@@ -66,17 +66,22 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// What protects the server: TLS on every connection (when set) and the
-/// credentials check on every streams call.
+/// How calls reach the services: the socket tuning, TLS on every
+/// connection (when set) and the credentials check on every streams call.
 #[derive(Clone)]
-pub(crate) struct Guard {
+pub(crate) struct Front {
+    pub(crate) tuning: TcpTuning,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) authenticator: Authenticator,
 }
 
-impl std::fmt::Debug for Guard {
+impl std::fmt::Debug for Front {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard").field("tls", &self.tls.is_some()).field("authenticator", &self.authenticator).finish()
+        f.debug_struct("Front")
+            .field("tuning", &self.tuning)
+            .field("tls", &self.tls.is_some())
+            .field("authenticator", &self.authenticator)
+            .finish()
     }
 }
 
@@ -90,8 +95,7 @@ pub(crate) async fn serve(
     max_append_size: usize,
     advertised: SocketAddr,
     in_flight: InFlight,
-    tuning: TcpTuning,
-    guard: Guard,
+    front: Front,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = watch::channel(false);
@@ -102,11 +106,11 @@ pub(crate) async fn serve(
     tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             StreamsServer::new(streams).max_decoding_message_size(max_message),
-            guard.authenticator,
+            front.authenticator,
         ))
         .add_service(ServerFeaturesServer::new(cluster::Features))
         .add_service(GossipServer::new(gossip))
-        .serve_with_incoming_shutdown(transport::incoming(listener, tuning, guard.tls), async move {
+        .serve_with_incoming_shutdown(transport::incoming(listener, front.tuning, front.tls), async move {
             shutdown.await;
             closing_tx.send_replace(true);
         })
