@@ -211,8 +211,11 @@ impl EmbeddedServer {
 
     /// An official Rust client connected to this server.
     pub fn client(&self) -> Result<eventstore::Client, Error> {
-        let settings: eventstore::ClientSettings =
-            self.connection_string().parse().map_err(|e| Error::Client(format!("{e}")))?;
+        // The parse error may quote the string, and with it the password.
+        let settings: eventstore::ClientSettings = self
+            .connection_string()
+            .parse()
+            .map_err(|_| Error::Client(format!("the connection string for {} does not parse", self.addr)))?;
         eventstore::Client::new(settings).map_err(|e| Error::Client(format!("{e}")))
     }
 

@@ -75,6 +75,22 @@ async fn the_right_credentials_append_read_and_subscribe_over_verified_tls() {
 }
 
 #[tokio::test]
+async fn discovery_answers_anyone_and_the_calls_after_it_need_credentials() {
+    let env = secure_env().await;
+    let server = env.server();
+    let admin = format!("admin:{}@", password(&env.dir().join("eventstore")));
+    let discover = |credentials: &str| {
+        let connection = format!("esdb+discover://{credentials}{}?{}", server.local_addr(), ca_query(server));
+        Client::new(connection.parse().expect("settings")).expect("client")
+    };
+    let append = discover(&admin).append_to_stream("found", &Default::default(), json_event("X", json!({}))).await;
+    assert!(append.is_ok(), "{append:?}");
+    // Gossip answers the anonymous client too, so its failure is the refusal, not discovery.
+    let anonymous = discover("").append_to_stream("found", &Default::default(), json_event("X", json!({}))).await;
+    assert!(is_access_denied(&anonymous), "{anonymous:?}");
+}
+
+#[tokio::test]
 async fn missing_credentials_are_refused_as_access_denied() {
     let env = secure_env().await;
     let server = env.server();
