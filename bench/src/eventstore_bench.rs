@@ -54,7 +54,7 @@ pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool, se
     Ok(())
 }
 
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     started_in: Duration,
@@ -63,11 +63,11 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(data: &Path) -> anyhow::Result<ServerProcess> {
+    pub(crate) fn start(data: &Path) -> anyhow::Result<ServerProcess> {
         Self::start_with(data, &[])
     }
 
-    fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+    pub(crate) fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -93,7 +93,7 @@ impl ServerProcess {
         Ok(ServerProcess { addr: addr.parse()?, started_in: started.elapsed(), child, secure })
     }
 
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let (user, tls) = self.secure.clone().unwrap_or_else(|| (String::new(), "tls=false".to_owned()));
         Ok(Client::new(format!("esdb://{user}{}?{tls}", self.addr).parse()?)?)
     }
@@ -120,7 +120,7 @@ impl ServerProcess {
         Ok(kb * 1024)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         drop(self.child.stdin.take());
         self.child.wait()?;
         Ok(())
@@ -128,7 +128,7 @@ impl ServerProcess {
 }
 
 /// A realistic ~300-byte JSON event (sent as bytes: the store does not parse payloads).
-fn event(n: u64) -> EventData {
+pub(crate) fn event(n: u64) -> EventData {
     let payload = payload(n);
     EventData::binary("UserRegistered", payload.into_bytes().into()).id(uuid::Uuid::new_v4())
 }
@@ -177,7 +177,12 @@ async fn single_append_latencies(data: &Path, samples: u64) -> anyhow::Result<Ve
     Ok(latencies)
 }
 
-async fn append_throughput(client: &Client, total: u64, batch: u64, concurrency: u64) -> anyhow::Result<f64> {
+pub(crate) async fn append_throughput(
+    client: &Client,
+    total: u64,
+    batch: u64,
+    concurrency: u64,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let per_task = total / concurrency;
     let mut tasks = Vec::new();
@@ -251,7 +256,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
 
     let n = scale(200_000, 800);
     let rate = append_throughput(&client, n, 100, 8).await?;
-    let plain_batch_100 = rate;
     total += n;
     rows.push(
         Row::new("event store: append, batch 100 (8 writers)", rate, "events/s")
@@ -262,7 +266,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     // Load up to `events` in batches of 1000: the batch-1000 figure.
     let n = events.saturating_sub(total).max(4_000) / 4000 * 4000;
     let rate = append_throughput(&client, n, 1000, 4).await?;
-    let plain_batch_1000 = rate;
     total += n;
     rows.push(
         Row::new("event store: append, batch 1000 (4 writers)", rate, "events/s")
@@ -272,7 +275,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
 
     // read_all over everything.
     let (count, rate) = read_all(&client).await?;
-    let plain_read = rate;
     rows.push(
         Row::new(format!("event store: read_all of {count} events"), rate, "events/s")
             .target(Target::AtLeast(300_000.0))
@@ -351,13 +353,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     );
     restarted.stop()?;
 
-    let plaintext = Plaintext { batch_100: plain_batch_100, batch_1000: plain_batch_1000, read_all: plain_read };
-    secure_figures(&dir.path().join("secure"), &plaintext, &mut rows, scale(200_000, 800)).await?;
+    crate::eventstore_security_bench::figures(&dir.path().join("security"), &mut rows, args.quick).await?;
     Ok(rows)
 }
 
 /// Reads all of `$all`: the number of events and events/s.
-async fn read_all(client: &Client) -> anyhow::Result<(u64, f64)> {
+pub(crate) async fn read_all(client: &Client) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
     let mut count = 0u64;
@@ -365,42 +366,4 @@ async fn read_all(client: &Client) -> anyhow::Result<(u64, f64)> {
         count += 1;
     }
     Ok((count, count as f64 / started.elapsed().as_secs_f64()))
-}
-
-/// The plaintext figures the secure ones are set beside.
-struct Plaintext {
-    batch_100: f64,
-    batch_1000: f64,
-    read_all: f64,
-}
-
-/// Batched appends and a full read with TLS (verified against the generated
-/// CA) and the admin password on every call, on a store of its own.
-async fn secure_figures(data: &Path, plain: &Plaintext, rows: &mut Table, n: u64) -> anyhow::Result<()> {
-    let server = ServerProcess::start_with(data, &["--secure"])?;
-    let client = server.client()?;
-    client.append_to_stream("warmup", &AppendToStreamOptions::default(), event(0)).await?;
-    let share = |rate: f64, plain: f64| format!("plaintext {plain:.0} events/s: {:.0}%", 100.0 * rate / plain);
-    let mut meter = Meter::start(&server)?;
-    let rate = append_throughput(&client, n, 100, 8).await?;
-    rows.push(
-        Row::new("event store, TLS + auth: append, batch 100 (8 writers)", rate, "events/s")
-            .target(Target::AtLeast(0.8 * plain.batch_100))
-            .detail(format!("{}; {}", share(rate, plain.batch_100), meter.cpu(&server)?)),
-    );
-    let rate = append_throughput(&client, n.max(4_000) / 4_000 * 4_000, 1000, 4).await?;
-    rows.push(Row::new("event store, TLS + auth: append, batch 1000 (4 writers)", rate, "events/s").detail(format!(
-        "{}; {}",
-        share(rate, plain.batch_1000),
-        meter.cpu(&server)?
-    )));
-    let (count, rate) = read_all(&client).await?;
-    rows.push(
-        Row::new(format!("event store, TLS + auth: read_all of {count} events"), rate, "events/s").detail(format!(
-            "{}; {}",
-            share(rate, plain.read_all),
-            meter.cpu(&server)?
-        )),
-    );
-    server.stop()
 }

@@ -37,6 +37,7 @@
 mod all_bench;
 mod cost_bench;
 mod eventstore_bench;
+mod eventstore_security_bench;
 mod languages_bench;
 mod peer_bench;
 mod projections_bench;
