@@ -267,43 +267,53 @@ async fn tls_files_from_the_operator_are_served() {
 
 #[tokio::test]
 async fn projector_serve_protects_its_embedded_store_with_a_generated_password() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut command = std::process::Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--eventstore-listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .env("PROJECTOR_ADMIN_TOKEN", "security-test-admin-token")
-        .env("PROJECTOR_LOG", "info")
-        .env_remove("RUST_LOG");
-    let host = tokio::task::spawn_blocking(move || LoggedProcess::start(command, "projector API listening"))
-        .await
-        .expect("host");
-    let log = host.log().join("\n");
-    let store: SocketAddr = log
-        .split("event store listening addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the store's address in the log")
-        .parse()
-        .expect("address");
-    let anonymous = client(store, "", "tls=false");
-    let read = anonymous.read_all(&ReadAllOptions::default()).await;
-    assert!(is_access_denied(&read), "{:?}", read.map(|_| ()));
+    // On loopback TLS is optional: both ways, the host works through its
+    // store with the password and an anonymous client is refused.
+    for tls in [false, true] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut command = std::process::Command::new(BINARY);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--eventstore-listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(tls.then_some("--eventstore-tls"))
+            .env("PROJECTOR_ADMIN_TOKEN", "security-test-admin-token")
+            .env("PROJECTOR_LOG", "info")
+            .env_remove("RUST_LOG");
+        let host = tokio::task::spawn_blocking(move || LoggedProcess::start(command, "projector API listening"))
+            .await
+            .expect("host");
+        let log = host.log().join("\n");
+        let store: SocketAddr = log
+            .split("event store listening addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the store's address in the log")
+            .parse()
+            .expect("address");
+        let store_dir = data.path().join("eventstore");
+        let query = match tls {
+            true => format!("tls=true&tlsCAFile={}", store_dir.join("tls/ca.crt").display()),
+            false => "tls=false".to_owned(),
+        };
+        let anonymous = client(store, "", &query);
+        let read = anonymous.read_all(&ReadAllOptions::default()).await;
+        assert!(is_access_denied(&read), "tls {tls}: {:?}", read.map(|_| ()));
 
-    // The host itself appends through its store with the password.
-    let registered = reqwest::Client::new()
-        .post(format!("http://{}/users", host.addr))
-        .json(&json!({"email": "ada@example.com", "username": "ada", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register");
-    assert!(registered.status().is_success(), "{}", registered.status());
-    let store_password = password(&data.path().join("eventstore"));
-    let admin = client(store, &format!("admin:{store_password}@"), "tls=false");
-    let all = collect(admin.read_all(&ReadAllOptions::default()).await.expect("read $all")).await.expect("$all");
-    assert!(all.iter().any(|e| e.get_original_event().event_type == "UserRegistered"));
-    assert!(!host.log().join("\n").contains(&store_password), "the password is never logged");
-    host.kill();
+        // The host itself appends through its store with the password.
+        let registered = reqwest::Client::new()
+            .post(format!("http://{}/users", host.addr))
+            .json(&json!({"email": "ada@example.com", "username": "ada", "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("register");
+        assert!(registered.status().is_success(), "tls {tls}: {}", registered.status());
+        let store_password = password(&store_dir);
+        let admin = client(store, &format!("admin:{store_password}@"), &query);
+        let all = collect(admin.read_all(&ReadAllOptions::default()).await.expect("read $all")).await.expect("$all");
+        assert!(all.iter().any(|e| e.get_original_event().event_type == "UserRegistered"));
+        assert!(!host.log().join("\n").contains(&store_password), "the password is never logged");
+        host.kill();
+    }
 }
 
 #[test]
