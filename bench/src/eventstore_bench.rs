@@ -33,11 +33,14 @@ pub(crate) struct Args {
 
 /// Runs the store in this process until stdin closes, printing `READY <addr>`
 /// once the log is open and the port is served.
-pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool) -> anyhow::Result<()> {
+pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool, secure: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut config = eventstore_embedded::Config::new(data);
     if plain_tcp {
         config.tcp_tuning = eventstore_embedded::TcpTuning::SystemDefault;
+    }
+    if secure {
+        config.security = eventstore_embedded::Security::secure(&config.data_dir)?;
     }
     let server = eventstore_embedded::EmbeddedServer::start(listener, config).await?;
     println!("READY {}", server.local_addr());
@@ -51,18 +54,20 @@ pub(crate) async fn serve(listen: SocketAddr, data: PathBuf, plain_tcp: bool) ->
     Ok(())
 }
 
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     started_in: Duration,
+    /// `user:pass@` and the TLS query of a `--secure` server.
+    secure: Option<(String, String)>,
 }
 
 impl ServerProcess {
-    fn start(data: &Path) -> anyhow::Result<ServerProcess> {
+    pub(crate) fn start(data: &Path) -> anyhow::Result<ServerProcess> {
         Self::start_with(data, &[])
     }
 
-    fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+    pub(crate) fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -78,11 +83,19 @@ impl ServerProcess {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("READY ") else { bail!("server did not start: {line:?}") };
-        Ok(ServerProcess { addr: addr.parse()?, started_in: started.elapsed(), child })
+        let secure = if extra.contains(&"--secure") {
+            let password = std::fs::read_to_string(data.join(eventstore_embedded::PASSWORD_FILE))?;
+            let ca = data.join(eventstore_embedded::TLS_DIR).join("ca.crt");
+            Some((format!("admin:{}@", password.trim()), format!("tls=true&tlsCAFile={}", ca.display())))
+        } else {
+            None
+        };
+        Ok(ServerProcess { addr: addr.parse()?, started_in: started.elapsed(), child, secure })
     }
 
-    fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(format!("esdb://{}?tls=false", self.addr).parse()?)?)
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
+        let (user, tls) = self.secure.clone().unwrap_or_else(|| (String::new(), "tls=false".to_owned()));
+        Ok(Client::new(format!("esdb://{user}{}?{tls}", self.addr).parse()?)?)
     }
 
     /// CPU time (user + system) the server has used so far.
@@ -107,7 +120,7 @@ impl ServerProcess {
         Ok(kb * 1024)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         drop(self.child.stdin.take());
         self.child.wait()?;
         Ok(())
@@ -115,7 +128,7 @@ impl ServerProcess {
 }
 
 /// A realistic ~300-byte JSON event (sent as bytes: the store does not parse payloads).
-fn event(n: u64) -> EventData {
+pub(crate) fn event(n: u64) -> EventData {
     let payload = payload(n);
     EventData::binary("UserRegistered", payload.into_bytes().into()).id(uuid::Uuid::new_v4())
 }
@@ -164,7 +177,12 @@ async fn single_append_latencies(data: &Path, samples: u64) -> anyhow::Result<Ve
     Ok(latencies)
 }
 
-async fn append_throughput(client: &Client, total: u64, batch: u64, concurrency: u64) -> anyhow::Result<f64> {
+pub(crate) async fn append_throughput(
+    client: &Client,
+    total: u64,
+    batch: u64,
+    concurrency: u64,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let per_task = total / concurrency;
     let mut tasks = Vec::new();
@@ -256,13 +274,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
     );
 
     // read_all over everything.
-    let started = Instant::now();
-    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
-    let mut count = 0u64;
-    while read.next().await?.is_some() {
-        count += 1;
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let (count, rate) = read_all(&client).await?;
     rows.push(
         Row::new(format!("event store: read_all of {count} events"), rate, "events/s")
             .target(Target::AtLeast(300_000.0))
@@ -340,5 +352,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
             .detail(format!("{total} events")),
     );
     restarted.stop()?;
+
+    crate::eventstore_security_bench::figures(&dir.path().join("security"), &mut rows, args.quick).await?;
     Ok(rows)
+}
+
+/// Reads all of `$all`: the number of events and events/s.
+pub(crate) async fn read_all(client: &Client) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
+    let mut count = 0u64;
+    while read.next().await?.is_some() {
+        count += 1;
+    }
+    Ok((count, count as f64 / started.elapsed().as_secs_f64()))
 }

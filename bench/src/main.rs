@@ -38,6 +38,7 @@
 mod all_bench;
 mod cost_bench;
 mod eventstore_bench;
+mod eventstore_security_bench;
 mod hostile_bench;
 mod languages_bench;
 mod peer_bench;
@@ -89,6 +90,9 @@ enum Command {
         /// Leave accepted sockets at the OS defaults (the latency baseline).
         #[arg(long)]
         plain_tcp: bool,
+        /// TLS with a generated certificate and the admin password in DATA.
+        #[arg(long)]
+        secure: bool,
     },
 }
 
@@ -123,8 +127,8 @@ fn main() -> ExitCode {
         Command::Peer(args) => print(runtime.block_on(peer_bench::run(args))),
         Command::Cost(args) => print(runtime.block_on(cost_bench::run(args))),
         Command::Languages(args) => print(runtime.block_on(languages_bench::run(args))),
-        Command::Serve { listen, data, plain_tcp } => {
-            runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp))
+        Command::Serve { listen, data, plain_tcp, secure } => {
+            runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp, secure))
         }
     };
     match result {

@@ -18,14 +18,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it deliberately does not do: clustering, TLS and authentication,
-//! persistent subscriptions, server-side projections, scavenging, and `$maxAge`
-//! / `$maxCount` enforcement. Those RPCs answer `UNIMPLEMENTED`, which the
-//! clients report as an unsupported feature.
+//! Security is EventStoreDB's, in the forms the official clients speak (see
+//! [`Security`]): TLS with the operator's certificate or one generated into
+//! the data directory, and one user (`admin`) whose `user:pass` every streams
+//! call must carry. [`Config::new`] is the insecure development mode
+//! (plaintext, no authentication), which only serves a loopback address unless
+//! [`Security::allow_unauthenticated_network`] says otherwise.
+//!
+//! What it deliberately does not do: clustering, users beyond one and access
+//! lists, client certificates, persistent subscriptions, server-side
+//! projections, scavenging, and `$maxAge` / `$maxCount` enforcement. Those
+//! RPCs answer `UNIMPLEMENTED`, which the clients report as an unsupported
+//! feature.
 #![deny(missing_docs)]
 
 mod grpc;
 mod proto;
+mod security;
 pub mod storage;
 
 use std::future::Future;
@@ -39,6 +48,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use grpc::TcpTuning;
+pub use security::{Credentials, Security, TlsSettings, DEFAULT_USER, PASSWORD_FILE, TLS_DIR};
 pub use storage::{Store, StoreError};
 
 /// The default largest append: 1 MiB, as in EventStoreDB.
@@ -59,12 +69,19 @@ pub struct Config {
     pub max_append_size: usize,
     /// Socket options of accepted connections.
     pub tcp_tuning: TcpTuning,
+    /// TLS and authentication (none by default: the insecure mode).
+    pub security: Security,
 }
 
 impl Config {
     /// Settings with defaults for everything but the data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Config { data_dir: data_dir.into(), max_append_size: DEFAULT_MAX_APPEND_SIZE, tcp_tuning: TcpTuning::default() }
+        Config {
+            data_dir: data_dir.into(),
+            max_append_size: DEFAULT_MAX_APPEND_SIZE,
+            tcp_tuning: TcpTuning::default(),
+            security: Security::default(),
+        }
     }
 }
 
@@ -80,6 +97,18 @@ pub enum Error {
     /// The client could not be built from the server's address.
     #[error("cannot build an eventstore client: {0}")]
     Client(String),
+    /// The certificate or key could not be read or generated.
+    #[error("event store TLS: {0}")]
+    Tls(String),
+    /// The password file could not be read or written.
+    #[error("event store credentials: {0}")]
+    Credentials(#[from] std::io::Error),
+    /// A listener beyond loopback without authentication, not explicitly allowed.
+    #[error(
+        "refusing to serve the event store on {0} without authentication: anyone who can reach it could read \
+         and append every event; turn authentication on, listen on loopback, or explicitly allow it"
+    )]
+    Unprotected(SocketAddr),
 }
 
 /// A running server. Dropping it starts a shutdown; [`EmbeddedServer::shutdown`]
@@ -91,6 +120,8 @@ pub struct EmbeddedServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     in_flight: grpc::InFlight,
+    user: Option<Credentials>,
+    tls: Option<grpc::ServerTls>,
 }
 
 impl EmbeddedServer {
@@ -98,6 +129,9 @@ impl EmbeddedServer {
     /// serves it on `listener` in the background.
     pub async fn start(listener: TcpListener, config: Config) -> Result<EmbeddedServer, Error> {
         let addr = listener.local_addr().map_err(|e| Error::Transport(e.to_string()))?;
+        if !config.security.permits(addr) {
+            return Err(Error::Unprotected(addr));
+        }
         let store_config =
             storage::StoreConfig { data_dir: config.data_dir.clone(), max_append_size: config.max_append_size };
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
@@ -106,6 +140,16 @@ impl EmbeddedServer {
         let store = Arc::new(store);
         let advertised =
             if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
+        let tls = match &config.security.tls {
+            Some(settings) => Some(grpc::ServerTls::load(settings, &config.data_dir, addr)?),
+            None => None,
+        };
+        let user = config.security.user.clone();
+        let front = grpc::Front {
+            tuning: config.tcp_tuning,
+            tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
+            authenticator: grpc::Authenticator::new(user.as_ref()),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let in_flight = grpc::InFlight::new();
         let serving = grpc::serve(
@@ -114,14 +158,22 @@ impl EmbeddedServer {
             config.max_append_size,
             advertised,
             in_flight.clone(),
-            config.tcp_tuning,
+            front,
             async move {
                 let _ = stopped.await;
             },
         );
         let task = tokio::spawn(serving);
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "event store listening");
-        Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task), in_flight })
+        let ca = tls.as_ref().and_then(|tls| tls.ca_file.as_ref()).map(|ca| ca.display().to_string());
+        tracing::info!(
+            %addr,
+            data_dir = %config.data_dir.display(),
+            tls = tls.is_some(),
+            authentication = user.is_some(),
+            ca = ca.as_deref().unwrap_or("-"),
+            "event store listening"
+        );
+        Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task), in_flight, user, tls })
     }
 
     /// The address the server listens on.
@@ -129,16 +181,41 @@ impl EmbeddedServer {
         self.addr
     }
 
-    /// A connection string for the official clients, e.g. `esdb://127.0.0.1:2113?tls=false`.
+    /// A connection string for the official clients, e.g.
+    /// `esdb://127.0.0.1:2113?tls=false`, or with security on
+    /// `esdb://admin:PASSWORD@127.0.0.1:2113?tls=true&tlsCAFile=DATA/tls/ca.crt`.
+    ///
+    /// It holds the password when authentication is on: never log it.
+    /// Certificates from files without a known CA are not verified
+    /// (`tlsVerifyCert=false`): the client connects to the address this
+    /// process bound.
     pub fn connection_string(&self) -> String {
         let host = if self.addr.ip().is_unspecified() { Ipv4Addr::LOCALHOST.into() } else { self.addr.ip() };
-        format!("esdb://{}?tls=false", SocketAddr::new(host, self.addr.port()))
+        let user = match &self.user {
+            Some(user) => format!("{}:{}@", user.username(), user.password()),
+            None => String::new(),
+        };
+        let tls = match &self.tls {
+            None => "tls=false".to_owned(),
+            Some(grpc::ServerTls { ca_file: Some(ca), .. }) => format!("tls=true&tlsCAFile={}", ca.display()),
+            Some(_) => "tls=true&tlsVerifyCert=false".to_owned(),
+        };
+        format!("esdb://{user}{}?{tls}", SocketAddr::new(host, self.addr.port()))
+    }
+
+    /// The CA certificate clients should trust, when TLS is on and it is known
+    /// (always for a generated certificate).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref()?.ca_file.as_deref()
     }
 
     /// An official Rust client connected to this server.
     pub fn client(&self) -> Result<eventstore::Client, Error> {
-        let settings: eventstore::ClientSettings =
-            self.connection_string().parse().map_err(|e| Error::Client(format!("{e}")))?;
+        // The parse error may quote the string, and with it the password.
+        let settings: eventstore::ClientSettings = self
+            .connection_string()
+            .parse()
+            .map_err(|_| Error::Client(format!("the connection string for {} does not parse", self.addr)))?;
         eventstore::Client::new(settings).map_err(|e| Error::Client(format!("{e}")))
     }
 

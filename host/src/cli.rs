@@ -204,6 +204,31 @@ pub struct EventstoreArgs {
     /// Largest accepted append in bytes (event data, metadata and type).
     #[arg(long, env = "PROJECTOR_MAX_APPEND_SIZE", default_value_t = eventstore_embedded::DEFAULT_MAX_APPEND_SIZE)]
     pub max_append_size: usize,
+
+    /// Development mode: plaintext and no authentication (loopback only,
+    /// unless `--dangerously-allow-unauthenticated-network`). Without it the
+    /// store serves TLS and requires the `admin` user's password.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_INSECURE")]
+    pub insecure: bool,
+
+    /// File holding the `admin` password (generated at the first start when
+    /// missing; default `DATA/admin-password`, owner-only).
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// PEM certificate chain to serve (with `--tls-key`); without it a CA and a
+    /// certificate are generated into `DATA/tls/` and clients trust `DATA/tls/ca.crt`.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With `--insecure`: serve a non-loopback address without authentication,
+    /// letting anyone who reaches it read and append every event.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_DANGEROUSLY_ALLOW_UNAUTHENTICATED_NETWORK")]
+    pub dangerously_allow_unauthenticated_network: bool,
 }
 
 /// Flags of `projector serve`.
@@ -218,13 +243,32 @@ pub struct ServeArgs {
     pub data: PathBuf,
 
     /// Connection string of an EventStoreDB/KurrentDB to follow, e.g.
-    /// `esdb://localhost:2113?tls=false`. Without it the embedded event store runs in-process.
-    #[arg(long, env = "PROJECTOR_EVENTSTORE")]
+    /// `esdb://admin:PASSWORD@localhost:2113?tls=true&tlsCAFile=ca.crt`. Without it the
+    /// embedded event store runs in-process. Never logged.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE", hide_env_values = true)]
     pub eventstore: Option<String>,
 
     /// Where the embedded event store serves gRPC to other clients (when `--eventstore` is not given).
     #[arg(long, env = "PROJECTOR_EVENTSTORE_LISTEN", default_value = "127.0.0.1:2113")]
     pub eventstore_listen: SocketAddr,
+
+    /// The event store's `admin` password, in a file: for `--eventstore`, the
+    /// credentials to connect with (instead of `user:pass@` in the connection
+    /// string); for the embedded store, its password (default
+    /// `DATA/eventstore/admin-password`, generated owner-only when missing).
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_PASSWORD_FILE")]
+    pub eventstore_password_file: Option<PathBuf>,
+
+    /// Serve the embedded event store over TLS (a generated certificate; clients
+    /// trust `DATA/eventstore/tls/ca.crt`). On by itself when
+    /// `--eventstore-listen` is not a loopback address.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_TLS")]
+    pub eventstore_tls: bool,
+
+    /// Development mode for the embedded event store: no authentication
+    /// (loopback only). The host then connects without credentials.
+    #[arg(long, env = "PROJECTOR_EVENTSTORE_INSECURE")]
+    pub eventstore_insecure: bool,
 
     /// Bearer token for deploys and lifecycle changes (at least 16
     /// characters). Without it, a token is generated at the first start and

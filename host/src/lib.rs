@@ -20,6 +20,7 @@ pub mod runtime;
 mod scaffold;
 pub mod settings;
 pub mod status;
+mod store_connection;
 pub mod users;
 
 use std::future::Future;
@@ -253,26 +254,7 @@ impl Host {
 }
 
 async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let (embedded, client) = match &args.eventstore {
-        Some(connection) => {
-            let settings: eventstore::ClientSettings =
-                connection.parse().with_context(|| format!("invalid --eventstore connection string '{connection}'"))?;
-            (None, eventstore::Client::new(settings)?)
-        }
-        None => {
-            DataDir::new(&args.data).create_private()?;
-            let listener = TcpListener::bind(args.eventstore_listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.eventstore_listen))?;
-            let server = eventstore_embedded::EmbeddedServer::start(
-                listener,
-                eventstore_embedded::Config::new(DataDir::new(&args.data).eventstore()),
-            )
-            .await?;
-            let client = server.client()?;
-            (Some(server), client)
-        }
-    };
+    let (embedded, client) = store_connection::connect(&args).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     if std::env::args().any(|arg| arg == "--admin-token" || arg.starts_with("--admin-token=")) {
@@ -322,8 +304,26 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
 
 async fn run_eventstore(args: EventstoreArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let security = if args.insecure {
+        eventstore_embedded::Security {
+            allow_unauthenticated_network: args.dangerously_allow_unauthenticated_network,
+            ..eventstore_embedded::Security::default()
+        }
+    } else {
+        let password_file =
+            args.password_file.clone().unwrap_or_else(|| args.data.join(eventstore_embedded::PASSWORD_FILE));
+        let user = eventstore_embedded::Credentials::admin_from_file(&password_file)
+            .with_context(|| format!("cannot set up the event store's password in {}", password_file.display()))?;
+        tracing::info!(user = user.username(), password_file = %password_file.display(), "event store authentication on");
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => eventstore_embedded::TlsSettings::Files { cert, key, ca: None },
+            _ => eventstore_embedded::TlsSettings::Generated,
+        };
+        eventstore_embedded::Security { tls: Some(tls), user: Some(user), allow_unauthenticated_network: false }
+    };
     let config = eventstore_embedded::Config {
         max_append_size: args.max_append_size,
+        security,
         ..eventstore_embedded::Config::new(args.data)
     };
     eventstore_embedded::serve(listener, config, shutdown).await.context("event store failed")

@@ -1,5 +1,6 @@
 //! The `projector` binary as users run it: `projector eventstore` serves the
-//! official client and stops cleanly on SIGTERM, keeping what it acknowledged.
+//! official client (over TLS, with the generated admin password: the default)
+//! and stops cleanly on SIGTERM, keeping what it acknowledged.
 //! (Everything else is tested in-process in the `tests/` crate.)
 
 use std::io::{BufRead, BufReader};
@@ -28,6 +29,14 @@ fn start(data: &std::path::Path) -> (Child, String, BufReader<std::process::Chil
     (child, addr, stderr)
 }
 
+/// A client with the credentials and CA the store generated into `data`.
+fn secure_client(data: &std::path::Path, addr: &str) -> eventstore::Client {
+    let password = std::fs::read_to_string(data.join("admin-password")).expect("generated password");
+    let ca = data.join("tls/ca.crt");
+    let connection = format!("esdb://admin:{}@{addr}?tls=true&tlsCAFile={}", password.trim(), ca.display());
+    eventstore::Client::new(connection.parse().expect("settings")).expect("client")
+}
+
 fn terminate(mut child: Child, mut stderr: BufReader<std::process::ChildStderr>) -> String {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -46,8 +55,7 @@ fn terminate(mut child: Child, mut stderr: BufReader<std::process::ChildStderr>)
 async fn projector_eventstore_serves_the_client_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, addr, stderr) = start(dir.path());
-    let client =
-        eventstore::Client::new(format!("esdb://{addr}?tls=false").parse().expect("settings")).expect("client");
+    let client = secure_client(dir.path(), &addr);
     let event = EventData::json("Started", &serde_json::json!({"ok": true})).expect("event");
     client.append_to_stream("binary", &Default::default(), event).await.expect("append");
     // The client stays connected: an idle connection must not hold up the shutdown.
@@ -57,8 +65,7 @@ async fn projector_eventstore_serves_the_client_and_stops_cleanly_on_sigterm() {
 
     // Restarted on the same data, the acknowledged event is there.
     let (child, addr, stderr) = start(dir.path());
-    let client =
-        eventstore::Client::new(format!("esdb://{addr}?tls=false").parse().expect("settings")).expect("client");
+    let client = secure_client(dir.path(), &addr);
     let mut read = client.read_stream("binary", &ReadStreamOptions::default()).await.expect("read");
     let event = read.next().await.expect("read").expect("one event");
     assert_eq!(event.get_original_event().event_type, "Started");

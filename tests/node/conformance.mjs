@@ -1,5 +1,9 @@
 // Conformance checks for the embedded event store, run with the official
-// Node.js client. Usage: node conformance.mjs <connection string>
+// Node.js client. Usage:
+//   node conformance.mjs <connection string> [<anonymous> <wrong password>]
+// With the two extra connection strings (a secure server: TLS and the admin
+// user), every check runs with the right credentials, and calls without or
+// with wrong ones must fail with AccessDeniedError.
 // Exits non-zero with a message on the first failed check.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -18,6 +22,7 @@ import {
   StreamNotFoundError,
   StreamDeletedError,
   MaxAppendSizeExceededError,
+  AccessDeniedError,
 } from "@eventstore/db-client";
 
 const connectionString = process.argv[2];
@@ -26,6 +31,7 @@ if (!connectionString) {
   process.exit(2);
 }
 const client = EventStoreDBClient.connectionString(connectionString);
+const refusedConnections = process.argv.slice(3);
 
 async function collect(read) {
   const events = [];
@@ -170,6 +176,27 @@ await check("a filtered $all subscription catches up, then receives live events"
   assert.ok(caughtUp, "caughtUp was emitted");
   assert.deepEqual(seen, [1, 2]);
 });
+
+const secured = `secured-${run}`;
+if (refusedConnections.length > 0) await client.appendToStream(secured, jsonEvent({ type: "Owned", data: {} }));
+for (const [index, refused] of refusedConnections.entries()) {
+  const who = index === 0 ? "without credentials" : "with a wrong password";
+  const intruder = EventStoreDBClient.connectionString(refused);
+  await check(`reads ${who} are refused with AccessDeniedError`, async () => {
+    await assert.rejects(collect(intruder.readStream(secured, { maxCount: 10 })), AccessDeniedError);
+    await assert.rejects(collect(intruder.readAll({ maxCount: 10 })), AccessDeniedError);
+  });
+  await check(`a forged append ${who} is refused with AccessDeniedError and changes nothing`, async () => {
+    const before = await collect(client.readStream(secured, { maxCount: 100 }));
+    await assert.rejects(
+      intruder.appendToStream(secured, jsonEvent({ type: "Forged", data: { userId: "attacker" } })),
+      AccessDeniedError,
+    );
+    const after = await collect(client.readStream(secured, { maxCount: 100 }));
+    assert.equal(after.length, before.length);
+  });
+  await intruder.dispose();
+}
 
 await client.dispose();
 console.log("all checks passed");

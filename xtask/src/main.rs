@@ -82,7 +82,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: once started, try:");
         eprintln!("  curl http://127.0.0.1:8080/projections");
         eprintln!("  curl http://127.0.0.1:8080/projections/user-directory/collections/users");
-        eprintln!("  (append events with any EventStoreDB client to esdb://127.0.0.1:2113?tls=false)");
+        eprintln!("  (append events with any EventStoreDB client to");
+        eprintln!("   esdb://admin:$(cat data/eventstore/admin-password)@127.0.0.1:2113?tls=false)");
     } else {
         command.args(args);
     }

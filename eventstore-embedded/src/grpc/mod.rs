@@ -6,11 +6,13 @@
 // `tonic::Status` is large by design and is what every handler returns.
 #![allow(clippy::result_large_err)]
 
+mod auth;
 mod cluster;
 mod convert;
 mod filter;
 mod read;
 mod streams;
+mod tls;
 mod transport;
 
 use std::future::Future;
@@ -19,13 +21,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::proto::event_store::client::gossip::gossip_server::GossipServer;
 use crate::proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::event_store::client::streams::streams_server::StreamsServer;
 use crate::storage::Store;
 
+pub(crate) use auth::Authenticator;
 pub(crate) use cluster::SERVER_VERSION;
+pub(crate) use tls::ServerTls;
 pub use transport::TcpTuning;
 
 /// Counts calls that are still doing work (a handler, a read loop, a batch
@@ -61,6 +66,25 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// How calls reach the services: the socket tuning, TLS on every
+/// connection (when set) and the credentials check on every streams call.
+#[derive(Clone)]
+pub(crate) struct Front {
+    pub(crate) tuning: TcpTuning,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) authenticator: Authenticator,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front")
+            .field("tuning", &self.tuning)
+            .field("tls", &self.tls.is_some())
+            .field("authenticator", &self.authenticator)
+            .finish()
+    }
+}
+
 /// Serves the event store on `listener` until `shutdown` resolves.
 ///
 /// On shutdown, new connections are refused, open subscriptions and batch
@@ -71,7 +95,7 @@ pub(crate) async fn serve(
     max_append_size: usize,
     advertised: SocketAddr,
     in_flight: InFlight,
-    tuning: TcpTuning,
+    front: Front,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = watch::channel(false);
@@ -80,10 +104,13 @@ pub(crate) async fn serve(
     let max_message = max_append_size.max(4 << 20) + (64 << 10);
     let gossip = cluster::Gossip { instance_id: uuid::Uuid::new_v4(), advertised };
     tonic::transport::Server::builder()
-        .add_service(StreamsServer::new(streams).max_decoding_message_size(max_message))
+        .add_service(InterceptedService::new(
+            StreamsServer::new(streams).max_decoding_message_size(max_message),
+            front.authenticator,
+        ))
         .add_service(ServerFeaturesServer::new(cluster::Features))
         .add_service(GossipServer::new(gossip))
-        .serve_with_incoming_shutdown(transport::incoming(listener, tuning), async move {
+        .serve_with_incoming_shutdown(transport::incoming(listener, front.tuning, front.tls), async move {
             shutdown.await;
             closing_tx.send_replace(true);
         })

@@ -52,15 +52,20 @@ pub struct TruncatedTail {
 /// index by scanning every record. A torn or corrupt tail is truncated back to
 /// the end of the last valid record and made durable before anything is served.
 pub(crate) fn open(dir: &Path) -> Result<Recovered, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    // Owner-only: the log holds every event, password hashes included.
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| StoreError::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| StoreError::io(dir, e))?;
     let path = dir.join(FILE_NAME);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| StoreError::io(&path, e))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| StoreError::io(&path, e))?;
     file.try_lock().map_err(|_| StoreError::Locked(path.clone()))?;
 
     let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();

@@ -62,7 +62,7 @@ pub(crate) fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyho
     ))
     .with_context(|| format!("{} is not a PEM private key", key.display()))?
     .with_context(|| format!("{} holds no PEM private key", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

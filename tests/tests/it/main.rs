@@ -8,7 +8,8 @@
 //! - `eventstore::kill`      the store's own process killed under concurrent appends; a full disk
 //! - `eventstore::malformed` raw HTTP/2: malformed and oversized gRPC requests beside a good client
 //! - `eventstore::protocol`  server features, gossip, transport latency path
-//! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`)
+//! - `eventstore::node`      the official Node.js client (opt-in: `PROJECTOR_NODE_TESTS=1`), plain and secure
+//! - `eventstore::security`  TLS and credentials with the Rust client; no open listener beyond loopback
 //! - `runtime`               the Wasm runtime running the example modules (built by `tests/build.rs`)
 //! - `host`                  end to end: store + host in-process, deploy over HTTP, query read models
 //! - `process`               the real binary: CLI client, kill -9 and restart

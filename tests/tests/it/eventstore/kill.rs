@@ -28,7 +28,11 @@ const WRITERS: u64 = 4;
 
 async fn start_store(data: &Path) -> (LoggedProcess, eventstore::Client) {
     let mut command = Command::new(BINARY);
-    command.args(["eventstore", "--listen", "127.0.0.1:0"]).arg("--data").arg(data).env_remove("RUST_LOG");
+    command
+        .args(["eventstore", "--insecure", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(data)
+        .env_remove("RUST_LOG");
     let store = tokio::task::spawn_blocking(move || LoggedProcess::start(command, "event store listening"))
         .await
         .expect("store");

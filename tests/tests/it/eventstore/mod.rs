@@ -7,4 +7,5 @@ mod malformed;
 mod node;
 mod protocol;
 mod read;
+mod security;
 mod subscribe;

@@ -4,16 +4,41 @@
 //! the package installed by `npm ci` in `tests/node` (the README's test
 //! command does both).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use eventstore_embedded::Security;
 use projector_tests::{within, TestEnv};
 
 #[tokio::test]
 async fn the_node_client_passes_its_conformance_script() {
+    let Some(node_dir) = node_dir() else { return };
+    let env = TestEnv::start().await;
+    run_conformance(&node_dir, &[env.server().connection_string()]).await;
+}
+
+/// The same script over TLS (the generated CA) with the admin password, and
+/// again without credentials and with a wrong password: both refused with
+/// the Node client's `AccessDeniedError`, the stream unchanged.
+#[tokio::test]
+async fn the_node_client_passes_over_tls_with_credentials_and_is_refused_without() {
+    let Some(node_dir) = node_dir() else { return };
+    let env =
+        TestEnv::start_with(|config| config.security = Security::secure(&config.data_dir).expect("security")).await;
+    let server = env.server();
+    let ca = server.ca_file().expect("a generated CA").display().to_string();
+    let right = server.connection_string();
+    let anonymous = format!("esdb://{}?tls=true&tlsCAFile={ca}", server.local_addr());
+    let wrong = format!("esdb://admin:wrong@{}?tls=true&tlsCAFile={ca}", server.local_addr());
+    assert!(right.contains("@") && right.contains("tlsCAFile="), "the server hands out a secure connection string");
+    run_conformance(&node_dir, &[right, anonymous, wrong]).await;
+}
+
+/// The directory of the Node.js scripts, or `None` (skipping) without the opt-in.
+fn node_dir() -> Option<PathBuf> {
     if std::env::var_os("PROJECTOR_NODE_TESTS").is_none() {
         eprintln!("skipping the Node.js client test: set PROJECTOR_NODE_TESTS=1 (the README's test command does)");
-        return;
+        return None;
     }
     let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
     assert!(
@@ -21,13 +46,16 @@ async fn the_node_client_passes_its_conformance_script() {
         "run `npm ci` in {} first",
         node_dir.display()
     );
-    let env = TestEnv::start().await;
+    Some(node_dir)
+}
+
+async fn run_conformance(node_dir: &Path, connections: &[String]) {
     let output = within(
         "the Node.js conformance script",
         tokio::process::Command::new("node")
             .arg("conformance.mjs")
-            .arg(env.server().connection_string())
-            .current_dir(&node_dir)
+            .args(connections)
+            .current_dir(node_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output(),
