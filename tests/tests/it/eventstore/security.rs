@@ -271,6 +271,9 @@ async fn projector_serve_protects_its_embedded_store_with_a_generated_password()
     // store with the password and an anonymous client is refused.
     for tls in [false, true] {
         let data = tempfile::tempdir().expect("tempdir");
+        // A data directory others could read, as `mkdir` makes it: the host tightens it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let mut command = std::process::Command::new(BINARY);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--eventstore-listen", "127.0.0.1:0", "--data"])
@@ -312,6 +315,11 @@ async fn projector_serve_protects_its_embedded_store_with_a_generated_password()
         let all = collect(admin.read_all(&ReadAllOptions::default()).await.expect("read $all")).await.expect("$all");
         assert!(all.iter().any(|e| e.get_original_event().event_type == "UserRegistered"));
         assert!(!host.log().join("\n").contains(&store_password), "the password is never logged");
+        // Owner-only: the data directory, the store's directory and its log (password hashes inside).
+        let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(data.path()), 0o700, "the data directory");
+        assert_eq!(mode(&store_dir), 0o700, "the store's directory");
+        assert_eq!(mode(&store_dir.join("events.log")), 0o600, "the event log");
         host.kill();
     }
 }
