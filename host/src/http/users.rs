@@ -6,6 +6,8 @@
 //! projection's read model, never the event stream, and never answers with
 //! a password hash.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
@@ -28,6 +30,8 @@ const MAX_BODY: usize = 64 << 10;
 const MAX_KEY: usize = 255;
 /// What a 503 tells the caller to wait before retrying.
 const RETRY_AFTER_SECONDS: u32 = 2;
+/// How long a refusal for the rate limit is held before it is answered.
+const LIMITED_HOLD: Duration = Duration::from_secs(1);
 /// What a 503 for a full hashing queue tells the caller to wait: the queue
 /// drains within about a second at the default cost (docs/adr/0010).
 const BUSY_RETRY_AFTER_SECONDS: u32 = 1;
@@ -46,6 +50,11 @@ async fn register(
 ) -> Result<Response, AppError> {
     if let Err(refused) = state.register_limit.check(peer.ip()) {
         state.deployments.metrics().registration_shed("rate_limited");
+        // Held before it is answered: a client that ignores Retry-After
+        // and sends again at once would otherwise get refusals as fast as
+        // the host can write them, which costs the host more than the
+        // registrations it refuses (docs/adr/0010).
+        tokio::time::sleep(LIMITED_HOLD.min(Duration::from_secs(refused.seconds.into()))).await;
         return Ok(refused.into_response());
     }
     let is_json = headers

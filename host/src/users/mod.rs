@@ -139,8 +139,14 @@ pub struct Registrations {
     admission: Arc<Semaphore>,
     secret: RegistrationSecret,
     metrics: Arc<Metrics>,
+    /// Values known to be registered (so taken for good): the cheap look
+    /// answers them without reading the store. Bounded; emptied when full.
+    registered: Arc<parking_lot::Mutex<std::collections::HashSet<(UniqueValue, String)>>>,
     directory: String,
 }
+
+/// How many registered values [`Registrations`] remembers.
+const REMEMBERED_VALUES: usize = 100_000;
 
 impl Registrations {
     /// A handler appending through `client`, deriving ids and request
@@ -159,6 +165,7 @@ impl Registrations {
             admission: Arc::new(Semaphore::new(config.hash_threads.saturating_add(config.hash_queue))),
             secret,
             metrics,
+            registered: Arc::default(),
             directory: config.directory,
         })
     }
@@ -200,6 +207,8 @@ impl Registrations {
         match self.store.append_noted(&user_stream(&id), ExpectedRevision::NoStream, &event, &notes).await {
             Ok(written) => {
                 tracing::info!(user = %id, position = written.position.commit, "user registered");
+                self.remember_registered(UniqueValue::Email, command.email_key());
+                self.remember_registered(UniqueValue::Username, command.username_key());
                 Ok(Registered { id, position: written.position.commit, replayed: false })
             }
             Err(StoreError::WrongRevision) => {
@@ -231,10 +240,18 @@ impl Registrations {
     /// or the username now (read only; `reserve` decides for good).
     async fn refuse_taken(&self, id: &str, command: &RegisterUser, now_ms: i64) -> Result<(), RegisterError> {
         let (email_key, username_key) = (command.email_key(), command.username_key());
-        let (email, username) = tokio::join!(
-            self.reservations.holder_other_than(UniqueValue::Email, &email_key, id, now_ms),
-            self.reservations.holder_other_than(UniqueValue::Username, &username_key, id, now_ms),
-        );
+        let look = |kind: UniqueValue, value: String| async move {
+            if self.registered.lock().contains(&(kind, value.clone())) {
+                return Ok(Some(false));
+            }
+            let holder = self.reservations.holder_other_than(kind, &value, id, now_ms).await?;
+            if holder == Some(false) {
+                self.remember_registered(kind, value);
+            }
+            Ok::<_, StoreError>(holder)
+        };
+        let (email, username) =
+            tokio::join!(look(UniqueValue::Email, email_key), look(UniqueValue::Username, username_key));
         let mut taken = FieldErrors::new();
         for (kind, holder) in [(UniqueValue::Email, email?), (UniqueValue::Username, username?)] {
             if let Some(in_progress) = holder {
@@ -246,6 +263,17 @@ impl Registrations {
         } else {
             Err(RegisterError::Taken(taken))
         }
+    }
+
+    /// Remembers that `value` of `kind` is registered: taken for good, since
+    /// no event gives a registered value back (ADR 0006; a rename or delete,
+    /// if ever built, must forget it here too).
+    fn remember_registered(&self, kind: UniqueValue, value: String) {
+        let mut registered = self.registered.lock();
+        if registered.len() >= REMEMBERED_VALUES {
+            registered.clear();
+        }
+        registered.insert((kind, value));
     }
 
     /// Hashes `password` if a hashing thread is free or the queue for them
