@@ -412,6 +412,11 @@ pub struct NetworkArgs {
     #[arg(long, env = "PROJECTOR_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Most connections one client (IP address; IPv6: its /64) may hold
+    /// open; more are closed at once.
+    #[arg(long, env = "PROJECTOR_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128)]
+    pub max_connections_per_client: usize,
+
     /// Most queries (documents, listings, dead letters) one client (IP
     /// address) may send per minute, beyond which it gets 429 with
     /// `Retry-After`; 0 for no limit (the default: put it in front of a
@@ -444,6 +449,7 @@ impl NetworkArgs {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             max_connections: self.max_connections.max(1),
+            max_connections_per_client: self.max_connections_per_client.max(1),
             query_rate_per_minute: std::num::NonZeroU32::new(self.query_rate_per_minute),
         }
     }

@@ -109,6 +109,7 @@ fn stored_admin_token(data: &DataDir) -> anyhow::Result<String> {
     let path = data.admin_token();
     let generate = || format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let (token, generated) = stored_secret(data, &path, "token", generate)?;
+    network::check_token("admin token", &token).with_context(|| format!("in {}", path.display()))?;
     if generated {
         tracing::info!(path = %path.display(), "generated an admin token for the API; it is stored in this file");
     }
@@ -218,6 +219,7 @@ impl Host {
             header_read_timeout: config.network.header_read_timeout,
             body_read_timeout: config.network.body_read_timeout,
             max_connections: config.network.max_connections,
+            max_connections_per_client: config.network.max_connections_per_client,
         };
         let app = http::router(deployments.clone(), registrations, http_config);
         let stopping = deployments.clone();
@@ -257,8 +259,10 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
     let (embedded, client) = store_connection::connect(&args).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    if std::env::args().any(|arg| arg == "--admin-token" || arg.starts_with("--admin-token=")) {
-        tracing::warn!("--admin-token on the command line shows in `ps` to every user; use --admin-token-file or PROJECTOR_ADMIN_TOKEN");
+    for flag in ["--admin-token", "--query-token"] {
+        if std::env::args().any(|arg| arg == flag || arg.starts_with(&format!("{flag}="))) {
+            tracing::warn!("{flag} on the command line shows in `ps` to every user; use {flag}-file or its variable");
+        }
     }
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(network::read_token_file("admin token", path)?),
@@ -291,7 +295,8 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
             .deploy(name, bytes, settings::DeployOptions::default())
             .await
             .with_context(|| format!("cannot deploy {path} as '{name}'"))?;
-        tracing::info!(?deployed, "{name}: http://{}/projections/{name}", host.local_addr());
+        let scheme = if args.network.tls_cert.is_some() { "https" } else { "http" };
+        tracing::info!(?deployed, "{name}: {scheme}://{}/projections/{name}", host.local_addr());
     }
     shutdown.await;
     let _ = stop_tx.send(());

@@ -6,7 +6,8 @@
 //! `127.0.0.1:8080`) reads are open and only loopback names are answered, so
 //! a web page cannot read a developer's host through DNS rebinding. Beyond
 //! loopback reads need a token (the query token, or the admin token when no
-//! query token is set) unless `--open-reads` says otherwise.
+//! query token is set) unless `--open-reads` says otherwise; so do they on
+//! loopback when other `Host` names are allowed (a reverse proxy in front).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub struct NetworkConfig {
     pub body_read_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections one client (IP address; IPv6: its /64) may hold open.
+    pub max_connections_per_client: usize,
     /// Most queries one client (IP address) may send per minute; `None`: no limit.
     pub query_rate_per_minute: Option<std::num::NonZeroU32>,
 }
@@ -49,6 +52,7 @@ impl Default for NetworkConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_client: 128,
             query_rate_per_minute: None,
         }
     }
@@ -64,9 +68,11 @@ pub struct TlsFiles {
 }
 
 impl NetworkConfig {
-    /// Whether reads need a token for an API listening on `addr`.
+    /// Whether reads need a token for an API listening on `addr`: beyond
+    /// loopback, and on loopback when told of other names (a reverse proxy
+    /// in front, which makes every client look local).
     pub(crate) fn reads_need_token(&self, addr: SocketAddr) -> bool {
-        self.reads_need_token.unwrap_or(!addr.ip().is_loopback())
+        self.reads_need_token.unwrap_or(!addr.ip().is_loopback() || !self.allowed_hosts.is_empty())
     }
 
     /// The `Host` names answered by an API listening on `addr` (any when `None`).
@@ -135,5 +141,7 @@ mod tests {
         assert_eq!(told.allowed_hosts(anywhere), Some(vec!["api.example.com".to_owned()]));
         let open = NetworkConfig { reads_need_token: Some(false), ..NetworkConfig::default() };
         assert!(!open.reads_need_token(anywhere), "--open-reads");
+        let proxied = NetworkConfig { allowed_hosts: vec!["api.example.com".into()], ..NetworkConfig::default() };
+        assert!(proxied.reads_need_token(loopback), "behind a proxy every client looks local");
     }
 }

@@ -81,14 +81,22 @@ fn with_password(connection: &str, credentials: &Credentials) -> anyhow::Result<
         Some(info) => &rest[info.len() + 1..],
         None => rest,
     };
+    // The client takes user info as written: a character that ends it would
+    // cut the password (and show the rest of it where the host should be).
+    anyhow::ensure!(
+        !credentials.password().contains(['@', '/', '?', '#', ':', '%']),
+        "the event store password file holds a character a connection string cannot carry (@ / ? # : %); \
+         use letters, digits, '-' or '_'"
+    );
     Ok(format!("{scheme}://{}:{}@{rest}", credentials.username(), credentials.password()))
 }
 
-/// The `user:pass` part of a connection string, if it has one.
+/// The `user:pass` part of a connection string, if it has one: up to the
+/// last `@`, so a password holding `/` or `?` is still all of it (a `@` in
+/// the query string makes it take too much, which only hides more).
 fn userinfo(connection: &str) -> Option<&str> {
     let (_, rest) = connection.split_once("://")?;
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    authority.rsplit_once('@').map(|(info, _)| info)
+    rest.rsplit_once('@').map(|(info, _)| info)
 }
 
 /// `connection` with its credentials replaced by `***`, for messages.
@@ -119,6 +127,8 @@ mod tests {
     fn credentials_never_show_in_a_redacted_connection_string() {
         assert_eq!(redacted("esdb://admin:s3cret@host:2113?tls=true"), "esdb://***@host:2113?tls=true");
         assert_eq!(redacted("esdb://host:2113?tls=false"), "esdb://host:2113?tls=false");
+        assert_eq!(redacted("esdb://admin:pa/ss?w@host:2113?tls=true"), "esdb://***@host:2113?tls=true");
+        assert_eq!(hide_password("parse error near 'pa/ss?w'", "esdb://admin:pa/ss?w@host"), "parse error near '***'");
         assert_eq!(
             hide_password("bad 'esdb://admin:s3cret@h' and s3cret", "esdb://admin:s3cret@h"),
             "bad 'esdb://***@h' and ***"
@@ -130,5 +140,7 @@ mod tests {
         let admin = Credentials::new("admin", "pw");
         assert_eq!(with_password("esdb://old:x@h:1?tls=true", &admin).expect("string"), "esdb://admin:pw@h:1?tls=true");
         assert_eq!(with_password("esdb://h:1?tls=false", &admin).expect("string"), "esdb://admin:pw@h:1?tls=false");
+        let refused = with_password("esdb://h:1", &Credentials::new("admin", "a/b")).expect_err("a slash");
+        assert!(!refused.to_string().contains("a/b"), "{refused}");
     }
 }

@@ -116,7 +116,9 @@ async fn list_documents(
     let time_limit = state.config.query_time_limit;
     // Listings scan: at most a few run at once host-wide, so that scans
     // cannot take every core from lookups by key and from the projections.
-    let _scan = tokio::time::timeout(time_limit, state.scans.clone().acquire_owned())
+    // The turn goes with the query onto its blocking thread: a client that
+    // hangs up cannot give it back while its scan still runs.
+    let scan = tokio::time::timeout(time_limit, state.scans.clone().acquire_owned())
         .await
         .map_err(|_| busy(time_limit))?
         .map_err(|e| AppError::internal(e.into()))?;
@@ -124,14 +126,22 @@ async fn list_documents(
     let mut query = request.query;
     query.time_limit = Some(time_limit);
     if request.count {
-        let count = blocking_query(move || db.count(&collection, &query)).await?;
+        let count = blocking_query(move || {
+            let _scan = scan;
+            db.count(&collection, &query)
+        })
+        .await?;
         state.deployments.metrics().query(&name, "count", started.elapsed());
         return Ok(Json(serde_json::json!({ "count": count })).into_response());
     }
     let limit = query.limit;
     query.limit = limit + 1;
     let ordered = query.order.is_some();
-    let items = blocking_query(move || db.query(&collection, &query)).await?;
+    let items = blocking_query(move || {
+        let _scan = scan;
+        db.query(&collection, &query)
+    })
+    .await?;
     state.deployments.metrics().query(&name, "list", started.elapsed());
     let more = items.len() > limit;
     let last = items.get(limit.saturating_sub(1)).filter(|_| more);

@@ -146,7 +146,8 @@ impl Cursor {
                 let (kind, value) = match value {
                     SortValue::Null => ("n", serde_json::Value::Null),
                     SortValue::Integer(n) => ("i", (*n).into()),
-                    SortValue::Real(x) => ("r", (*x).into()),
+                    // By its bits: a decimal text of a double does not always parse back to it.
+                    SortValue::Real(x) => ("r", x.to_bits().into()),
                     SortValue::Text(t) => ("t", t.as_str().into()),
                 };
                 format!("v:{}", serde_json::json!([kind, value, key]))
@@ -171,7 +172,7 @@ impl Cursor {
                 let value = match (kind.as_str(), value) {
                     ("n", serde_json::Value::Null) => SortValue::Null,
                     ("i", value) => SortValue::Integer(value.as_i64()?),
-                    ("r", value) => SortValue::Real(value.as_f64()?),
+                    ("r", value) => SortValue::Real(f64::from_bits(value.as_u64()?)),
                     ("t", serde_json::Value::String(text)) => SortValue::Text(text),
                     _ => return None,
                 };
@@ -317,6 +318,9 @@ mod tests {
             Cursor::After(SortValue::Null, "k".into()),
             Cursor::After(SortValue::Integer(i64::MIN), "k".into()),
             Cursor::After(SortValue::Real(-2.5), String::new()),
+            Cursor::After(SortValue::Real(0.1 + 0.2), "k".into()),
+            Cursor::After(SortValue::Real(206.20000000000002), "k".into()),
+            Cursor::After(SortValue::Real(f64::MIN_POSITIVE), "k".into()),
             Cursor::After(SortValue::Text("Zoë \" ]".into()), "a:b".into()),
         ] {
             let text = cursor.encode();

@@ -98,7 +98,7 @@ impl IntoResponse for Limited {
 
 /// The key of the client at `ip`: an IPv4 address, or an IPv6 /64 prefix
 /// (an IPv4-mapped IPv6 address counts as the IPv4 address).
-fn client(ip: IpAddr) -> IpAddr {
+pub(super) fn client(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -36,6 +36,9 @@ pub(crate) struct ServeConfig {
     pub(crate) body_read_timeout: Duration,
     /// Most connections open at once; more wait in the listen backlog.
     pub(crate) max_connections: usize,
+    /// Most connections one client (IP address; IPv6: its /64) may hold
+    /// open; more are closed at once, so one client cannot take every slot.
+    pub(crate) max_connections_per_client: usize,
 }
 
 impl Default for ServeConfig {
@@ -45,6 +48,7 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_client: 128,
         }
     }
 }
@@ -83,6 +87,7 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let per_client = Arc::new(parking_lot::Mutex::new(std::collections::HashMap::<std::net::IpAddr, usize>::new()));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -101,6 +106,10 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(held) = ClientSlot::take(&per_client, peer.ip(), config.max_connections_per_client) else {
+            tracing::debug!(%peer, "the client holds its most connections; closing the new one");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -117,7 +126,7 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         let handshake_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _held) = (permit, held);
             let served = match tls {
                 None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -132,8 +141,53 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Connections finish their requests; one that does not within the grace
+    // (a client not reading its answer) is left behind, not waited for.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            "some connections were still open {SHUTDOWN_GRACE:?} after the shutdown began; not waiting for them"
+        );
+    }
     Ok(())
+}
+
+/// How long a shutdown waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// One connection of a client, counted while it is open.
+struct ClientSlot {
+    table: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    client: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    /// A slot for a connection from `peer`, unless its client already holds `most`.
+    fn take(
+        table: &Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        peer: std::net::IpAddr,
+        most: usize,
+    ) -> Option<ClientSlot> {
+        let client = super::rate_limit::client(peer);
+        let mut counts = table.lock();
+        let held = counts.entry(client).or_default();
+        if *held >= most {
+            return None;
+        }
+        *held += 1;
+        Some(ClientSlot { table: table.clone(), client })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.lock();
+        if let Some(held) = counts.get_mut(&self.client) {
+            *held -= 1;
+            if *held == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// A request body that fails once its deadline has passed, so a client

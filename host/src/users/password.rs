@@ -90,9 +90,17 @@ impl Hasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }
 
+    /// Runs `work` on a blocking thread once a hashing permit is free. The
+    /// permit goes with the work, not with the request: a client that hangs
+    /// up cannot free it while its hash still runs.
     async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await.context("the password hasher is closed")?;
-        tokio::task::spawn_blocking(work).await.context("password hashing panicked")
+        let permit = self.permits.clone().acquire_owned().await.context("the password hasher is closed")?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .context("password hashing panicked")
     }
 }
 

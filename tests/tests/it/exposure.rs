@@ -27,7 +27,7 @@ fn filters(n: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_has_bounded_filters_and_a_time_limit_and_lookups_by_key_go_on_beside_it() {
+async fn a_listing_has_bounded_filters_and_a_time_limit_and_lookups_by_key_are_answered_meanwhile() {
     let (env, at) = filled_host(|config| config.query_time_limit = Duration::from_millis(1)).await;
     let (status, body) =
         env.api().get_caught_up(&format!("/projections/scribbler/collections/filled/00042?at_least={at}")).await;
@@ -387,4 +387,40 @@ async fn a_client_past_its_query_rate_gets_429_with_retry_after() {
     // Only queries count: the status and health stay open.
     assert_eq!(env.get("/projections/tally").await.0, StatusCode::OK);
     assert_eq!(env.http.get(env.url("/healthz")).send().await.expect("health").status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_than_its_share_of_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = HostEnv::start_adjusted(|config| config.network.max_connections_per_client = 2).await;
+    let addr = env.url("").trim_start_matches("http://").to_owned();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    // Two kept-alive connections, each answered.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut buffer = [0u8; 256];
+        let n = stream.read(&mut buffer).await.expect("read");
+        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..n]));
+        held.push(stream);
+    }
+    // A third from the same address is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let _ = third.write_all(request).await;
+    let mut buffer = [0u8; 256];
+    let read = projector_tests::within("the third connection to be closed", third.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Once one is closed, a new connection is served again.
+    drop(held.pop());
+    let (status, _) = projector_tests::within("a connection once one is free", async {
+        loop {
+            let response = reqwest::Client::new().get(env.url("/healthz")).send().await;
+            if let Ok(response) = response {
+                break (response.status(), ());
+            }
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
