@@ -83,9 +83,12 @@ impl NetworkConfig {
                 SocketAddr::V4(v4) => v4.ip().to_string(),
                 SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
             };
-            names.extend(["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned(), own]);
+            for name in ["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned(), own] {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
         }
-        names.dedup();
         (!names.is_empty()).then_some(names)
     }
 }

@@ -29,6 +29,9 @@ const FORGET_ABOVE: usize = 10_000;
 pub(crate) struct RateLimit {
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     what: &'static str,
+    /// When the table was last swept of quiet clients (seconds since `epoch`).
+    swept: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -42,15 +45,22 @@ impl RateLimit {
     /// them at once if the client was quiet (`None`: no limit).
     pub(crate) fn per_minute(per_minute: Option<NonZeroU32>, what: &'static str) -> RateLimit {
         let limiter = per_minute.map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
-        RateLimit { limiter, what }
+        RateLimit { limiter, what, swept: Arc::default(), epoch: std::time::Instant::now() }
     }
 
     /// Counts one request of the client at `peer`: `Ok` within its quota,
     /// else the 429 to answer ([`Limited`] is a response).
     pub(crate) fn check(&self, peer: IpAddr) -> Result<(), Limited> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
+        // A sweep walks the whole table: at most one a second, however many
+        // clients are still within their minute.
         if limiter.len() > FORGET_ABOVE {
-            limiter.retain_recent();
+            use std::sync::atomic::Ordering;
+            let now = self.epoch.elapsed().as_secs() + 1;
+            let last = self.swept.load(Ordering::Relaxed);
+            if now > last && self.swept.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                limiter.retain_recent();
+            }
         }
         match limiter.check_key(&client(peer)) {
             Ok(()) => Ok(()),
