@@ -52,9 +52,9 @@ pub struct TruncatedTail {
 /// index by scanning every record. A torn or corrupt tail is truncated back to
 /// the end of the last valid record and made durable before anything is served.
 pub(crate) fn open(dir: &Path) -> Result<Recovered, StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     // Owner-only: the log holds every event, password hashes included.
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| StoreError::io(dir, e))?;
+    crate::security::create_private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| StoreError::io(dir, e))?;
     let path = dir.join(FILE_NAME);
     let file = OpenOptions::new()

@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::auth::Reader;
-use super::errors::{bad, blocking, AppError};
+use super::errors::{bad, blocking, on_blocking_thread, AppError};
 use super::listing::{page_limit, parse_list_request, Cursor};
 use super::AppState;
 use crate::deployments::Deployment;
-use crate::readmodel::{DeadLetter, QueryError};
+use crate::readmodel::DeadLetter;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -126,22 +126,22 @@ async fn list_documents(
     let mut query = request.query;
     query.time_limit = Some(time_limit);
     if request.count {
-        let count = blocking_query(move || {
+        let count = on_blocking_thread(move || {
             let _scan = scan;
             db.count(&collection, &query)
         })
-        .await?;
+        .await??;
         state.deployments.metrics().query(&name, "count", started.elapsed());
         return Ok(Json(serde_json::json!({ "count": count })).into_response());
     }
     let limit = query.limit;
     query.limit = limit + 1;
     let ordered = query.order.is_some();
-    let items = blocking_query(move || {
+    let items = on_blocking_thread(move || {
         let _scan = scan;
         db.query(&collection, &query)
     })
-    .await?;
+    .await??;
     state.deployments.metrics().query(&name, "list", started.elapsed());
     let more = items.len() > limit;
     let last = items.get(limit.saturating_sub(1)).filter(|_| more);
@@ -171,27 +171,6 @@ fn valid_collection(collection: &str) -> Result<(), AppError> {
         ));
     }
     Ok(())
-}
-
-/// Runs a listing or count on the blocking threads; a query cut off by its time limit is a 503.
-async fn blocking_query<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
-) -> Result<T, AppError> {
-    let outcome = tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AppError::internal(anyhow::Error::new(e).context("a blocking task did not finish")))?;
-    outcome.map_err(|error| match error {
-        QueryError::TooSlow(limit) => AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "query_too_slow",
-            format!(
-                "the query ran longer than the {limit:?} limit and was stopped; filter on indexed fields, \
-                 use fewer filters or a smaller limit"
-            ),
-        ),
-        QueryError::Invalid(message) => bad("invalid_cursor", message),
-        QueryError::Failed(e) => AppError::internal(e),
-    })
 }
 
 /// The 503 for a listing that waited its whole time limit for a turn to scan.

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::deployments::ChangeError;
+use crate::readmodel::QueryError;
 use crate::runtime::DeployError;
 
 /// An API error: a status, a stable code and a message for the caller;
@@ -101,6 +102,25 @@ impl From<ChangeError> for AppError {
     }
 }
 
+/// A listing or count not answered: 503 past its time limit (saying how to
+/// make it cheaper), 400 for a cursor that does not fit it, 500 otherwise.
+impl From<QueryError> for AppError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::TooSlow(limit) => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query_too_slow",
+                format!(
+                    "the query ran longer than the {limit:?} limit and was stopped; filter on indexed fields, \
+                     use fewer filters or a smaller limit"
+                ),
+            ),
+            QueryError::Invalid(message) => bad("invalid_cursor", message),
+            QueryError::Failed(e) => AppError::internal(e),
+        }
+    }
+}
+
 /// A 400 with `code`: the request itself is wrong.
 pub(super) fn bad(code: &'static str, message: String) -> AppError {
     AppError::new(StatusCode::BAD_REQUEST, code, message)
@@ -116,10 +136,16 @@ pub(super) fn unknown(name: &str) -> AppError {
 pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, AppError> {
+    on_blocking_thread(work).await?.map_err(AppError::internal)
+}
+
+/// Runs `work` on the blocking threads; a panic that ends the task is an internal error.
+pub(super) async fn on_blocking_thread<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, AppError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| AppError::internal(anyhow::Error::new(e).context("a blocking task did not finish")))?
-        .map_err(AppError::internal)
+        .map_err(|e| AppError::internal(anyhow::Error::new(e).context("a blocking task did not finish")))
 }
 
 /// The answer for a path no route matches.

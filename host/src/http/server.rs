@@ -115,9 +115,7 @@ pub(crate) async fn serve(
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let deadline = tokio::time::Instant::now() + config.body_read_timeout;
-            let request = request.map(|body| {
-                Body::new(DeadlineBody { inner: body, deadline: Box::pin(tokio::time::sleep_until(deadline)) })
-            });
+            let request = request.map(|body| Body::new(DeadlineBody { inner: body, deadline, timer: None }));
             app.clone().oneshot(request)
         });
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -191,10 +189,13 @@ impl Drop for ClientSlot {
 }
 
 /// A request body that fails once its deadline has passed, so a client
-/// trickling a body cannot hold a connection and a handler forever.
+/// trickling a body cannot hold a connection and a handler forever. The
+/// timer is armed when the body is first read: a request without one (most
+/// GETs) costs no timer.
 struct DeadlineBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The error a body past its deadline reads as.
@@ -207,7 +208,9 @@ impl hyper::body::Body for DeadlineBody {
     type Error = axum::BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        let deadline = self.deadline;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(BodyTooSlow.into())));
         }
         Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)

@@ -424,3 +424,26 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_its_deadline_is_refused_and_deploys_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = HostEnv::start_adjusted(|config| config.network.body_read_timeout = Duration::from_millis(300)).await;
+    let addr = env.url("").trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "PUT /projections/slow HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n\0asm",
+        env.token()
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    // The rest of the body never comes: the host answers (or closes) on its own.
+    let answer = projector_tests::within("the host to give up on the body", async {
+        let mut answer = Vec::new();
+        let _ = slow.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
+    let (status, _) = env.get("/projections/slow").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing deployed");
+}
