@@ -13,6 +13,7 @@ pub mod head;
 mod http;
 pub mod metrics;
 pub mod network;
+pub mod pg;
 pub mod readmodel;
 mod registry;
 mod runner;
