@@ -242,6 +242,27 @@ pub struct ServeArgs {
     #[arg(long, env = "PROJECTOR_DATA", default_value = "data")]
     pub data: PathBuf,
 
+    /// Where read models, the registry and the modules live: `sqlite` (files
+    /// under `--data`, the default) or a PostgreSQL URL
+    /// (`postgres://user:PASSWORD@host:5432/db`), which several hosts can
+    /// share: each projection then runs on one of them and every host
+    /// answers its queries. Never logged with its password.
+    #[arg(long, env = "PROJECTOR_READMODELS", hide_env_values = true, default_value = "sqlite")]
+    pub readmodels: String,
+
+    /// The name this host goes by among the hosts sharing a PostgreSQL
+    /// (status shows which host runs each projection). Default: the machine's
+    /// name and the API's port.
+    #[arg(long, env = "PROJECTOR_HOST_ID")]
+    pub host_id: Option<String>,
+
+    /// How long a host's claim on a projection lasts without renewal, in
+    /// milliseconds (PostgreSQL only): another host takes the projection over
+    /// once it runs out. Renewed every third of it.
+    #[arg(long, env = "PROJECTOR_LEASE_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(500..=600_000))]
+    pub lease_ms: u64,
+
     /// Connection string of an EventStoreDB/KurrentDB to follow, e.g.
     /// `esdb://admin:PASSWORD@localhost:2113?tls=true&tlsCAFile=ca.crt`. Without it the
     /// embedded event store runs in-process. Never logged.

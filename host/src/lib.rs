@@ -7,6 +7,7 @@
 
 pub mod cli;
 mod client;
+pub mod cluster;
 mod data_dir;
 pub mod deployments;
 pub mod head;
@@ -66,6 +67,8 @@ pub struct HostConfig {
     pub query_time_limit: std::time::Duration,
     /// TLS, read access, allowed `Host` names and connection limits.
     pub network: network::NetworkConfig,
+    /// Where read models, the registry and modules live.
+    pub storage: Storage,
     /// Most `POST /users` requests one client (IP address; IPv6: its /64)
     /// may send per minute, all at once after a quiet minute; beyond, 429
     /// (`None`: no limit).
@@ -89,8 +92,51 @@ impl HostConfig {
             query_time_limit: http::DEFAULT_QUERY_TIME_LIMIT,
             network: network::NetworkConfig::default(),
             users_rate_per_minute: std::num::NonZeroU32::new(DEFAULT_USERS_RATE_PER_MINUTE),
+            storage: Storage::Sqlite,
         }
     }
+}
+
+/// Where a host keeps read models, the registry and modules.
+#[derive(Debug, Clone, Default)]
+pub enum Storage {
+    /// SQLite files and a JSON registry under the data dir: one host.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database several hosts share (ADR 0012).
+    Postgres(cluster::ClusterConfig),
+}
+
+impl Storage {
+    /// `sqlite`, or a PostgreSQL URL with this host's settings among the others.
+    pub fn parse(readmodels: &str, host_id: Option<String>, listen: std::net::SocketAddr, lease_ms: u64) -> anyhow::Result<Storage> {
+        if readmodels == "sqlite" {
+            return Ok(Storage::Sqlite);
+        }
+        anyhow::ensure!(
+            readmodels.starts_with("postgres://") || readmodels.starts_with("postgresql://"),
+            "--readmodels must be 'sqlite' or a PostgreSQL URL (postgres://user:password@host:5432/db), not '{}'",
+            pg::redact(readmodels)
+        );
+        let host_id = match host_id {
+            Some(id) => id,
+            None => format!("{}:{}", hostname(), listen.port()),
+        };
+        Ok(Storage::Postgres(cluster::ClusterConfig {
+            url: readmodels.to_owned(),
+            host_id,
+            lease: std::time::Duration::from_millis(lease_ms),
+        }))
+    }
+}
+
+/// The machine's name, for a default host id.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
 }
 
 /// The default of the largest module a deploy accepts, in MiB: room for a
@@ -202,8 +248,18 @@ impl Host {
                 .with_artifact_cache(data.artifacts()),
         );
         let head = Arc::new(head::Head::follow(client.clone()));
-        let deployments = Arc::new(Deployments::new(runtime, client, data, BatchConfig::default(), head, metrics)?);
+        let storage = match &config.storage {
+            Storage::Sqlite => deployments::Storage::Files(data),
+            Storage::Postgres(cluster) => {
+                let scheme = if config.network.tls.is_some() { "https" } else { "http" };
+                let joined = cluster::Cluster::join(cluster, format!("{scheme}://{addr}")).await?;
+                tracing::info!(host = %cluster.host_id, database = %joined.pg.shown(), "sharing read models and deployments through PostgreSQL");
+                deployments::Storage::Postgres(joined)
+            }
+        };
+        let deployments = Arc::new(Deployments::new(runtime, client, storage, BatchConfig::default(), head, metrics)?);
         deployments.restore().await?;
+        deployments.spawn_keeper();
         let http_config = http::HttpConfig {
             query_token: config.query_token,
             at_least_wait: config.at_least_wait,
@@ -227,6 +283,11 @@ impl Host {
         let shutdown = async move {
             shutdown.await;
             stopping.stop_all();
+            if let Some(cluster) = stopping.cluster() {
+                if let Err(e) = cluster.leave().await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot tell the other hosts this one is leaving");
+                }
+            }
         };
         let scheme = if serve_config.tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(http::serve(listener, app, serve_config, shutdown));
@@ -283,6 +344,7 @@ async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         max_module_bytes: args.max_module_mb << 20,
         registration: args.registration.config(),
         users_rate_per_minute: std::num::NonZeroU32::new(args.registration.users_rate_per_minute),
+        storage: Storage::parse(&args.readmodels, args.host_id.clone(), listener.local_addr()?, args.lease_ms)?,
     };
     let host = Host::start(listener, client, config, async move {
         let _ = stop_rx.await;

@@ -7,8 +7,9 @@
 //!   change counter; `modules`: the module bytes, by SHA-256;
 //! - `hosts`: each live host's heartbeat (its lease on being counted);
 //! - `readmodels`: one row per read model: its checkpoint, and the lease of
-//!   the lane that writes it (owner, epoch, expiry). The epoch is the fencing
-//!   token: every commit checks it in the same transaction (ADR 0012);
+//!   the lane that writes it (owner, epoch, expiry) with the owner's view of
+//!   it (state, problem). The epoch is the fencing token: every commit checks
+//!   it in the same transaction (ADR 0012);
 //! - `dead_letters`: events skipped under `on_error=skip`, per read model;
 //! - `documents_<id>`: one table per read model, `(collection, key, doc jsonb)`.
 //!
@@ -54,6 +55,9 @@ CREATE TABLE IF NOT EXISTS projector.readmodels (
     owner TEXT,
     epoch BIGINT NOT NULL DEFAULT 0,
     lease_until TIMESTAMPTZ,
+    state TEXT,
+    problem TEXT,
+    module TEXT,
     UNIQUE (projection, name)
 );
 CREATE TABLE IF NOT EXISTS projector.dead_letters (
@@ -77,6 +81,8 @@ const POOL_SIZE: usize = 24;
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// How to connect, for connections outside the pool.
+    config: tokio_postgres::Config,
     runtime: tokio::runtime::Handle,
     /// The URL without its password, for messages.
     shown: String,
@@ -99,7 +105,7 @@ impl Postgres {
         }
         config.application_name("projector");
         let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -108,7 +114,7 @@ impl Postgres {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .context("cannot build the PostgreSQL connection pool")?;
-        let pg = Postgres { pool, runtime: tokio::runtime::Handle::current(), shown };
+        let pg = Postgres { pool, config, runtime: tokio::runtime::Handle::current(), shown };
         pg.migrate().await.with_context(|| format!("cannot prepare the schema in {}", pg.shown))?;
         Ok(pg)
     }
@@ -135,8 +141,7 @@ impl Postgres {
         tokio_postgres::Client,
         tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
     )> {
-        let config = self.pool.manager().config().clone();
-        config.connect(NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", self.shown))
+        self.config.connect(NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", self.shown))
     }
 
     /// Runs `future` to completion from blocking code (a batch thread, a

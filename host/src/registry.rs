@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data_dir::DataDir;
+use crate::pg::Postgres;
 use crate::settings::{OnError, ProjectionLimits};
 use crate::status::FaultInfo;
 
@@ -114,14 +115,60 @@ struct File {
     projections: BTreeMap<String, Entry>,
 }
 
-/// The registry file and the module store.
+/// The registry and the module store, with a copy of every entry in memory.
 #[derive(Debug)]
 pub(crate) struct Registry {
-    data: DataDir,
+    backing: Backing,
     entries: Mutex<BTreeMap<String, Entry>>,
 }
 
+/// Where the registry is kept.
+#[derive(Debug)]
+enum Backing {
+    /// `registry.json` and `modules/` under the data dir.
+    Files(DataDir),
+    /// The `projector.projections` and `projector.modules` tables, shared by
+    /// every host: a change is made in one transaction on the row as it is in
+    /// the database (locked `FOR UPDATE`), so changes from several hosts
+    /// never overwrite each other either.
+    Postgres(Postgres),
+}
+
 impl Registry {
+    /// Opens the registry kept in PostgreSQL.
+    pub(crate) fn open_postgres(pg: &Postgres) -> anyhow::Result<Registry> {
+        let registry = Registry { backing: Backing::Postgres(pg.clone()), entries: Mutex::new(BTreeMap::new()) };
+        registry.refresh()?;
+        Ok(registry)
+    }
+
+    /// Reads every entry again from the shared database (other hosts change
+    /// it); the names that changed, appeared or went. A no-op on files.
+    pub(crate) fn refresh(&self) -> anyhow::Result<Vec<String>> {
+        let Backing::Postgres(pg) = &self.backing else { return Ok(Vec::new()) };
+        let rows = pg.block_on(async {
+            let client = pg.client().await?;
+            let rows = client.query("SELECT name, entry::text FROM projector.projections", &[]).await?;
+            anyhow::Ok(rows)
+        })?;
+        let mut fresh = BTreeMap::new();
+        for row in rows {
+            let (name, text): (String, String) = (row.get(0), row.get(1));
+            let entry: Entry =
+                serde_json::from_str(&text).with_context(|| format!("the registry entry of '{name}' is not valid"))?;
+            fresh.insert(name, entry);
+        }
+        let mut entries = self.entries.lock();
+        let changed = entries
+            .keys()
+            .chain(fresh.keys())
+            .filter(|name| entries.get(*name) != fresh.get(*name))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>();
+        *entries = fresh;
+        Ok(changed.into_iter().collect())
+    }
+
     /// Opens the registry under `data` (empty if there is none yet).
     pub(crate) fn open(data: &DataDir) -> anyhow::Result<Registry> {
         let path = data.registry();
@@ -136,7 +183,7 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Ok(Registry { data: data.clone(), entries: Mutex::new(entries) })
+        Ok(Registry { backing: Backing::Files(data.clone()), entries: Mutex::new(entries) })
     }
 
     /// Every entry, by name.
@@ -152,6 +199,24 @@ impl Registry {
     /// Records a new projection and saves the registry; an error if `name` exists.
     pub(crate) fn insert(&self, name: &str, entry: Entry) -> anyhow::Result<()> {
         let mut entries = self.entries.lock();
+        if let Backing::Postgres(pg) = &self.backing {
+            let text = serde_json::to_string(&entry)?;
+            let inserted = pg.block_on(async {
+                let client = pg.client().await?;
+                let n = client
+                    .execute(
+                        "INSERT INTO projector.projections (name, entry) VALUES ($1, $2::text::jsonb)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&name, &text],
+                    )
+                    .await?;
+                client.execute("SELECT pg_notify('projector_registry', $1)", &[&name]).await?;
+                anyhow::Ok(n)
+            })?;
+            anyhow::ensure!(inserted == 1, "the registry already holds '{name}'");
+            entries.insert(name.to_owned(), entry);
+            return Ok(());
+        }
         anyhow::ensure!(!entries.contains_key(name), "the registry already holds '{name}'");
         entries.insert(name.to_owned(), entry);
         self.save(&entries).inspect_err(|_| {
@@ -164,6 +229,13 @@ impl Registry {
     /// save fail, the entry is put back as it was and the error returned.
     pub(crate) fn change<R>(&self, name: &str, change: impl FnOnce(&mut Entry) -> R) -> anyhow::Result<Option<R>> {
         let mut entries = self.entries.lock();
+        if let Backing::Postgres(pg) = &self.backing {
+            let changed = pg.block_on(change_row(pg, name, change))?;
+            return Ok(changed.map(|(entry, outcome)| {
+                entries.insert(name.to_owned(), entry);
+                outcome
+            }));
+        }
         let Some(entry) = entries.get_mut(name) else { return Ok(None) };
         let before = entry.clone();
         let outcome = change(entry);
@@ -182,16 +254,38 @@ impl Registry {
     /// Forgets `name`, then deletes module files no entry refers to any more.
     pub(crate) fn remove(&self, name: &str) -> anyhow::Result<()> {
         let mut entries = self.entries.lock();
+        if let Backing::Postgres(pg) = &self.backing {
+            pg.block_on(async {
+                let mut client = pg.client().await?;
+                let tx = client.transaction().await?;
+                tx.execute("DELETE FROM projector.projections WHERE name = $1", &[&name]).await?;
+                // Modules no entry refers to any more.
+                tx.execute(
+                    "DELETE FROM projector.modules m WHERE NOT EXISTS (
+                         SELECT 1 FROM projector.projections p
+                         WHERE m.sha256 IN (p.entry->'serving'->>'module', p.entry->'candidate'->>'module',
+                                            p.entry->'previous'->>'module'))",
+                    &[],
+                )
+                .await?;
+                tx.execute("SELECT pg_notify('projector_registry', $1)", &[&name]).await?;
+                tx.commit().await?;
+                anyhow::Ok(())
+            })?;
+            entries.remove(name);
+            return Ok(());
+        }
         let Some(old) = entries.remove(name) else { return Ok(()) };
         if let Err(e) = self.save(&entries) {
             entries.insert(name.to_owned(), old);
             return Err(e);
         }
+        let Backing::Files(data) = &self.backing else { return Ok(()) };
         let used: std::collections::HashSet<&str> =
             entries.values().flat_map(Entry::lanes).map(|lane| lane.module.as_str()).collect();
         for lane in old.lanes() {
             if !used.contains(lane.module.as_str()) {
-                let _ = std::fs::remove_file(self.data.module(&lane.module));
+                let _ = std::fs::remove_file(data.module(&lane.module));
             }
         }
         Ok(())
@@ -200,17 +294,44 @@ impl Registry {
     /// Stores `bytes` under their hash (once) and returns the hash.
     pub(crate) fn store_module(&self, bytes: &[u8]) -> anyhow::Result<String> {
         let sha = module_hash(bytes);
-        let path = self.data.module(&sha);
-        if !path.exists() {
-            write_atomically(&path, bytes)?;
+        match &self.backing {
+            Backing::Files(data) => {
+                let path = data.module(&sha);
+                if !path.exists() {
+                    write_atomically(&path, bytes)?;
+                }
+            }
+            Backing::Postgres(pg) => pg.block_on(async {
+                pg.client()
+                    .await?
+                    .execute(
+                        "INSERT INTO projector.modules (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&sha, &bytes],
+                    )
+                    .await?;
+                anyhow::Ok(())
+            })?,
         }
         Ok(sha)
     }
 
     /// The bytes stored under `sha`.
     pub(crate) fn module_bytes(&self, sha: &str) -> anyhow::Result<Vec<u8>> {
-        let path = self.data.module(sha);
-        std::fs::read(&path).with_context(|| format!("cannot read module {}", path.display()))
+        match &self.backing {
+            Backing::Files(data) => {
+                let path = data.module(sha);
+                std::fs::read(&path).with_context(|| format!("cannot read module {}", path.display()))
+            }
+            Backing::Postgres(pg) => pg.block_on(async {
+                let row = pg
+                    .client()
+                    .await?
+                    .query_opt("SELECT bytes FROM projector.modules WHERE sha256 = $1", &[&sha])
+                    .await?
+                    .with_context(|| format!("module {sha} is not in the database"))?;
+                anyhow::Ok(row.get::<_, Vec<u8>>(0))
+            }),
+        }
     }
 
     fn save(&self, entries: &BTreeMap<String, Entry>) -> anyhow::Result<()> {
@@ -218,9 +339,42 @@ impl Registry {
         struct Out<'a> {
             projections: &'a BTreeMap<String, Entry>,
         }
+        let Backing::Files(data) = &self.backing else { anyhow::bail!("the shared registry is not saved as a whole") };
         let bytes = serde_json::to_vec_pretty(&Out { projections: entries })?;
-        write_atomically(&self.data.registry(), &bytes)
+        write_atomically(&data.registry(), &bytes)
     }
+}
+
+/// Changes `name`'s row as it is in the database now, locked against every
+/// other host's change until the transaction ends; the new entry and what
+/// `change` returned, `None` for an unknown name.
+async fn change_row<R>(
+    pg: &Postgres,
+    name: &str,
+    change: impl FnOnce(&mut Entry) -> R,
+) -> anyhow::Result<Option<(Entry, R)>> {
+    let mut client = pg.client().await?;
+    let tx = client.transaction().await?;
+    let Some(row) =
+        tx.query_opt("SELECT entry::text FROM projector.projections WHERE name = $1 FOR UPDATE", &[&name]).await?
+    else {
+        return Ok(None);
+    };
+    let mut entry: Entry = serde_json::from_str(&row.get::<_, String>(0))
+        .with_context(|| format!("the registry entry of '{name}' is not valid"))?;
+    let before = entry.clone();
+    let outcome = change(&mut entry);
+    if entry != before {
+        let text = serde_json::to_string(&entry)?;
+        tx.execute(
+            "UPDATE projector.projections SET entry = $2::text::jsonb, changed = changed + 1 WHERE name = $1",
+            &[&name, &text],
+        )
+        .await?;
+        tx.execute("SELECT pg_notify('projector_registry', $1)", &[&name]).await?;
+    }
+    tx.commit().await?;
+    Ok(Some((entry, outcome)))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one, whole.

@@ -88,6 +88,9 @@ pub struct LaneStatus {
     /// What it is retrying after, when `retrying` (the event store
     /// unreachable, a read-model write refused).
     pub problem: Option<String>,
+    /// The host running it, when several hosts share PostgreSQL (none: no host runs it now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A projection's status as the API reports it: the serving lane's progress
@@ -195,6 +198,7 @@ mod tests {
                 dead_letters: 1,
                 fault: None,
                 problem: None,
+                host: None,
             },
             read_model: "orders-2".into(),
             lag_events: 3,

@@ -12,6 +12,9 @@ use eventstore_embedded::{Config, EmbeddedServer};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
+mod postgres;
+pub use postgres::{fresh_database, PostgresServer};
+
 /// An embedded event store in its own temporary directory.
 #[derive(Debug)]
 pub struct TestEnv {

@@ -5,7 +5,8 @@
 //!   deployed (or `projector ARGS` when arguments are given).
 //! - `cargo xtask test`: installs what the tests need that cargo does not
 //!   (the wasm target, the Node.js client, schemathesis in a Python virtual
-//!   environment under `target/`), builds the example projections to
+//!   environment under `target/`, Debian's `postgresql` when PostgreSQL's
+//!   programs are missing), builds the example projections to
 //!   WebAssembly, then runs every test.
 //! - `cargo xtask guests`: builds the example projections to WebAssembly
 //!   (into `target-guests/`, a separate target dir so it never waits on the
@@ -117,6 +118,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         Command::new("npm").current_dir(&node_dir).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
     )?;
     let schemathesis = install_schemathesis()?;
+    install_postgres()?;
     test_typescript()?;
     test_python()?;
     step(
@@ -129,6 +131,42 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .env("PROJECTOR_GUEST_LANGUAGES", "1")
             .env("PROJECTOR_SCHEMATHESIS", schemathesis),
     )
+}
+
+/// PostgreSQL's programs, for the servers the tests start (found as
+/// `tests/src/postgres.rs` finds them): installs Debian's `postgresql` when
+/// `PROJECTOR_PG_BINDIR` is unset and `pg_config --bindir` holds no `initdb`.
+fn install_postgres() -> anyhow::Result<()> {
+    let bindir = || match std::env::var_os("PROJECTOR_PG_BINDIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+            .unwrap_or_default(),
+    };
+    if bindir().join("initdb").is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: the tests need PostgreSQL's programs (initdb, postgres) and found none; installing them");
+    eprintln!("xtask: (or install them yourself and set PROJECTOR_PG_BINDIR to their directory)");
+    let root = Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    let apt_get = |args: &[&str]| {
+        let mut command = Command::new(if root { "env" } else { "sudo" });
+        if !root {
+            command.arg("env");
+        }
+        command.args(["DEBIAN_FRONTEND=noninteractive", "apt-get", "-qq"]).args(args);
+        command
+    };
+    step("apt-get update", &mut apt_get(&["update"]))?;
+    step("apt-get install postgresql", &mut apt_get(&["install", "-y", "postgresql"]))?;
+    if !bindir().join("initdb").is_file() {
+        bail!("PostgreSQL is installed, but its initdb is still not found: set PROJECTOR_PG_BINDIR to its directory");
+    }
+    Ok(())
 }
 
 /// The TypeScript SDK and example: installs their pinned packages, runs

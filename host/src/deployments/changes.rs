@@ -76,7 +76,7 @@ impl Deployments {
             Mode::Rebuild => {
                 let mut numbered = current.clone();
                 let record = LaneRecord { readmodel: numbered.new_readmodel(&sha), ..record };
-                let lane = Lane::open(&self.data, name, &record)?;
+                let lane = Lane::open(&self.storage, name, &record)?;
                 let (entry, dropped) = self.change(name, |e| {
                     e.on_error = on_error;
                     e.limits = limits;
@@ -113,7 +113,7 @@ impl Deployments {
         };
         record.readmodel = entry.new_readmodel(&record.module);
         entry.serving = record;
-        let lane = Lane::open(&self.data, name, &entry.serving)?;
+        let lane = Lane::open(&self.storage, name, &entry.serving)?;
         self.registry.insert(name, entry.clone())?;
         let deployment = Deployment::new(name, lane);
         self.deployed.write().insert(name.to_owned(), deployment.clone());
@@ -160,7 +160,10 @@ impl Deployments {
         self.remove_dropped(name, dropped);
         if entry.serving.state != RunState::Running {
             lane.status.send_modify(|s| s.version = record.version.clone());
-        } else if !install(&lane, &module, instance, on_error, sandbox).await {
+        } else if install(&lane, &module, instance, on_error, sandbox).await {
+            *lane.running.lock() = Some((record.module.clone(), on_error, limits));
+            self.publish_module(&lane, &record.module);
+        } else {
             // The runner ended before it took the new code (it faulted on
             // the old code, or none ran): the new code starts afresh.
             lane.stop().await;
@@ -169,6 +172,9 @@ impl Deployments {
                 e.clone()
             })?;
             self.start_lane(name, &lane, module, &entry)?;
+        }
+        if entry.serving.state == RunState::Running {
+            self.wait_applied(&lane, &record.module).await?;
         }
         tracing::info!(projection = name, version = %record.version, "new code swapped in at the checkpoint");
         Ok(())
@@ -187,7 +193,7 @@ impl Deployments {
                 lane.stop().await;
             }
             if let Some(cancelled) = self.change(name, |e| e.candidate.take())? {
-                self.data.remove_readmodel(name, &cancelled.readmodel);
+                self.storage.remove(name, &cancelled.readmodel);
             }
             tracing::info!(projection = name, "rebuild cancelled");
             return Ok(self.status(&deployment));
@@ -199,7 +205,7 @@ impl Deployments {
         if previous.readmodel == current.serving.readmodel {
             self.swap_in_place(name, &deployment, module, previous, (current.on_error, current.limits)).await?;
         } else {
-            let lane = Lane::open(&self.data, name, &LaneRecord { state: RunState::Stopped, fault: None, ..previous })?;
+            let lane = Lane::open(&self.storage, name, &LaneRecord { state: RunState::Stopped, fault: None, ..previous })?;
             let entry = self.change(name, |e| {
                 let running = e.serving.state != RunState::Stopped;
                 if let Some(mut restored) = e.previous.take() {
@@ -307,7 +313,7 @@ impl Deployments {
             fault: None,
             ..current.serving.clone()
         };
-        let lane = Lane::open(&self.data, name, &record)?;
+        let lane = Lane::open(&self.storage, name, &record)?;
         let (entry, old_readmodel, cancelled) = self.change(name, |e| {
             let old = std::mem::replace(&mut e.serving, record.clone());
             e.next_readmodel = numbered.next_readmodel;
@@ -323,12 +329,12 @@ impl Deployments {
             (std::mem::replace(&mut lanes.serving, lane), lanes.candidate.take())
         };
         old.stop().await;
-        self.data.remove_readmodel(name, &old_readmodel);
+        self.storage.remove(name, &old_readmodel);
         if let Some(lane) = candidate {
             lane.stop().await;
         }
         if let Some(record) = cancelled {
-            self.data.remove_readmodel(name, &record.readmodel);
+            self.storage.remove(name, &record.readmodel);
         }
         tracing::info!(projection = name, "read model reset");
         Ok(self.status(&deployment))
@@ -346,7 +352,7 @@ impl Deployments {
         if let Some(candidate) = candidate {
             candidate.stop().await;
         }
-        self.data.remove_readmodels(name);
+        self.storage.remove_all(name);
         tracing::info!(projection = name, "projection deleted");
         Ok(())
     }
@@ -354,14 +360,14 @@ impl Deployments {
     /// Deletes the read model a change left without an entry pointing to it.
     pub(super) fn remove_dropped(&self, name: &str, dropped: Option<String>) {
         if let Some(readmodel) = dropped {
-            self.data.remove_readmodel(name, &readmodel);
+            self.storage.remove(name, &readmodel);
         }
     }
 }
 
 /// Hands `module` (already instantiated) to `lane`'s runner between two
 /// batches; `false` when no runner is there to take it.
-async fn install(lane: &Lane, module: &Module, instance: Instance, on_error: OnError, limits: Limits) -> bool {
+pub(super) async fn install(lane: &Lane, module: &Module, instance: Instance, on_error: OnError, limits: Limits) -> bool {
     let Some(control) = lane.control() else { return false };
     let (reply, installed) = oneshot::channel();
     let swap =

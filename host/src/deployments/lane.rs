@@ -12,12 +12,12 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::data_dir::DataDir;
+use super::Storage;
 use crate::readmodel::ReadModelDb;
 use crate::registry::{LaneRecord, RunState};
 use crate::runner::{Control, RunnerHandle};
 use crate::runtime::Limits;
-use crate::settings::ProjectionLimits;
+use crate::settings::{OnError, ProjectionLimits};
 use crate::status::{LaneStatus, State};
 
 /// A read model and the runner that feeds it.
@@ -32,6 +32,10 @@ pub struct Lane {
     pub(super) started: Mutex<(Instant, u64)>,
     /// Set while it is a rebuild beside a serving lane: its runner runs at low CPU priority.
     pub(super) background: AtomicBool,
+    /// With several hosts: the epoch of this host's lease on it, while this host holds one.
+    pub(super) lease: Mutex<Option<i64>>,
+    /// What its runner on this host runs: the module (hash), policy and limits.
+    pub(super) running: Mutex<Option<(String, OnError, ProjectionLimits)>>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -45,8 +49,8 @@ impl Lane {
     /// module's declared indexes are created by the runner once it has
     /// caught up (an index persists in the file, so a read model that has
     /// caught up before has them already).
-    pub(super) fn open(data: &DataDir, name: &str, record: &LaneRecord) -> anyhow::Result<Arc<Lane>> {
-        let db = Arc::new(ReadModelDb::open(&data.readmodel(name, &record.readmodel))?);
+    pub(super) fn open(storage: &Storage, name: &str, record: &LaneRecord) -> anyhow::Result<Arc<Lane>> {
+        let db = Arc::new(storage.open(name, &record.readmodel)?);
         let checkpoint = db.checkpoint()?;
         let state = match record.state {
             RunState::Running => State::CatchingUp,
@@ -61,6 +65,7 @@ impl Lane {
             dead_letters: db.dead_letter_count()?,
             fault: record.fault.clone(),
             problem: None,
+            host: None,
         });
         Ok(Arc::new(Lane {
             readmodel: record.readmodel.clone(),
@@ -69,6 +74,8 @@ impl Lane {
             runner: Mutex::new(None),
             started: Mutex::new((Instant::now(), 0)),
             background: AtomicBool::new(false),
+            lease: Mutex::new(None),
+            running: Mutex::new(None),
         }))
     }
 
@@ -112,6 +119,11 @@ impl Lane {
                 s.state = State::Stopped;
             }
         });
+    }
+
+    /// Whether its runner is running on this host now.
+    pub(super) fn runs_here(&self) -> bool {
+        self.runner.lock().as_ref().is_some_and(|h| !h.task.is_finished())
     }
 
     /// Where to send control messages, while its runner runs.

@@ -22,12 +22,17 @@
 
 mod changes;
 mod deployment;
+mod keeper;
 mod lane;
 mod rebuild;
+mod reconcile;
+mod storage;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+use anyhow::Context;
 
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
@@ -35,8 +40,8 @@ use tokio::sync::mpsc;
 pub use deployment::Deployment;
 use lane::sandbox_limits;
 pub use lane::Lane;
+pub(crate) use storage::Storage;
 
-use crate::data_dir::DataDir;
 use crate::head::Head;
 use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry, RunState};
@@ -80,7 +85,7 @@ pub enum ChangeError {
 pub struct Deployments {
     runtime: Arc<Runtime>,
     client: eventstore::Client,
-    data: DataDir,
+    storage: Storage,
     batch: BatchConfig,
     head: Arc<Head>,
     metrics: Arc<Metrics>,
@@ -93,37 +98,42 @@ pub struct Deployments {
     /// What the status says about each module compiled since the start (every
     /// serving module was: at its deploy or at the restore), by hash.
     modules: parking_lot::Mutex<BTreeMap<String, ModuleInfo>>,
+    /// Set once the host shuts down: the keeper starts nothing more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Deployments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deployments")
-            .field("data", &self.data)
+            .field("storage", &self.storage)
             .field("deployed", &self.deployed)
             .finish_non_exhaustive()
     }
 }
 
 impl Deployments {
-    /// The projections recorded under `data`, not started yet (see
+    /// The projections recorded in `storage`, not started yet (see
     /// [`Deployments::restore`]). Events are read through `client`; lag is
     /// measured against `head`; batches and faults are counted in `metrics`.
     /// Starts the task that records runners' faults, so it needs a tokio runtime.
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         client: eventstore::Client,
-        data: DataDir,
+        storage: Storage,
         batch: BatchConfig,
         head: Arc<Head>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let registry = Arc::new(Registry::open(&data)?);
+        let registry = Arc::new(match &storage {
+            Storage::Files(data) => Registry::open(data)?,
+            Storage::Postgres(cluster) => Registry::open_postgres(&cluster.pg)?,
+        });
         let (reports, received) = mpsc::unbounded_channel();
         tokio::spawn(record_faults(registry.clone(), received));
         Ok(Deployments {
             runtime,
             client,
-            data,
+            storage,
             batch,
             head,
             metrics,
@@ -132,6 +142,7 @@ impl Deployments {
             changes: tokio::sync::Mutex::new(()),
             reports,
             modules: parking_lot::Mutex::new(BTreeMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -208,14 +219,14 @@ impl Deployments {
                     None
                 }
             };
-            let deployment = Deployment::new(&name, Lane::open(&self.data, &name, &entry.serving)?);
+            let deployment = Deployment::new(&name, Lane::open(&self.storage, &name, &entry.serving)?);
             self.deployed.write().insert(name.clone(), deployment.clone());
             if let (RunState::Running, Some(module)) = (entry.serving.state, serving_module) {
                 self.start_lane(&name, &deployment.serving(), module, &entry)?;
             }
             if let Some(record) = &entry.candidate {
                 let module = self.stored_module(&record.module).await?;
-                let lane = Lane::open(&self.data, &name, record)?;
+                let lane = Lane::open(&self.storage, &name, record)?;
                 deployment.lanes.write().candidate = Some(lane.clone());
                 if record.state == RunState::Running {
                     self.start_candidate(&name, &lane, module, &entry)?;
@@ -228,6 +239,7 @@ impl Deployments {
 
     /// Stops every runner at once (host shutdown); the registry keeps their states.
     pub fn stop_all(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         for deployment in self.deployed.read().values() {
             let (serving, candidate) = deployment.both();
             serving.abort();
@@ -276,7 +288,17 @@ impl Deployments {
     /// Starts `lane`'s runner with `module` from its read model's checkpoint,
     /// under `settings`' policy and limits.
     fn start_lane(&self, name: &str, lane: &Arc<Lane>, module: Module, settings: &Entry) -> anyhow::Result<()> {
-        self.start_runner(name, lane, module, settings.on_error, settings.limits)
+        self.start_runner(name, lane, module, settings.on_error, settings.limits)?;
+        if let Some(record) = settings.lanes().find(|record| record.readmodel == lane.readmodel) {
+            *lane.running.lock() = Some((record.module.clone(), settings.on_error, settings.limits));
+            self.publish_module(lane, &record.module);
+        }
+        Ok(())
+    }
+
+    /// The shared database's view of this host, when it shares one.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.storage.cluster()
     }
 
     fn start_runner(
@@ -287,6 +309,9 @@ impl Deployments {
         on_error: OnError,
         limits: ProjectionLimits,
     ) -> anyhow::Result<()> {
+        if !self.hold_lease(lane)? {
+            return Ok(());
+        }
         let limits = sandbox_limits(limits, self.runtime.limits());
         let instance = self
             .runtime
@@ -316,6 +341,49 @@ impl Deployments {
         let handle = if background { runner.spawn_in_background()? } else { runner.spawn() };
         *lane.runner.lock() = Some(handle);
         Ok(())
+    }
+}
+
+impl Deployments {
+    /// With several hosts: shows the others which module `lane`'s runner here runs now.
+    fn publish_module(&self, lane: &Lane, module: &str) {
+        let (Some(cluster), Some(epoch), Some(id)) = (self.storage.cluster(), *lane.lease.lock(), lane.db.readmodel_id())
+        else {
+            return;
+        };
+        if let Err(e) = cluster.pg.block_on(cluster.publish_module(id, epoch, module)) {
+            tracing::warn!(readmodel = %lane.readmodel, error = %format!("{e:#}"), "cannot publish the module this host runs");
+        }
+    }
+
+    /// With several hosts, when another host runs `lane`: waits until it
+    /// runs `module` (a swap asked of this host answers once it applies).
+    async fn wait_applied(&self, lane: &Lane, module: &str) -> anyhow::Result<()> {
+        let (Some(cluster), Some(id)) = (self.storage.cluster(), lane.db.readmodel_id()) else { return Ok(()) };
+        if lane.runs_here() {
+            return Ok(());
+        }
+        if !cluster.applied(id, module, std::time::Duration::from_secs(10)).await? {
+            tracing::warn!(readmodel = %lane.readmodel, "the host running it has not applied the change within 10 s");
+        }
+        Ok(())
+    }
+
+    /// With several hosts: takes `lane`'s lease for this host unless it holds
+    /// it already; `false` when another host holds a valid one (that host
+    /// runs it). Always `true` for a host of its own.
+    fn hold_lease(&self, lane: &Lane) -> anyhow::Result<bool> {
+        let Some(cluster) = self.storage.cluster() else { return Ok(true) };
+        if lane.lease.lock().is_some() {
+            return Ok(true);
+        }
+        let id = lane.db.readmodel_id().context("a shared read model has a row id")?;
+        let Some(epoch) = cluster.pg.block_on(cluster.take(id))? else { return Ok(false) };
+        *lane.lease.lock() = Some(epoch);
+        lane.db.set_fence(Some(epoch));
+        lane.status.send_modify(|s| s.host = Some(cluster.host_id.clone()));
+        tracing::info!(readmodel = %lane.readmodel, epoch, "lease taken");
+        Ok(true)
     }
 }
 

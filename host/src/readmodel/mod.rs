@@ -479,3 +479,25 @@ mod tests {
         }
     }
 }
+
+// TEMPORARY stubs until the PostgreSQL backend lands (branch pg-readmodels).
+/// A commit refused because another host holds the lane's lease now.
+#[derive(Debug, thiserror::Error)]
+#[error("this host no longer holds the lease on the read model")]
+pub struct Fenced;
+impl ReadModelDb {
+    /// Stub.
+    pub fn open_postgres(_pg: &crate::pg::Postgres, _projection: &str, _readmodel: &str) -> anyhow::Result<ReadModelDb> {
+        anyhow::bail!("not yet")
+    }
+    /// Stub.
+    pub fn remove_postgres(_pg: &crate::pg::Postgres, _projection: &str, _readmodel: &str) -> anyhow::Result<()> {
+        anyhow::bail!("not yet")
+    }
+    /// Stub.
+    pub fn readmodel_id(&self) -> Option<i64> {
+        None
+    }
+    /// Stub.
+    pub fn set_fence(&self, _epoch: Option<i64>) {}
+}

@@ -116,6 +116,8 @@ enum Exit {
     Broken(anyhow::Error),
     /// The owner is gone.
     Closed,
+    /// Another host holds the lane now (its commit was fenced off): the runner is done.
+    Fenced,
 }
 
 impl Runner {
@@ -177,7 +179,7 @@ impl Runner {
                     return;
                 }
                 Exit::Resubscribe => backoff = Duration::from_millis(100),
-                Exit::Faulted | Exit::Closed | Exit::Broken(_) => return,
+                Exit::Faulted | Exit::Closed | Exit::Fenced | Exit::Broken(_) => return,
             }
         }
     }
@@ -228,6 +230,13 @@ impl Runner {
                         let _ = self.reload_checkpoint().await;
                         self.fault(fault).await;
                         return Exit::Faulted;
+                    }
+                    Err(Failure::Storage(e)) if e.downcast_ref::<crate::readmodel::Fenced>().is_some() => {
+                        // Another host took the lane over while this batch
+                        // ran: it was rolled back, and this runner steps down.
+                        tracing::warn!(projection = %self.name, readmodel = %self.readmodel, error = %e, "lease lost; stepping down");
+                        self.status.send_modify(|s| s.host = None);
+                        return Exit::Fenced;
                     }
                     Err(Failure::Storage(e)) => {
                         // Part of the batch may have been committed (events

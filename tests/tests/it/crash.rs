@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::support::{Api, HostProcess};
 
 /// Each projection's collections.
-const MODELS: [(&str, &str, &[&str]); 3] = [
+pub(crate) const MODELS: [(&str, &str, &[&str]); 3] = [
     ("user-directory", env!("WASM_USER_DIRECTORY"), &["users", "emails"]),
     ("signup-stats", env!("WASM_SIGNUP_STATS"), &["domains", "days"]),
     ("inventory", env!("WASM_INVENTORY"), &["stock", "skus"]),
@@ -47,7 +47,7 @@ fn event(n: u64) -> EventData {
 
 /// Appends `total` events, registrations to `user-` streams and stock
 /// movements to `stock-` streams, 500 per append; each append's commit position.
-async fn preload(events: &eventstore::Client, total: u64) -> Vec<u64> {
+pub(crate) async fn preload(events: &eventstore::Client, total: u64) -> Vec<u64> {
     let mut positions = Vec::new();
     for block in 0..total.div_ceil(500) {
         let numbers = block * 500..((block + 1) * 500).min(total);
@@ -63,7 +63,7 @@ async fn preload(events: &eventstore::Client, total: u64) -> Vec<u64> {
     positions
 }
 
-async fn deploy_all(api: &Api) {
+pub(crate) async fn deploy_all(api: &Api) {
     for (name, module, _) in MODELS {
         let (status, body) = api.deploy(name, module).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -71,14 +71,14 @@ async fn deploy_all(api: &Api) {
 }
 
 /// Answers once `user-directory` has applied `position`.
-async fn reached(api: &Api, position: u64) {
+pub(crate) async fn reached(api: &Api, position: u64) {
     let path = format!("/projections/user-directory/collections/users?limit=1&at_least={position}");
     let (status, body) = api.get_caught_up(&path).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
 }
 
 /// Every document of every collection, once each projection has applied `last`.
-async fn dump(api: &Api, last: u64) -> BTreeMap<String, Value> {
+pub(crate) async fn dump(api: &Api, last: u64) -> BTreeMap<String, Value> {
     let mut documents = BTreeMap::new();
     for (name, _, collections) in MODELS {
         for collection in collections {

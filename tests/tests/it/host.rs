@@ -6,11 +6,11 @@ use projector::status::State;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::{register, HostEnv};
+use crate::support::{on_both_backends, register, Backend, HostEnv};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deployed_projection_serves_documents_built_from_appended_events() {
-    let env = HostEnv::start().await;
+on_both_backends!(a_deployed_projection_serves_documents_built_from_appended_events);
+async fn a_deployed_projection_serves_documents_built_from_appended_events(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     register(&env, 1, "ada@example.com").await;
     let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -48,9 +48,9 @@ async fn a_deployed_projection_serves_documents_built_from_appended_events() {
     assert!(!all.to_string().contains("argon2"), "no password hash anywhere");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_get_clear_errors_and_change_nothing() {
-    let env = HostEnv::start().await;
+on_both_backends!(bad_requests_get_clear_errors_and_change_nothing);
+async fn bad_requests_get_clear_errors_and_change_nothing(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
@@ -97,9 +97,9 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(all.as_array().expect("list").len(), 1, "refused deploys add nothing");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_event_faults_its_projection_while_another_keeps_going() {
-    let env = HostEnv::start().await;
+on_both_backends!(a_bad_event_faults_its_projection_while_another_keeps_going);
+async fn a_bad_event_faults_its_projection_while_another_keeps_going(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     env.deploy("inventory", env!("WASM_INVENTORY")).await;
     let broken = EventData::binary("UserRegistered", b"{not json".to_vec().into());
@@ -126,9 +126,9 @@ async fn a_bad_event_faults_its_projection_while_another_keeps_going() {
     assert!(!reason.contains("batch"), "no internal batch index: {projection}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
-    let mut env = HostEnv::start().await;
+on_both_backends!(a_restarted_host_resumes_from_the_checkpoint_without_counting_twice);
+async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice(backend: Backend) {
+    let mut env = HostEnv::start_on(backend).await;
     env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;
     for n in 0..30 {
         register(&env, n, &format!("user{n}@example.com")).await;
@@ -154,9 +154,9 @@ async fn a_restarted_host_resumes_from_the_checkpoint_without_counting_twice() {
     assert_eq!(day["count"], 32);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declared_indexes_are_built_once_the_projection_has_caught_up() {
-    let env = HostEnv::start().await;
+on_both_backends!(declared_indexes_are_built_once_the_projection_has_caught_up);
+async fn declared_indexes_are_built_once_the_projection_has_caught_up(backend: Backend) {
+    let env = HostEnv::start_on(backend.clone()).await;
     for n in 0..50 {
         register(&env, n, &format!("user{n}@example.com")).await;
     }
@@ -167,7 +167,10 @@ async fn declared_indexes_are_built_once_the_projection_has_caught_up() {
     let indexes = projection.db().indexes().expect("indexes");
     assert_eq!(indexes.len(), 2, "users.email and users.username: {indexes:?}");
     for field in ["email", "username"] {
-        let path = format!("'$.\"{field}\"'");
+        let path = match backend {
+            Backend::Sqlite => format!("'$.\"{field}\"'"),
+            Backend::Postgres(_) => format!("'{{{field}}}'"),
+        };
         assert!(indexes.iter().any(|sql| sql.contains(&path)), "{field}: {indexes:?}");
     }
     let (status, page) = env.get("/projections/user-directory/collections/users?filter=email=user7@example.com").await;
@@ -175,9 +178,9 @@ async fn declared_indexes_are_built_once_the_projection_has_caught_up() {
     assert_eq!(page["items"][0]["key"], "u7");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listings_filter_order_and_count_on_document_fields() {
-    let env = HostEnv::start().await;
+on_both_backends!(listings_filter_order_and_count_on_document_fields);
+async fn listings_filter_order_and_count_on_document_fields(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     env.deploy("inventory", env!("WASM_INVENTORY")).await;
     let mut last = 0;
     for (sku, warehouse, quantity) in
@@ -229,9 +232,9 @@ async fn listings_filter_order_and_count_on_document_fields() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_least_a_position_the_projection_filters_out_answers_promptly() {
-    let env = HostEnv::start().await;
+on_both_backends!(at_least_a_position_the_projection_filters_out_answers_promptly);
+async fn at_least_a_position_the_projection_filters_out_answers_promptly(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     env.deploy("inventory", env!("WASM_INVENTORY")).await;
     // inventory only follows `stock-` streams; this event is not for it.
     let elsewhere = register(&env, 1, "a@example.com").await;
@@ -254,9 +257,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_metrics_report_progress_lag_and_faults() {
-    let env = HostEnv::start().await;
+on_both_backends!(status_and_metrics_report_progress_lag_and_faults);
+async fn status_and_metrics_report_progress_lag_and_faults(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     let boom = projector_tests::json_event("Boom", json!({}));
     let boom = env.events.append_to_stream("misc-1", &Default::default(), boom).await.expect("append").position.commit;
     env.deploy("signup-stats", env!("WASM_SIGNUP_STATS")).await;

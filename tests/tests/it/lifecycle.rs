@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::support::tally::{self, V1, V2};
-use crate::support::HostEnv;
+use crate::support::{on_both_backends, Backend, HostEnv};
 
 pub(crate) async fn seen_by(env: &HostEnv, name: &str, id: &str) -> String {
     let (status, body) = env.get(&format!("/projections/{name}/collections/events/{id}")).await;
@@ -29,9 +29,9 @@ async fn count_events(env: &HostEnv, name: &str) -> u64 {
     body["count"].as_u64().expect("count")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_repeating() {
-    let env = HostEnv::start().await;
+on_both_backends!(a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_repeating);
+async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_repeating(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     let (status, body) = env.deploy("tally", V1).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (before, position) = tally::append(&env.events, "tally-a", 50).await;
@@ -81,9 +81,9 @@ async fn a_continue_swap_runs_new_code_from_the_checkpoint_without_skipping_or_r
     assert_eq!(status["events_processed"], 200, "{status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_returns() {
-    let env = HostEnv::start().await;
+on_both_backends!(a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_returns);
+async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_returns(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     env.deploy("tally", V1).await;
     let mut last = 0;
     for batch in 0..20 {
@@ -142,9 +142,9 @@ async fn a_rebuild_switches_queries_at_once_without_a_failed_query_and_rollback_
     assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 2015, "version": "2.0.0" }));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_start_reset_and_delete() {
-    let env = HostEnv::start().await;
+on_both_backends!(stop_start_reset_and_delete);
+async fn stop_start_reset_and_delete(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     env.deploy("tally", V1).await;
     let (_, position) = tally::append(&env.events, "tally-a", 10).await;
     tally::total(env.api(), "tally", position).await;
@@ -182,9 +182,9 @@ async fn stop_start_reset_and_delete() {
     assert_eq!(tally::total(env.api(), "tally", position).await["count"], 15);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_events_fault_the_projection_or_become_dead_letters() {
-    let env = HostEnv::start().await;
+on_both_backends!(poison_events_fault_the_projection_or_become_dead_letters);
+async fn poison_events_fault_the_projection_or_become_dead_letters(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     let (status, body) = env.deploy_with("skipping", V1, "on_error=skip").await;
     assert_eq!((status, body["on_error"].as_str()), (StatusCode::CREATED, Some("skip")), "{body}");
     env.deploy("strict", V1).await;
@@ -222,9 +222,9 @@ async fn poison_events_fault_the_projection_or_become_dead_letters() {
     assert_eq!(tally::total(env.api(), "strict", position).await, json!({ "count": 4, "version": "2.0.0" }));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_host_brings_every_projection_back_as_it_was() {
-    let mut env = HostEnv::start().await;
+on_both_backends!(a_restarted_host_brings_every_projection_back_as_it_was);
+async fn a_restarted_host_brings_every_projection_back_as_it_was(backend: Backend) {
+    let mut env = HostEnv::start_on(backend).await;
     // Only `faulted` stops at the poison event; the others skip it.
     env.deploy_with("swapped", V1, "on_error=skip").await;
     env.deploy_with("stopped", V1, "on_error=skip").await;

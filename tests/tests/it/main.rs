@@ -37,6 +37,7 @@
 // Tests assert on the error they expect.
 #![allow(clippy::unwrap_used)]
 
+mod cluster;
 mod crash;
 mod eventstore;
 mod exposure;

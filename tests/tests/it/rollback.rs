@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 
 use crate::lifecycle::seen_by;
 use crate::support::tally::{self, V1, V2};
-use crate::support::HostEnv;
+use crate::support::{on_both_backends, Backend, HostEnv};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
-    let env = HostEnv::start().await;
+on_both_backends!(rolling_back_a_continue_swap_and_cancelling_a_rebuild);
+async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     env.deploy("tally", V1).await;
     let (status, body) = env.act("tally", "rollback").await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
@@ -44,9 +44,9 @@ async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild() {
 
 /// A rebuild under the same version: the status tells the two read models
 /// apart, and a rollback serves the old one again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to() {
-    let env = HostEnv::start().await;
+on_both_backends!(a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to);
+async fn a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to(backend: Backend) {
+    let env = HostEnv::start_on(backend).await;
     let (_, first) = env.deploy("tally", V1).await;
     let (_, position) = tally::append(&env.events, "tally-a", 3).await;
     tally::total(env.api(), "tally", position).await;

@@ -17,6 +17,25 @@ use tokio::sync::oneshot;
 
 use super::Api;
 
+/// Runs an async test body `fn NAME(backend: Backend)` once on SQLite
+/// (`NAME::sqlite`) and once on PostgreSQL (`NAME::postgres`).
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test(crate::support::Backend::new(false)).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$test(crate::support::Backend::new(true)).await
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
 /// A host running in the test, over an event store running in the test.
 pub(crate) struct HostEnv {
     pub(crate) store: TestEnv,
@@ -34,11 +53,49 @@ pub(crate) struct HostEnv {
     registration: RegistrationConfig,
     /// Other settings of the host, applied at every start.
     adjust: fn(&mut HostConfig),
+    /// Where its read models live.
+    backend: Backend,
+}
+
+/// Where a test host keeps its read models, registry and modules: each
+/// read-model test runs on both (see [`on_both_backends`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// SQLite files under the data directory (the default).
+    Sqlite,
+    /// A fresh database on the test binary's PostgreSQL server.
+    Postgres(String),
+}
+
+impl Backend {
+    /// SQLite, or a new database on the shared PostgreSQL server.
+    pub(crate) fn new(postgres: bool) -> Backend {
+        if postgres {
+            Backend::Postgres(projector_tests::fresh_database())
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    fn storage(&self, listen: std::net::SocketAddr) -> projector::Storage {
+        match self {
+            Backend::Sqlite => projector::Storage::Sqlite,
+            Backend::Postgres(url) => {
+                projector::Storage::parse(url, Some(format!("test-{}", listen.port())), listen, 3000)
+                    .expect("a PostgreSQL URL")
+            }
+        }
+    }
 }
 
 impl HostEnv {
     pub(crate) async fn start() -> HostEnv {
         HostEnv::start_with_query_token(None).await
+    }
+
+    /// A host keeping its read models on `backend`.
+    pub(crate) async fn start_on(backend: Backend) -> HostEnv {
+        HostEnv::start_with_backend(None, RegistrationConfig::default(), |_| {}, backend).await
     }
 
     /// A host whose reads need `query_token` (when given).
@@ -61,13 +118,33 @@ impl HostEnv {
         registration: RegistrationConfig,
         adjust: fn(&mut HostConfig),
     ) -> HostEnv {
+        HostEnv::start_with_backend(query_token, registration, adjust, Backend::Sqlite).await
+    }
+
+    async fn start_with_backend(
+        query_token: Option<&str>,
+        registration: RegistrationConfig,
+        adjust: fn(&mut HostConfig),
+        backend: Backend,
+    ) -> HostEnv {
         let store = TestEnv::start().await;
         let data = tempfile::tempdir().expect("tempdir");
         let events = store.client();
         let query_token = query_token.map(str::to_owned);
         let http = reqwest::Client::new();
-        let mut env =
-            HostEnv { store, events, host: None, stop: None, http, data, api: None, query_token, registration, adjust };
+        let mut env = HostEnv {
+            store,
+            events,
+            host: None,
+            stop: None,
+            http,
+            data,
+            api: None,
+            query_token,
+            registration,
+            adjust,
+            backend,
+        };
         env.start_host().await;
         env
     }
@@ -78,6 +155,7 @@ impl HostEnv {
         let mut config = HostConfig {
             query_token: self.query_token.clone(),
             registration: self.registration.clone(),
+            storage: self.backend.storage(listener.local_addr().expect("address")),
             ..HostConfig::new(self.data.path().to_path_buf())
         };
         (self.adjust)(&mut config);

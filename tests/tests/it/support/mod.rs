@@ -19,6 +19,6 @@ pub(crate) mod tally;
 mod users;
 
 pub(crate) use api::Api;
-pub(crate) use host_env::HostEnv;
+pub(crate) use host_env::{on_both_backends, Backend, HostEnv};
 pub(crate) use host_process::{HostProcess, BINARY, TOKEN};
 pub(crate) use users::register;
