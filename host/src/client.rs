@@ -253,11 +253,17 @@ fn progress_line(rebuild: &Value) -> String {
     )
 }
 
-/// The projections as an aligned table: name, version, state, events, lag, and a note.
+/// The projections as an aligned table: name, version, state, events, lag,
+/// and a note; with several hosts, the host running each after its state.
 fn list_table(rows: &[Value]) -> String {
     use comfy_table::{presets::NOTHING, CellAlignment, Table};
+    let shared = rows.iter().any(|p| p.get("host").is_some());
     let mut table = Table::new();
-    table.load_preset(NOTHING).set_header(["NAME", "VERSION", "STATE", "EVENTS", "LAG", "NOTE"]);
+    let mut header = vec!["NAME", "VERSION", "STATE", "EVENTS", "LAG", "NOTE"];
+    if shared {
+        header.insert(3, "HOST");
+    }
+    table.load_preset(NOTHING).set_header(header);
     for p in rows {
         let note = match (&p["rebuild"], &p["fault"]) {
             (Value::Object(r), _) => {
@@ -266,7 +272,7 @@ fn list_table(rows: &[Value]) -> String {
             (_, Value::Object(f)) => format!("fault: {}", text(&f["reason"])),
             _ => String::new(),
         };
-        let cells = [
+        let mut cells = vec![
             text(&p["name"]),
             text(&p["version"]),
             text(&p["state"]),
@@ -274,12 +280,16 @@ fn list_table(rows: &[Value]) -> String {
             text(&p["lag_events"]),
             note,
         ];
+        if shared {
+            cells.insert(3, p.get("host").map_or_else(|| "-".to_owned(), text));
+        }
         table.add_row(cells);
     }
+    let numbers = if shared { [4, 5] } else { [3, 4] };
     for (index, column) in table.column_iter_mut().enumerate() {
         // Two spaces between columns, none before the first.
         column.set_padding((0, 2));
-        if matches!(index, 3 | 4) {
+        if numbers.contains(&index) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
@@ -302,6 +312,9 @@ fn status_lines(s: &Value) -> String {
         ("limits", limits_text(&s["limits"], &s["limits_set"])),
         ("previous", previous_text(&s["previous"], &s["read_model"])),
     ];
+    if let Some(host) = s.get("host") {
+        lines.insert(3, ("host", text(host)));
+    }
     if let Value::Object(fault) = &s["fault"] {
         let at = [
             ("stream", &fault["stream"]),
@@ -406,6 +419,21 @@ mod tests {
     use serde_json::json;
 
     use super::{limits_text, previous_text};
+
+    #[test]
+    fn the_list_names_the_host_running_each_projection_only_when_hosts_share_a_database() {
+        let alone = [json!({"name": "orders", "version": "1", "state": "running", "events_processed": 7, "lag_events": 0})];
+        let header = |table: &str| table.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(header(&list_table(&alone)), "NAME VERSION STATE EVENTS LAG NOTE");
+        let shared = [
+            json!({"name": "orders", "version": "1", "state": "running", "events_processed": 7, "lag_events": 0, "host": "host-b"}),
+            json!({"name": "stock", "version": "2", "state": "catching-up", "events_processed": 3, "lag_events": 4}),
+        ];
+        let table = list_table(&shared);
+        assert_eq!(header(&table), "NAME VERSION STATE HOST EVENTS LAG NOTE");
+        let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows, [vec!["orders", "1", "running", "host-b", "7", "0"], vec!["stock", "2", "catching-up", "-", "3", "4"]]);
+    }
 
     #[test]
     fn the_previous_version_says_what_a_rollback_would_serve() {

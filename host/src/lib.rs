@@ -225,12 +225,28 @@ impl Host {
         let addr = listener.local_addr()?;
         let data = DataDir::new(config.data_dir);
         data.create_private()?;
-        let admin_token = match config.admin_token {
-            Some(token) => {
+        let storage = match &config.storage {
+            Storage::Sqlite => deployments::Storage::Files(data.clone()),
+            Storage::Postgres(cluster) => {
+                let scheme = if config.network.tls.is_some() { "https" } else { "http" };
+                let joined = cluster::Cluster::join(cluster, format!("{scheme}://{addr}")).await?;
+                tracing::info!(host = %cluster.host_id, database = %joined.pg.shown(), "sharing read models and deployments through PostgreSQL");
+                deployments::Storage::Postgres(joined)
+            }
+        };
+        let admin_token = match (config.admin_token, storage.cluster()) {
+            (Some(token), _) => {
                 network::check_token("admin token", &token)?;
                 token
             }
-            None => stored_admin_token(&data)?,
+            (None, None) => stored_admin_token(&data)?,
+            // Every host accepts the same token; it is kept in each data dir for the CLI.
+            (None, Some(cluster)) => {
+                let generate = || format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                let token = cluster.shared_secret("admin-token", generate).await?;
+                registry::write_private(&data.admin_token(), token.as_bytes())?;
+                token
+            }
         };
         if let Some(token) = &config.query_token {
             network::check_token("query token", token)?;
@@ -240,7 +256,14 @@ impl Host {
             None => None,
         };
         let metrics = Arc::new(metrics::Metrics::new());
-        let secret = stored_registration_secret(&data)?;
+        let secret = match storage.cluster() {
+            None => stored_registration_secret(&data)?,
+            // Every host derives the same user ids and request digests.
+            Some(cluster) => {
+                let text = cluster.shared_secret("registration", || users::RegistrationSecret::generate().to_hex()).await?;
+                users::RegistrationSecret::from_hex(&text).context("the shared registration secret is not valid")?
+            }
+        };
         let registrations =
             Arc::new(users::Registrations::new(client.clone(), config.registration, secret, metrics.clone())?);
         let runtime = Arc::new(
@@ -248,15 +271,6 @@ impl Host {
                 .with_artifact_cache(data.artifacts()),
         );
         let head = Arc::new(head::Head::follow(client.clone()));
-        let storage = match &config.storage {
-            Storage::Sqlite => deployments::Storage::Files(data),
-            Storage::Postgres(cluster) => {
-                let scheme = if config.network.tls.is_some() { "https" } else { "http" };
-                let joined = cluster::Cluster::join(cluster, format!("{scheme}://{addr}")).await?;
-                tracing::info!(host = %cluster.host_id, database = %joined.pg.shown(), "sharing read models and deployments through PostgreSQL");
-                deployments::Storage::Postgres(joined)
-            }
-        };
         let deployments = Arc::new(Deployments::new(runtime, client, storage, BatchConfig::default(), head, metrics)?);
         deployments.restore().await?;
         deployments.spawn_keeper();

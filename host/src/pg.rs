@@ -5,6 +5,7 @@
 //! Everything lives in the `projector` schema of the database the URL names:
 //! - `projections`: each deployed projection's registry entry (JSON) and a
 //!   change counter; `modules`: the module bytes, by SHA-256;
+//! - `secrets`: what every host must share (the registration secret);
 //! - `hosts`: each live host's heartbeat (its lease on being counted);
 //! - `readmodels`: one row per read model: its checkpoint, and the lease of
 //!   the lane that writes it (owner, epoch, expiry) with the owner's view of
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS projector.projections (
 CREATE TABLE IF NOT EXISTS projector.modules (
     sha256 TEXT PRIMARY KEY,
     bytes BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projector.secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS projector.hosts (
     id TEXT PRIMARY KEY,

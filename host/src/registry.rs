@@ -377,6 +377,12 @@ async fn change_row<R>(
     Ok(Some((entry, outcome)))
 }
 
+/// Writes `bytes` to `path` (owner-only) so that a crash leaves the old file or the new one, whole.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    // A temporary file is created owner-only (0600) and keeps its mode when renamed.
+    write_atomically(path, bytes)
+}
+
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one, whole.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("a file path has a directory")?;

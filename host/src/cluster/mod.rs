@@ -76,6 +76,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// The secret every host shares under `name`, created by the first host that asks.
+    pub(crate) async fn shared_secret(&self, name: &str, generate: impl FnOnce() -> String) -> anyhow::Result<String> {
+        let client = self.pg.client().await?;
+        client
+            .execute(
+                "INSERT INTO projector.secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &generate()],
+            )
+            .await?;
+        let row = client.query_one("SELECT value FROM projector.secrets WHERE name = $1", &[&name]).await?;
+        Ok(row.get(0))
+    }
+
     /// Says this host is gone (a clean shutdown), so the others need not wait for its heartbeat to run out.
     pub(crate) async fn leave(&self) -> anyhow::Result<()> {
         let client = self.pg.client().await?;

@@ -108,6 +108,12 @@ async fn reference(eventstore: &str, last: u64) -> BTreeMap<String, Value> {
     documents
 }
 
+/// Sends `SIG<name>` to process `pid`.
+fn signal(pid: u32, name: &str) {
+    let sent = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
 fn assert_same(expected: &BTreeMap<String, Value>, actual: &BTreeMap<String, Value>, after: &str) {
     let differing: Vec<&String> =
         expected.keys().chain(actual.keys()).filter(|key| expected.get(*key) != actual.get(*key)).take(5).collect();
@@ -190,13 +196,11 @@ async fn a_frozen_owner_that_wakes_after_a_takeover_steps_down_without_committin
     deploy_all(hosts.api(0)).await;
     reached(hosts.api(0), positions[positions.len() / 4]).await;
     let owner = hosts.owner_once(0, "user-directory", "user-directory to have an owner", |_| true).await;
-    let pid = hosts.host(owner).process().pid() as libc::pid_t;
-    // SAFETY: signals to a child process this test started and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+    let pid = hosts.host(owner).process().pid();
+    signal(pid, "STOP");
     let watcher = hosts.other(owner);
     hosts.owner_once(watcher, "user-directory", "another host to take the frozen one's lane", |h| h != IDS[owner]).await;
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "SIGCONT");
+    signal(pid, "CONT");
     within("the woken host to step down", async {
         loop {
             let log = hosts.host(owner).log();

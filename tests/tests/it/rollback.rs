@@ -42,8 +42,8 @@ async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild(backend: Backend)
     assert_eq!(sqlite, 1, "the cancelled rebuild's read model is removed ({files} files)");
 }
 
-/// A rebuild under the same version: the status tells the two read models
-/// apart, and a rollback serves the old one again.
+// A rebuild under the same version: the status tells the two read models
+// apart, and a rollback serves the old one again.
 on_both_backends!(a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to);
 async fn a_same_version_rebuild_shows_which_read_model_serves_and_which_rollback_returns_to(backend: Backend) {
     let env = HostEnv::start_on(backend).await;
