@@ -80,6 +80,8 @@ pub struct Postgres {
     runtime: tokio::runtime::Handle,
     /// The URL without its password, for messages.
     shown: String,
+    /// What the pool connects with, for dedicated connections (deadpool keeps its copy private).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -99,7 +101,7 @@ impl Postgres {
         }
         config.application_name("projector");
         let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -108,7 +110,7 @@ impl Postgres {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .context("cannot build the PostgreSQL connection pool")?;
-        let pg = Postgres { pool, runtime: tokio::runtime::Handle::current(), shown };
+        let pg = Postgres { pool, runtime: tokio::runtime::Handle::current(), shown, config };
         pg.migrate().await.with_context(|| format!("cannot prepare the schema in {}", pg.shown))?;
         Ok(pg)
     }
@@ -135,8 +137,7 @@ impl Postgres {
         tokio_postgres::Client,
         tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
     )> {
-        let config = self.pool.manager().config().clone();
-        config.connect(NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", self.shown))
+        self.config.connect(NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", self.shown))
     }
 
     /// Runs `future` to completion from blocking code (a batch thread, a
