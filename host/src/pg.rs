@@ -171,6 +171,9 @@ pub fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod test_pg;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
