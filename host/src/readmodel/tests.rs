@@ -18,7 +18,7 @@ struct TestReadModel {
 
 enum Keep {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(TestDatabase),
+    Postgres(Box<TestDatabase>),
 }
 
 impl Deref for TestReadModel {
@@ -50,7 +50,7 @@ fn postgres() -> TestReadModel {
     let database = TestDatabase::new();
     let db = ReadModelDb::open_postgres(&database.pg, "orders", "0001-x").expect("open");
     db.set_fence(Some(0));
-    TestReadModel { db, keep: Keep::Postgres(database) }
+    TestReadModel { db, keep: Keep::Postgres(Box::new(database)) }
 }
 
 /// One `#[test]` per backend for each function of the shared suite.
