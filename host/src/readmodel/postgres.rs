@@ -24,10 +24,13 @@
 //! How it differs from SQLite, by design:
 //! - documents are JSONB: a document comes back as PostgreSQL prints it (the
 //!   same JSON value; key order, spacing and number spelling may differ);
-//! - filters compare JSONB values: numbers as numbers, `<`/`<=`/`>`/`>=`
-//!   only against values of the filter value's own JSON type (SQLite compares
-//!   booleans as 0/1 with numbers, and puts any text above any number), `!=`
-//!   passes neither a missing field nor JSON `null` (as on SQLite);
+//! - filters compare JSONB values: numbers as numbers (198 = 198.0), and a
+//!   value of another JSON type never passes `=`, `<`, `<=`, `>` or `>=`
+//!   (SQLite compares booleans as 0 and 1 with numbers, so `true` = 1 there,
+//!   and puts any text above any number); `!=` passes neither a missing field
+//!   nor JSON `null` (as on SQLite) but does pass a value of another type;
+//! - a path name of digits also indexes into an array (`#>`); on SQLite it
+//!   only names an object's key;
 //! - ordering puts missing fields first (ascending), then JSON `null`, then
 //!   strings, numbers, booleans, arrays and objects: JSONB's own order. SQLite
 //!   sorts JSON `null` together with missing fields, numbers before text, and
@@ -146,7 +149,7 @@ impl PgReadModel {
         *self.fence.lock() = epoch;
     }
 
-    /// Creates the expression index for `field` of `collection`'s documents.
+    /// Creates the expression index for the field `path` of `collection`'s documents.
     pub(super) fn create_index(&self, collection: &str, path: &str) -> anyhow::Result<()> {
         // Index names are schema-wide: the read model's id keeps them apart.
         let name = format!("d{}_{:016x}", self.id, fnv(&format!("{collection}\u{0}{path}")));
