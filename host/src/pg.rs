@@ -177,6 +177,32 @@ pub(crate) mod test_pg;
 mod tests {
     use super::*;
 
+    /// `SELECT 1` through `block_on`.
+    fn one(pg: &Postgres) -> i32 {
+        pg.block_on(async { pg.client().await?.query_one("SELECT 1", &[]).await.map_err(anyhow::Error::from) })
+            .expect("SELECT 1")
+            .get(0)
+    }
+
+    #[test]
+    fn block_on_runs_on_plain_threads_blocking_threads_and_runtime_workers() {
+        let database = test_pg::TestDatabase::new();
+        let pg = database.pg.clone();
+        // block_in_place outside any runtime just runs its closure.
+        assert_eq!(one(&pg), 1, "on the test's own thread");
+        let runtime = pg.runtime.clone();
+        let on_blocking = runtime.block_on({
+            let pg = pg.clone();
+            async move { tokio::task::spawn_blocking(move || one(&pg)).await }
+        });
+        assert_eq!(on_blocking.expect("blocking task"), 1, "on a blocking thread");
+        let on_worker = runtime.block_on({
+            let pg = pg.clone();
+            async move { tokio::spawn(async move { one(&pg) }).await }
+        });
+        assert_eq!(on_worker.expect("task"), 1, "on a worker of the multi-threaded runtime");
+    }
+
     #[test]
     fn passwords_never_show() {
         assert_eq!(redact("postgres://app:s3cr@t@db:5432/x"), "postgres://app:***@db:5432/x");

@@ -38,7 +38,13 @@
 //!   keys (and collections) in byte order (`COLLATE "C"`), as on SQLite;
 //! - a cursor carries the value as JSONB text ([`SortValue::Json`]), so
 //!   cursors of one backend are refused by the other;
-//! - the time limit is `statement_timeout`, set for the query's transaction.
+//! - the time limit is `statement_timeout`, set for the query's transaction;
+//! - PostgreSQL's text holds no NUL character: a batch writing a collection
+//!   or key with one, or a document with `\u0000` in a string, fails to
+//!   commit (as a storage failure: the batch is tried again), where SQLite
+//!   stores it. Lookups and listings under such a name find nothing; a filter
+//!   or cursor holding one is refused as invalid; in a dead letter's text it
+//!   becomes U+FFFD.
 //!
 //! This file does not take, renew or give up leases: it only checks the
 //! epoch it is given ([`PgReadModel::set_fence`]).
@@ -214,6 +220,11 @@ impl PgReadModel {
         let mut upserts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
         let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
         for ((collection, key), write) in writes {
+            // PostgreSQL's text cannot hold it; SQLite's can. The commit
+            // fails, like any other that cannot be stored.
+            if collection.contains('\0') || key.contains('\0') {
+                anyhow::bail!("PostgreSQL cannot store a NUL character, found in {collection:?} / {key:?}");
+            }
             match write {
                 Some(doc) => {
                     upserts.0.push(collection);
@@ -275,7 +286,8 @@ impl PgReadModel {
                              revision = excluded.revision, event_type = excluded.event_type, error = excluded.error",
                     )
                     .await?;
-                tx.execute(&insert, &[&self.id, &position, &l.stream, &revision, &l.event_type, &l.error]).await?;
+                let (stream, event_type, error) = (printable(&l.stream), printable(&l.event_type), printable(&l.error));
+                tx.execute(&insert, &[&self.id, &position, &stream, &revision, &event_type, &error]).await?;
             }
             // Delivered when the transaction commits, never before.
             let notify = tx.prepare_cached("SELECT pg_notify('projector_checkpoint', $1)").await?;
@@ -326,6 +338,9 @@ impl PgReadModel {
 
     /// A document, by its key.
     pub(super) fn document(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
+        if collection.contains('\0') || key.contains('\0') {
+            return Ok(None); // Nothing is stored under it (see `commit`).
+        }
         self.pg.block_on(async {
             let client = self.pg.client().await?;
             let statement = client
@@ -338,7 +353,10 @@ impl PgReadModel {
     /// The documents of `collection` that pass every filter, ordered and paged.
     pub(super) fn query(&self, collection: &str, query: &Query) -> Result<Vec<Item>, QueryError> {
         let mut params = Params::default();
-        let mut sql = where_clause(collection, &query.filters, &mut params)?;
+        if collection.contains('\0') {
+            return Ok(Vec::new()); // Nothing is stored under it (see `commit`).
+        }
+        let mut sql = where_clause(collection, &query.filters, &mut params).map_err(QueryError::Invalid)?;
         if let Some(condition) =
             continue_after(query.order.as_ref(), &query.page, &mut params).map_err(QueryError::Invalid)?
         {
@@ -364,7 +382,10 @@ impl PgReadModel {
     /// How many documents of `collection` pass every filter of `query` (its order and page do not matter).
     pub(super) fn count(&self, collection: &str, query: &Query) -> Result<u64, QueryError> {
         let mut params = Params::default();
-        let sql = where_clause(collection, &query.filters, &mut params)?;
+        if collection.contains('\0') {
+            return Ok(0); // Nothing is stored under it (see `commit`).
+        }
+        let sql = where_clause(collection, &query.filters, &mut params).map_err(QueryError::Invalid)?;
         let rows = self.read(query.time_limit, &format!("SELECT count(*) FROM {} {sql}", self.table), &params)?;
         let count: i64 = rows.first().context("count(*) returned no row")?.get(0);
         Ok(unsigned(count)?)
@@ -416,6 +437,16 @@ impl PgReadModel {
 /// The documents table of the read model with row `id`.
 fn table(id: i64) -> String {
     format!("projector.documents_{id}")
+}
+
+/// A dead letter's text as PostgreSQL's text can hold it: a NUL character
+/// (which a guest's error message may carry) becomes U+FFFD.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}").into()
+    } else {
+        text.into()
+    }
 }
 
 /// A position or counter as PostgreSQL's BIGINT holds it.

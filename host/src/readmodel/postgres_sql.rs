@@ -38,12 +38,13 @@ pub(super) fn field(path: &str) -> anyhow::Result<String> {
 }
 
 /// The WHERE clause selecting `collection`'s documents that pass every filter.
-pub(super) fn where_clause(collection: &str, filters: &[Filter], params: &mut Params) -> anyhow::Result<String> {
+/// Refused (a message): a bad path, a number JSON cannot hold, text with a NUL character.
+pub(super) fn where_clause(collection: &str, filters: &[Filter], params: &mut Params) -> Result<String, String> {
     // The collection is a literal (not a parameter) so that the planner can
     // match the partial indexes, whose WHERE names it.
     let mut sql = format!("WHERE collection = {}", sql_literal(collection));
     for filter in filters {
-        let x = field(&filter.path)?;
+        let x = field(&filter.path).map_err(|e| e.to_string())?;
         let (value, json_type) = json_value(&filter.value)?;
         let v = format!("{}::jsonb", params.push(value));
         let condition = match filter.op {
@@ -74,6 +75,15 @@ pub(super) fn continue_after(
     page: &Page,
     params: &mut Params,
 ) -> Result<Option<String>, String> {
+    // No key or JSONB text holds a NUL character: not a cursor of this read model.
+    let nul = match page {
+        Page::AfterKey(key) => key.as_ref().is_some_and(|key| key.contains('\0')),
+        Page::After { value: SortValue::Json(json), key } => json.contains('\0') || key.contains('\0'),
+        Page::After { key, .. } => key.contains('\0'),
+    };
+    if nul {
+        return Err(FOREIGN_CURSOR.into());
+    }
     let (order, value, key) = match (order, page) {
         (_, Page::AfterKey(None)) => return Ok(None),
         (None, Page::AfterKey(Some(after))) => return Ok(Some(format!("key > {}", params.push(after.clone())))),
@@ -119,11 +129,14 @@ pub(super) fn order_by(order: Option<&Order>) -> anyhow::Result<(String, String)
 }
 
 /// A filter's value as JSON text, and its `jsonb_typeof`.
-fn json_value(value: &FilterValue) -> anyhow::Result<(String, &'static str)> {
+fn json_value(value: &FilterValue) -> Result<(String, &'static str), String> {
     Ok(match value {
         FilterValue::Integer(n) => (n.to_string(), "number"),
         FilterValue::Real(x) if x.is_finite() => (serde_json::Value::from(*x).to_string(), "number"),
-        FilterValue::Real(x) => anyhow::bail!("{x} is not a number JSON can hold"),
+        FilterValue::Real(x) => return Err(format!("{x} is not a number JSON can hold")),
+        FilterValue::Text(text) if text.contains('\0') => {
+            return Err("PostgreSQL holds no text with a NUL character, nor compares with one".into())
+        }
         FilterValue::Text(text) => (serde_json::Value::from(text.as_str()).to_string(), "string"),
         FilterValue::Bool(b) => (b.to_string(), "boolean"),
     })
@@ -169,6 +182,8 @@ mod tests {
         assert!(where_clause("users", &bad, &mut Params::default()).is_err());
         let nan = [Filter { path: "n".into(), op: Op::Eq, value: FilterValue::Real(f64::NAN) }];
         assert!(where_clause("users", &nan, &mut Params::default()).is_err());
+        let nul = [Filter { path: "n".into(), op: Op::Eq, value: FilterValue::Text("a\0".into()) }];
+        assert!(where_clause("users", &nul, &mut Params::default()).is_err());
     }
 
     #[test]
@@ -180,7 +195,11 @@ mod tests {
         let v = r#"(doc #> '{"v"}')"#;
         assert_eq!(sql, Ok(Some(format!("({v} > $1::text::jsonb OR ({v} = $1::text::jsonb AND key > $2::text))"))));
         assert_eq!(params.0, ["1.5", "k"]);
-        for value in [SortValue::Integer(1), SortValue::Real(1.5), SortValue::Text("x".into())] {
+        let nul = continue_after(None, &Page::AfterKey(Some("a\0".into())), &mut Params::default());
+        assert_eq!(nul, Err(FOREIGN_CURSOR.to_owned()));
+        for value in
+            [SortValue::Integer(1), SortValue::Real(1.5), SortValue::Text("x".into()), SortValue::Json("\"\0\"".into())]
+        {
             let refused = continue_after(Some(&ascending), &after(value), &mut Params::default());
             assert_eq!(refused, Err(FOREIGN_CURSOR.to_owned()));
         }

@@ -345,3 +345,24 @@ fn a_query_past_its_time_limit_is_too_slow() {
     let unlimited = Query { time_limit: None, ..query };
     assert_eq!(db.count("c", &unlimited).expect("count"), 199_995, "the same query answers without a limit");
 }
+
+#[test]
+fn a_nul_character_is_never_stored_nor_found() {
+    let db = postgres();
+    let checkpoint = Checkpoint { position: 1, events: 1 };
+    db.commit(&batch(&[("c", "a", Some("1"))]), checkpoint).expect("commit");
+    for writes in
+        [batch(&[("c", "b\0", Some("1"))]), batch(&[("c\0", "b", None)]), batch(&[("c", "b", Some(r#""\u0000""#))])]
+    {
+        db.commit(&writes, Checkpoint { position: 2, events: 2 }).expect_err("PostgreSQL's text holds no NUL");
+    }
+    assert_eq!(db.checkpoint().expect("checkpoint"), Some(checkpoint), "nothing of those batches kept");
+    assert_eq!(db.document("c", "b\0").expect("lookup"), None);
+    assert_eq!(db.count("c\0", &Query::default()).expect("count"), 0);
+    let filter = Filter { path: "v".into(), op: Op::Eq, value: FilterValue::Text("x\0".into()) };
+    assert!(matches!(db.query("c", &Query { filters: vec![filter], ..Query::default() }), Err(QueryError::Invalid(_))));
+    let letter =
+        DeadLetter { position: 3, stream: "s".into(), revision: 0, event_type: "T".into(), error: "a\0b".into() };
+    db.commit_dead_letter(&letter, Checkpoint { position: 3, events: 3 }).expect("dead letter");
+    assert_eq!(db.dead_letters(None, 10).expect("letters")[0].error, "a\u{fffd}b");
+}
