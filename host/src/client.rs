@@ -418,12 +418,14 @@ fn read_token(path: &Path) -> anyhow::Result<Option<String>> {
 mod tests {
     use serde_json::json;
 
-    use super::{limits_text, previous_text};
+    use super::{limits_text, list_table, previous_text};
 
     #[test]
     fn the_list_names_the_host_running_each_projection_only_when_hosts_share_a_database() {
-        let alone = [json!({"name": "orders", "version": "1", "state": "running", "events_processed": 7, "lag_events": 0})];
-        let header = |table: &str| table.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+        let alone =
+            [json!({"name": "orders", "version": "1", "state": "running", "events_processed": 7, "lag_events": 0})];
+        let header =
+            |table: &str| table.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
         assert_eq!(header(&list_table(&alone)), "NAME VERSION STATE EVENTS LAG NOTE");
         let shared = [
             json!({"name": "orders", "version": "1", "state": "running", "events_processed": 7, "lag_events": 0, "host": "host-b"}),
@@ -432,7 +434,10 @@ mod tests {
         let table = list_table(&shared);
         assert_eq!(header(&table), "NAME VERSION STATE HOST EVENTS LAG NOTE");
         let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
-        assert_eq!(rows, [vec!["orders", "1", "running", "host-b", "7", "0"], vec!["stock", "2", "catching-up", "-", "3", "4"]]);
+        assert_eq!(
+            rows,
+            [vec!["orders", "1", "running", "host-b", "7", "0"], vec!["stock", "2", "catching-up", "-", "3", "4"]]
+        );
     }
 
     #[test]

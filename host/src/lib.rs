@@ -109,7 +109,12 @@ pub enum Storage {
 
 impl Storage {
     /// `sqlite`, or a PostgreSQL URL with this host's settings among the others.
-    pub fn parse(readmodels: &str, host_id: Option<String>, listen: std::net::SocketAddr, lease_ms: u64) -> anyhow::Result<Storage> {
+    pub fn parse(
+        readmodels: &str,
+        host_id: Option<String>,
+        listen: std::net::SocketAddr,
+        lease_ms: u64,
+    ) -> anyhow::Result<Storage> {
         if readmodels == "sqlite" {
             return Ok(Storage::Sqlite);
         }
@@ -260,7 +265,8 @@ impl Host {
             None => stored_registration_secret(&data)?,
             // Every host derives the same user ids and request digests.
             Some(cluster) => {
-                let text = cluster.shared_secret("registration", || users::RegistrationSecret::generate().to_hex()).await?;
+                let text =
+                    cluster.shared_secret("registration", || users::RegistrationSecret::generate().to_hex()).await?;
                 users::RegistrationSecret::from_hex(&text).context("the shared registration secret is not valid")?
             }
         };

@@ -86,11 +86,11 @@ const POOL_SIZE: usize = 24;
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
-    /// How to connect, for connections outside the pool.
-    config: tokio_postgres::Config,
     runtime: tokio::runtime::Handle,
     /// The URL without its password, for messages.
     shown: String,
+    /// What the pool connects with, for dedicated connections (deadpool keeps its copy private).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -180,8 +180,37 @@ pub fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod test_pg;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `SELECT 1` through `block_on`.
+    fn one(pg: &Postgres) -> i32 {
+        pg.block_on(async { pg.client().await?.query_one("SELECT 1", &[]).await.map_err(anyhow::Error::from) })
+            .expect("SELECT 1")
+            .get(0)
+    }
+
+    #[test]
+    fn block_on_runs_on_plain_threads_blocking_threads_and_runtime_workers() {
+        let database = test_pg::TestDatabase::new();
+        let pg = database.pg.clone();
+        // block_in_place outside any runtime just runs its closure.
+        assert_eq!(one(&pg), 1, "on the test's own thread");
+        let runtime = pg.runtime.clone();
+        let on_blocking = runtime.block_on({
+            let pg = pg.clone();
+            async move { tokio::task::spawn_blocking(move || one(&pg)).await }
+        });
+        assert_eq!(on_blocking.expect("blocking task"), 1, "on a blocking thread");
+        let on_worker = runtime.block_on({
+            let pg = pg.clone();
+            async move { tokio::spawn(async move { one(&pg) }).await }
+        });
+        assert_eq!(on_worker.expect("task"), 1, "on a worker of the multi-threaded runtime");
+    }
 
     #[test]
     fn passwords_never_show() {

@@ -205,7 +205,8 @@ impl Deployments {
         if previous.readmodel == current.serving.readmodel {
             self.swap_in_place(name, &deployment, module, previous, (current.on_error, current.limits)).await?;
         } else {
-            let lane = Lane::open(&self.storage, name, &LaneRecord { state: RunState::Stopped, fault: None, ..previous })?;
+            let lane =
+                Lane::open(&self.storage, name, &LaneRecord { state: RunState::Stopped, fault: None, ..previous })?;
             let entry = self.change(name, |e| {
                 let running = e.serving.state != RunState::Stopped;
                 if let Some(mut restored) = e.previous.take() {
@@ -367,7 +368,13 @@ impl Deployments {
 
 /// Hands `module` (already instantiated) to `lane`'s runner between two
 /// batches; `false` when no runner is there to take it.
-pub(super) async fn install(lane: &Lane, module: &Module, instance: Instance, on_error: OnError, limits: Limits) -> bool {
+pub(super) async fn install(
+    lane: &Lane,
+    module: &Module,
+    instance: Instance,
+    on_error: OnError,
+    limits: Limits,
+) -> bool {
     let Some(control) = lane.control() else { return false };
     let (reply, installed) = oneshot::channel();
     let swap =

@@ -116,8 +116,11 @@ impl Deployments {
     /// Takes lanes nobody runs, up to this host's fair share; hands back lanes beyond it.
     async fn balance(self: &Arc<Self>, cluster: &Cluster, rows: &HashMap<i64, Shared>) -> anyhow::Result<()> {
         let live = cluster.live_hosts().await?;
-        let wanted: Vec<_> =
-            self.lanes_with_records().into_iter().filter(|(_, _, record, _)| record.state == RunState::Running).collect();
+        let wanted: Vec<_> = self
+            .lanes_with_records()
+            .into_iter()
+            .filter(|(_, _, record, _)| record.state == RunState::Running)
+            .collect();
         let share = wanted.len().div_ceil(live);
         let mut mine = wanted.iter().filter(|(_, lane, _, _)| lane.lease.lock().is_some()).count();
         for (name, lane, _, _) in &wanted {

@@ -347,7 +347,8 @@ impl Deployments {
 impl Deployments {
     /// With several hosts: shows the others which module `lane`'s runner here runs now.
     fn publish_module(&self, lane: &Lane, module: &str) {
-        let (Some(cluster), Some(epoch), Some(id)) = (self.storage.cluster(), *lane.lease.lock(), lane.db.readmodel_id())
+        let (Some(cluster), Some(epoch), Some(id)) =
+            (self.storage.cluster(), *lane.lease.lock(), lane.db.readmodel_id())
         else {
             return;
         };

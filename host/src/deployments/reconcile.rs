@@ -103,7 +103,8 @@ impl Deployments {
     /// Stops `lane`'s runner here and gives up this host's lease on it.
     pub(super) async fn retire(&self, lane: &Lane) {
         lane.stop().await;
-        let (Some(cluster), Some(epoch), Some(id)) = (self.storage.cluster(), *lane.lease.lock(), lane.db.readmodel_id())
+        let (Some(cluster), Some(epoch), Some(id)) =
+            (self.storage.cluster(), *lane.lease.lock(), lane.db.readmodel_id())
         else {
             return;
         };

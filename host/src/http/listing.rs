@@ -138,7 +138,8 @@ fn valid_path(path: &str) -> Result<(), AppError> {
 
 impl Cursor {
     /// The cursor as handed out: the hex of `k:<key>`, or of `v:` and the
-    /// JSON `[type, value, key]` of an ordered listing's last document.
+    /// JSON `[type, value, key]` of an ordered listing's last document
+    /// (type `n`, `i`, `r`, `t` from SQLite, `n`, `j` from PostgreSQL).
     pub(super) fn encode(&self) -> String {
         let text = match self {
             Cursor::AfterKey(key) => format!("k:{key}"),
@@ -149,6 +150,8 @@ impl Cursor {
                     // By its bits: a decimal text of a double does not always parse back to it.
                     SortValue::Real(x) => ("r", x.to_bits().into()),
                     SortValue::Text(t) => ("t", t.as_str().into()),
+                    // PostgreSQL's JSONB text of the value, carried as a string.
+                    SortValue::Json(j) => ("j", j.as_str().into()),
                 };
                 format!("v:{}", serde_json::json!([kind, value, key]))
             }
@@ -174,6 +177,7 @@ impl Cursor {
                     ("i", value) => SortValue::Integer(value.as_i64()?),
                     ("r", value) => SortValue::Real(f64::from_bits(value.as_u64()?)),
                     ("t", serde_json::Value::String(text)) => SortValue::Text(text),
+                    ("j", serde_json::Value::String(json)) => SortValue::Json(json),
                     _ => return None,
                 };
                 Some(Cursor::After(value, key))
@@ -322,6 +326,8 @@ mod tests {
             Cursor::After(SortValue::Real(206.20000000000002), "k".into()),
             Cursor::After(SortValue::Real(f64::MIN_POSITIVE), "k".into()),
             Cursor::After(SortValue::Text("Zoë \" ]".into()), "a:b".into()),
+            Cursor::After(SortValue::Json(r#"{"a": [1, "x\"y"], "b": null}"#.into()), "k".into()),
+            Cursor::After(SortValue::Json("0.30000000000000004".into()), "k".into()),
         ] {
             let text = cursor.encode();
             assert!(text.bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
@@ -345,6 +351,7 @@ mod tests {
             hex(b"v:[\"i\",1.5,\"k\"]"),    // an integer that is not one
             hex(b"v:[\"i\",18446744073709551615,\"k\"]"),
             hex(b"v:[\"t\",1,\"k\"]"),
+            hex(b"v:[\"j\",1,\"k\"]"), // JSON text travels as a string
             hex(b"v:[\"n\",null]"),
             hex(b"v:[\"x\",1,\"k\"]"),
             String::new(),

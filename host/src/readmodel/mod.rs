@@ -1,24 +1,38 @@
-//! Read models in SQLite: one database file per projection version.
+//! Read models: where a projection version's documents, checkpoint and dead
+//! letters are kept, in SQLite (one file per read model, the default) or in
+//! PostgreSQL (one table per read model in the database every host shares).
 //!
-//! Documents live in one table keyed by (collection, key); the checkpoint
-//! lives in the same file and is written in the same transaction as the
-//! batch's documents, so after a crash the read model and its checkpoint
-//! always agree: the next run resumes exactly after the last committed batch.
-//! Declared indexes become partial expression indexes on the JSON field.
-//! Queries use their own connections, a small pool of them (WAL lets them
-//! read beside each other and while a batch commits), and each may carry a
-//! time limit past which SQLite interrupts it.
+//! [`ReadModelDb`] is the one API the rest of the host uses; it hands each
+//! call to its backend (`sqlite.rs`, `postgres.rs`). On both, a batch's
+//! documents and its checkpoint are committed in one transaction, so the
+//! read model and its checkpoint always agree: after a crash the next run
+//! resumes exactly after the last committed batch. Declared indexes become
+//! partial expression indexes on the JSON field, used by the listings that
+//! filter or order by it. A listing may carry a time limit past which the
+//! database cuts it off. Where the backends answer differently (document
+//! text, comparisons across JSON types, order of mixed types) is written at
+//! the top of `postgres.rs`.
+//!
+//! Fencing (PostgreSQL only): several hosts may open the same read model,
+//! and only the one holding its lease may write it. The lease code hands the
+//! lane's epoch to [`ReadModelDb::set_fence`]; every commit checks it in its
+//! own transaction and is refused with [`Fenced`] once another host has
+//! taken the lease over. This module does not take or renew leases.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-
+mod postgres;
+mod postgres_sql;
 mod query;
+mod sqlite;
+mod sqlite_sql;
+#[cfg(test)]
+mod tests;
 
 use crate::runtime::{DocumentSource, Writes};
-use query::{continue_after, extract, fnv, sort_value, sql_literal, where_clause};
+use postgres::PgReadModel;
 pub use query::{validate_field, Filter, FilterValue, Op, Order, Page, Query, QueryError, SortValue};
+use sqlite::SqliteReadModel;
 
 /// Where a projection is in `$all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,62 +41,6 @@ pub struct Checkpoint {
     pub position: u64,
     /// Events applied so far (delivered to the module).
     pub events: u64,
-}
-
-/// One projection version's read model.
-#[derive(Debug)]
-pub struct ReadModelDb {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    /// Idle read-only connections; a query takes one (or opens one) and puts it back.
-    readers: Mutex<Vec<Connection>>,
-    /// Dropping it stops the WAL checkpointer.
-    _checkpointer: std::sync::mpsc::Sender<()>,
-}
-
-/// Most idle read connections kept open per read model.
-const IDLE_READERS: usize = 4;
-
-/// How many SQLite virtual-machine steps run between two checks of a query's time limit.
-const STEPS_PER_CHECK: i32 = 10_000;
-
-/// How often the WAL is copied back into the database.
-const WAL_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// The WAL size (in 4 KiB pages) past which the checkpointer truncates it.
-const WAL_TRUNCATE_PAGES: i64 = 16 * 1024;
-
-/// Copies the WAL back into the database every `WAL_CHECKPOINT_EVERY`, in
-/// PASSIVE mode (never waiting for, or blocking, the writer and readers),
-/// until the returned sender is dropped.
-///
-/// Under a steady stream of commits (a catch-up) a PASSIVE checkpoint never
-/// finds the WAL fully copied at a moment when no write is under way, so
-/// SQLite never starts the WAL over and the file grows for the whole
-/// catch-up (788 MiB beside a 237 MiB database after 1M events). Once the
-/// WAL holds more than `WAL_TRUNCATE_PAGES` pages, the checkpointer therefore
-/// runs a TRUNCATE checkpoint: it waits for the batch being committed, holds
-/// the next one back while it copies what PASSIVE has not copied yet, and
-/// empties the file.
-fn spawn_wal_checkpointer(conn: Connection) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
-    use std::sync::mpsc::RecvTimeoutError;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new().name("sqlite-wal".into()).spawn(move || {
-        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WAL_CHECKPOINT_EVERY) {
-            let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1));
-            let result = match passive {
-                Ok(pages) if pages > WAL_TRUNCATE_PAGES => {
-                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                }
-                other => other.map(|_| ()),
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
-        }
-    })?;
-    Ok(stop)
 }
 
 /// An event a projection with `on_error=skip` failed on and went past.
@@ -111,202 +69,139 @@ pub struct Item {
     pub sort_value: SortValue,
 }
 
+/// A commit refused because this host no longer holds the read model's
+/// lease (its epoch is not the row's any more, or it never set one): nothing
+/// of the batch was kept. Find it with `error.downcast_ref::<Fenced>()`.
+#[derive(Debug, thiserror::Error)]
+#[error("this host no longer holds the lease on read model {readmodel} of {projection}; another host writes it now")]
+pub struct Fenced {
+    /// The projection.
+    pub projection: String,
+    /// Its read model.
+    pub readmodel: String,
+}
+
+/// A batch the read model cannot hold, however often it is tried (PostgreSQL
+/// text holds no NUL character). The runner treats it as the module's
+/// failure: it faults the projection, or becomes a dead letter under `skip`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unstorable(pub String);
+
+/// One projection version's read model, in either backend.
+#[derive(Debug)]
+pub struct ReadModelDb {
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(SqliteReadModel),
+    Postgres(PgReadModel),
+}
+
+/// Runs the same call on whichever backend `$self` has.
+macro_rules! on_backend {
+    ($self:ident, $db:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
+        }
+    };
+}
+
 impl ReadModelDb {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the SQLite database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<ReadModelDb> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        create_owner_only(path)?;
-        let writer = Connection::open(path)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        // NORMAL in WAL mode: a power loss may drop the last commits, but
-        // never splits a batch from its checkpoint.
-        writer.pragma_update(None, "synchronous", "NORMAL")?;
-        // Catch-up writes thousands of documents per second at random keys:
-        // a larger page cache keeps the B-tree's inner pages in memory.
-        writer.pragma_update(None, "cache_size", -65536)?;
-        // Commits never copy the WAL back themselves (that stalls a batch for
-        // as long as the copy and its fsync take); a background thread does.
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        writer.execute_batch(
-            "CREATE TABLE IF NOT EXISTS documents (
-                 collection TEXT NOT NULL,
-                 key TEXT NOT NULL,
-                 doc TEXT NOT NULL,
-                 PRIMARY KEY (collection, key)
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS checkpoint (
-                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                 position INTEGER NOT NULL,
-                 events INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS dead_letters (
-                 position INTEGER PRIMARY KEY,
-                 stream TEXT NOT NULL,
-                 revision INTEGER NOT NULL,
-                 event_type TEXT NOT NULL,
-                 error TEXT NOT NULL
-             );",
-        )?;
-        let reader = open_reader(path)?;
-        let checkpointer = spawn_wal_checkpointer(Connection::open(path)?)?;
-        Ok(ReadModelDb {
-            path: path.to_path_buf(),
-            writer: Mutex::new(writer),
-            readers: Mutex::new(vec![reader]),
-            _checkpointer: checkpointer,
-        })
+        Ok(ReadModelDb { backend: Backend::Sqlite(SqliteReadModel::open(path)?) })
     }
 
-    /// Runs `read` on an idle read connection (a new one if none is idle),
-    /// interrupting it once `time_limit` has passed.
-    fn read<T>(
-        &self,
-        time_limit: Option<std::time::Duration>,
-        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, QueryError> {
-        let idle = self.readers.lock().pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => open_reader(&self.path).map_err(|e| QueryError::Failed(e.into()))?,
-        };
-        if let Some(limit) = time_limit {
-            let deadline = std::time::Instant::now() + limit;
-            conn.progress_handler(STEPS_PER_CHECK, Some(move || std::time::Instant::now() >= deadline));
-        }
-        let outcome = read(&conn);
-        if time_limit.is_some() {
-            conn.progress_handler(STEPS_PER_CHECK, None::<fn() -> bool>);
-        }
-        let mut readers = self.readers.lock();
-        if readers.len() < IDLE_READERS {
-            readers.push(conn);
-        }
-        drop(readers);
-        outcome.map_err(|e| match (e.sqlite_error_code(), time_limit) {
-            (Some(rusqlite::ErrorCode::OperationInterrupted), Some(limit)) => QueryError::TooSlow(limit),
-            _ => QueryError::Failed(e.into()),
-        })
+    /// Opens the read model `readmodel` of `projection` in PostgreSQL,
+    /// creating its row and table if missing (several hosts may do so at once).
+    /// Its commits are refused until [`ReadModelDb::set_fence`] gives the lease's epoch.
+    pub fn open_postgres(pg: &crate::pg::Postgres, projection: &str, readmodel: &str) -> anyhow::Result<ReadModelDb> {
+        Ok(ReadModelDb { backend: Backend::Postgres(PgReadModel::open(pg, projection, readmodel)?) })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Drops the read model `readmodel` of `projection` from PostgreSQL: its
+    /// documents, checkpoint and dead letters. Nothing to do if it is not there.
+    pub fn remove_postgres(pg: &crate::pg::Postgres, projection: &str, readmodel: &str) -> anyhow::Result<()> {
+        PgReadModel::remove(pg, projection, readmodel)
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The database file (SQLite only).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(db) => Some(db.path()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Its row in `projector.readmodels` (PostgreSQL only).
+    pub fn readmodel_id(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(db) => Some(db.id()),
+        }
+    }
+
+    /// Sets the lease epoch under which this host commits (`None`: it holds
+    /// no lease, and every commit is refused). SQLite ignores it.
+    pub fn set_fence(&self, epoch: Option<i64>) {
+        if let Backend::Postgres(db) = &self.backend {
+            db.set_fence(epoch);
+        }
     }
 
     /// Creates the expression index for `field` of `collection`'s documents.
     pub fn create_index(&self, collection: &str, field: &str) -> anyhow::Result<()> {
-        let name = format!("ix_{:016x}", fnv(&format!("{collection}\u{0}{field}")));
-        let sql = format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON documents ({expression}) WHERE collection = {collection}",
-            expression = extract(field)?,
-            collection = sql_literal(collection),
-        );
-        self.writer.lock().execute_batch(&sql)?;
-        Ok(())
+        on_backend!(self, db => db.create_index(collection, field))
     }
 
-    /// The declared indexes in place, as the SQL that created them.
+    /// The declared indexes in place, as the SQL that creates them.
     pub fn indexes(&self) -> anyhow::Result<Vec<String>> {
-        let conn = self.writer.lock();
-        let mut statement =
-            conn.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name GLOB 'ix_*' ORDER BY name")?;
-        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        on_backend!(self, db => db.indexes())
     }
 
     /// The last committed checkpoint, if any batch was committed.
     pub fn checkpoint(&self) -> anyhow::Result<Option<Checkpoint>> {
-        let row = self
-            .writer
-            .lock()
-            .query_row("SELECT position, events FROM checkpoint WHERE id = 1", [], |row| {
-                Ok(Checkpoint { position: row.get::<_, i64>(0)? as u64, events: row.get::<_, i64>(1)? as u64 })
-            })
-            .optional()?;
-        Ok(row)
+        on_backend!(self, db => db.checkpoint())
     }
 
-    /// Commits a batch's writes and its checkpoint in one transaction.
+    /// Commits a batch's writes and its checkpoint in one transaction (on
+    /// PostgreSQL, refused with [`Fenced`] if this host lost the lease).
     pub fn commit(&self, writes: &Writes, checkpoint: Checkpoint) -> anyhow::Result<()> {
-        self.commit_with(writes, checkpoint, None)
+        on_backend!(self, db => db.commit(writes, checkpoint, None))
     }
 
     /// Records `letter` (an event the module failed on and the projection
-    /// skipped) and moves the checkpoint past it, in one transaction.
+    /// skipped) and moves the checkpoint past it, in one transaction (fenced
+    /// like [`ReadModelDb::commit`]).
     pub fn commit_dead_letter(&self, letter: &DeadLetter, checkpoint: Checkpoint) -> anyhow::Result<()> {
-        self.commit_with(&Writes::new(), checkpoint, Some(letter))
-    }
-
-    fn commit_with(&self, writes: &Writes, checkpoint: Checkpoint, letter: Option<&DeadLetter>) -> anyhow::Result<()> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut put =
-                tx.prepare_cached("INSERT OR REPLACE INTO documents (collection, key, doc) VALUES (?1, ?2, ?3)")?;
-            let mut delete = tx.prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")?;
-            for ((collection, key), write) in writes {
-                match write {
-                    Some(doc) => put.execute(params![collection, key, doc])?,
-                    None => delete.execute(params![collection, key])?,
-                };
-            }
-            tx.execute(
-                "INSERT INTO checkpoint (id, position, events) VALUES (1, ?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET position = excluded.position, events = excluded.events",
-                params![checkpoint.position as i64, checkpoint.events as i64],
-            )?;
-            if let Some(l) = letter {
-                tx.execute(
-                    "INSERT OR REPLACE INTO dead_letters (position, stream, revision, event_type, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![l.position as i64, l.stream, l.revision as i64, l.event_type, l.error],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        on_backend!(self, db => db.commit(&Writes::new(), checkpoint, Some(letter)))
     }
 
     /// Skipped events, oldest first, after `after` (a position), at most `limit`.
     pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-        // Positions past i64::MAX are past every stored one.
-        let after = after.map_or(-1, |p| i64::try_from(p).unwrap_or(i64::MAX));
-        let letters = self.read(None, |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT position, stream, revision, event_type, error FROM dead_letters
-                 WHERE position > ?1 ORDER BY position LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit as i64], |row| {
-                Ok(DeadLetter {
-                    position: row.get::<_, i64>(0)? as u64,
-                    stream: row.get(1)?,
-                    revision: row.get::<_, i64>(2)? as u64,
-                    event_type: row.get(3)?,
-                    error: row.get(4)?,
-                })
-            })?;
-            rows.collect()
-        })?;
-        Ok(letters)
+        on_backend!(self, db => db.dead_letters(after, limit))
     }
 
     /// How many events were skipped.
     pub fn dead_letter_count(&self) -> anyhow::Result<u64> {
-        let n: i64 =
-            self.read(None, |conn| conn.query_row("SELECT count(*) FROM dead_letters", [], |row| row.get(0)))?;
-        Ok(n as u64)
+        on_backend!(self, db => db.dead_letter_count())
     }
 
     /// A document, for queries.
     pub fn document(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
-        let doc = self.read(None, |conn| {
-            conn.prepare_cached("SELECT doc FROM documents WHERE collection = ?1 AND key = ?2")?
-                .query_row(params![collection, key], |row| row.get(0))
-                .optional()
-        })?;
-        Ok(doc)
+        on_backend!(self, db => db.document(collection, key))
     }
 
     /// Up to `limit` documents of `collection` with keys after `after`, in key order.
@@ -317,187 +212,32 @@ impl ReadModelDb {
 
     /// The documents of `collection` that pass every filter, ordered and paged.
     pub fn query(&self, collection: &str, query: &Query) -> Result<Vec<Item>, QueryError> {
-        let (mut sql, mut values) = where_clause(collection, &query.filters)?;
-        if let Some((condition, more)) =
-            continue_after(query.order.as_ref(), &query.page).map_err(QueryError::Invalid)?
-        {
-            sql.push_str(&format!(" AND {condition}"));
-            values.extend(more);
-        }
-        let sorted_by = match &query.order {
-            Some(order) => {
-                let direction = if order.descending { "DESC" } else { "ASC" };
-                let field = extract(&order.path)?;
-                sql.push_str(&format!(" ORDER BY {field} {direction}, key {direction}"));
-                field
-            }
-            None => {
-                sql.push_str(" ORDER BY key");
-                "NULL".to_owned()
-            }
-        };
-        sql.push_str(&format!(" LIMIT {}", query.limit));
-        self.read(query.time_limit, |conn| {
-            let mut statement = conn.prepare_cached(&format!("SELECT key, doc, {sorted_by} FROM documents {sql}"))?;
-            let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
-                Ok(Item { key: row.get(0)?, doc: row.get(1)?, sort_value: sort_value(row, 2)? })
-            })?;
-            rows.collect()
-        })
+        on_backend!(self, db => db.query(collection, query))
     }
 
     /// How many documents of `collection` pass every filter of `query` (its order and page do not matter).
     pub fn count(&self, collection: &str, query: &Query) -> Result<u64, QueryError> {
-        let (sql, values) = where_clause(collection, &query.filters)?;
-        let count: i64 = self.read(query.time_limit, |conn| {
-            conn.prepare_cached(&format!("SELECT COUNT(*) FROM documents {sql}"))?
-                .query_row(rusqlite::params_from_iter(values), |row| row.get(0))
-        })?;
-        Ok(count as u64)
+        on_backend!(self, db => db.count(collection, query))
     }
-}
 
-/// Creates the database file owner-only (0600) if missing, or makes it so:
-/// SQLite gives its -wal and -shm files the database file's mode.
-fn create_owner_only(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
-/// A read-only connection to the database at `path`.
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    /// Runs `during` while a read holds one of the read model's connections.
+    #[cfg(test)]
+    fn while_reading(&self, during: impl FnOnce()) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => Ok(db.read(None, |_| {
+                during();
+                Ok(())
+            })?),
+            Backend::Postgres(db) => db.while_reading(during),
+        }
+    }
 }
 
 impl DocumentSource for ReadModelDb {
     fn get(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
-        let conn = self.writer.lock();
-        let doc = conn
-            .prepare_cached("SELECT doc FROM documents WHERE collection = ?1 AND key = ?2")?
-            .query_row(params![collection, key], |row| row.get(0))
-            .optional()?;
-        Ok(doc)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_number_filters_alike_however_a_guest_wrote_it() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = ReadModelDb::open(&dir.path().join("0001-x.sqlite")).expect("open");
-        let mut writes = Writes::new();
-        for (key, doc) in [
-            ("int", r#"{"total":198}"#),
-            ("real", r#"{"total":198.0}"#),
-            ("exp", r#"{"total":1.98e2}"#),
-            ("other", r#"{"total":199}"#),
-        ] {
-            writes.insert(("orders".into(), key.into()), Some(doc.into()));
-        }
-        db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
-        let filter =
-            |op, value| Query { filters: vec![Filter { path: "total".into(), op, value }], ..Query::default() };
-        assert_eq!(db.count("orders", &filter(Op::Eq, FilterValue::Integer(198))).expect("count"), 3);
-        assert_eq!(db.count("orders", &filter(Op::Eq, FilterValue::Real(198.0))).expect("count"), 3);
-        assert_eq!(db.count("orders", &filter(Op::Ge, FilterValue::Integer(198))).expect("count"), 4);
-        assert_eq!(db.count("orders", &filter(Op::Gt, FilterValue::Real(198.5))).expect("count"), 1);
-    }
-
-    #[test]
-    fn a_slow_read_does_not_hold_a_lookup_by_key() {
-        use std::sync::mpsc;
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = std::sync::Arc::new(ReadModelDb::open(&dir.path().join("0001-x.sqlite")).expect("open"));
-        let mut writes = Writes::new();
-        writes.insert(("c".into(), "k".into()), Some(r#"{"n":1}"#.into()));
-        db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
-        let (started, running) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let slow = {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                db.read(None, |_| {
-                    started.send(()).expect("send");
-                    released.recv().expect("released");
-                    Ok(())
-                })
-            })
-        };
-        running.recv().expect("the slow read holds its connection");
-        let (answer, answered) = mpsc::channel();
-        let lookup = {
-            let db = db.clone();
-            std::thread::spawn(move || answer.send(db.document("c", "k").expect("lookup")).expect("send"))
-        };
-        let doc = answered.recv_timeout(std::time::Duration::from_secs(10));
-        release.send(()).expect("release");
-        assert_eq!(doc.expect("answered while the slow read still runs").as_deref(), Some(r#"{"n":1}"#));
-        slow.join().expect("thread").expect("read");
-        lookup.join().expect("thread");
-    }
-
-    #[test]
-    fn keyset_pages_walk_an_ordered_listing_exactly_once_in_both_directions() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = ReadModelDb::open(&dir.path().join("0001-x.sqlite")).expect("open");
-        let mut writes = Writes::new();
-        let docs = [
-            ("a", r#"{}"#),
-            ("b", r#"{"v":null}"#),
-            ("c", r#"{"v":1}"#),
-            ("d", r#"{"v":1.0}"#),
-            ("e", r#"{"v":2.5}"#),
-            ("e2", r#"{"v":0.30000000000000004}"#),
-            ("e3", r#"{"v":0.3}"#),
-            ("f", r#"{"v":"text"}"#),
-            ("g", r#"{"v":true}"#),
-            ("h", r#"{}"#),
-        ];
-        for (key, doc) in docs {
-            writes.insert(("c".into(), key.into()), Some(doc.into()));
-        }
-        db.commit(&writes, Checkpoint { position: 1, events: 1 }).expect("commit");
-        for descending in [false, true] {
-            let order = Some(Order { path: "v".into(), descending });
-            let all = db.query("c", &Query { order: order.clone(), ..Query::default() }).expect("all at once");
-            assert_eq!(all.len(), docs.len());
-            let mut walked = Vec::new();
-            let mut page = Page::AfterKey(None);
-            loop {
-                let query = Query { order: order.clone(), limit: 1, page: page.clone(), ..Query::default() };
-                let items = db.query("c", &query).expect("a page");
-                let Some(last) = items.last() else { break };
-                page = Page::After { value: last.sort_value.clone(), key: last.key.clone() };
-                walked.extend(items);
-            }
-            let keys = |items: &[Item]| items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
-            assert_eq!(keys(&walked), keys(&all), "descending: {descending}");
+        match &self.backend {
+            Backend::Sqlite(db) => db.get(collection, key),
+            Backend::Postgres(db) => db.document(collection, key),
         }
     }
-}
-
-// TEMPORARY stubs until the PostgreSQL backend lands (branch pg-readmodels).
-/// A commit refused because another host holds the lane's lease now.
-#[derive(Debug, thiserror::Error)]
-#[error("this host no longer holds the lease on the read model")]
-pub struct Fenced;
-impl ReadModelDb {
-    /// Stub.
-    pub fn open_postgres(_pg: &crate::pg::Postgres, _projection: &str, _readmodel: &str) -> anyhow::Result<ReadModelDb> {
-        anyhow::bail!("not yet")
-    }
-    /// Stub.
-    pub fn remove_postgres(_pg: &crate::pg::Postgres, _projection: &str, _readmodel: &str) -> anyhow::Result<()> {
-        anyhow::bail!("not yet")
-    }
-    /// Stub.
-    pub fn readmodel_id(&self) -> Option<i64> {
-        None
-    }
-    /// Stub.
-    pub fn set_fence(&self, _epoch: Option<i64>) {}
 }

@@ -1,8 +1,8 @@
-//! What a listing asks of a read model, and the SQL it becomes: filters on
-//! dotted JSON paths, an order, a page; field paths validated once here and
-//! turned into SQLite JSON expressions shared by queries and indexes (so an
-//! index is used by the queries it was made for). Runs nothing; `mod.rs`
-//! executes the SQL.
+//! What a listing asks of a read model, whichever backend keeps it: filters
+//! on dotted JSON paths, an order, a page, a time limit. Field paths are
+//! validated once here, so that each backend can embed them in its SQL; the
+//! SQL itself is each backend's (`sqlite_sql.rs`, `postgres_sql.rs`). Runs
+//! nothing.
 
 /// A comparison on a JSON field of the documents.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,38 +69,22 @@ pub enum Page {
     },
 }
 
-/// The value of the ordering field in a document, as SQLite compares it.
+/// The value of the ordering field in a document, as the backend compares
+/// it: SQLite's are `Null`, `Integer`, `Real` and `Text`; PostgreSQL's are
+/// `Null` and `Json`. A backend refuses a cursor carrying the other's kinds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SortValue {
-    /// The field is missing (or JSON `null`).
+    /// The field is missing (on SQLite, or JSON `null`).
     Null,
-    /// An integer (booleans extract as 0 and 1).
+    /// An integer (SQLite; booleans extract as 0 and 1).
     Integer(i64),
-    /// A decimal number.
+    /// A decimal number (SQLite).
     Real(f64),
-    /// Text (objects and arrays extract as their JSON text).
+    /// Text (SQLite; objects and arrays extract as their JSON text).
     Text(String),
-}
-
-impl SortValue {
-    fn from_sql(value: rusqlite::types::ValueRef<'_>) -> SortValue {
-        use rusqlite::types::ValueRef;
-        match value {
-            ValueRef::Null => SortValue::Null,
-            ValueRef::Integer(n) => SortValue::Integer(n),
-            ValueRef::Real(x) => SortValue::Real(x),
-            ValueRef::Text(t) | ValueRef::Blob(t) => SortValue::Text(String::from_utf8_lossy(t).into_owned()),
-        }
-    }
-
-    fn to_sql(&self) -> rusqlite::types::Value {
-        match self {
-            SortValue::Null => rusqlite::types::Value::Null,
-            SortValue::Integer(n) => (*n).into(),
-            SortValue::Real(x) => (*x).into(),
-            SortValue::Text(t) => t.clone().into(),
-        }
-    }
+    /// Any value that is there, JSON `null` included, as PostgreSQL prints
+    /// it from JSONB (PostgreSQL).
+    Json(String),
 }
 
 /// A listing request.
@@ -130,7 +114,8 @@ pub enum QueryError {
     /// It ran past its time limit and was interrupted.
     #[error("the query ran longer than its limit of {0:?}")]
     TooSlow(std::time::Duration),
-    /// The request cannot be run as given (a key cursor on an ordered listing, a bad path).
+    /// The request cannot be run as given (a key cursor on an ordered
+    /// listing, a cursor another backend made, a bad path).
     #[error("{0}")]
     Invalid(String),
     /// The database failed.
@@ -138,72 +123,8 @@ pub enum QueryError {
     Failed(#[from] anyhow::Error),
 }
 
-/// The condition that continues a listing after `page`, with its parameters.
-pub(super) fn continue_after(
-    order: Option<&Order>,
-    page: &Page,
-) -> Result<Option<(String, Vec<rusqlite::types::Value>)>, String> {
-    let (order, value, key) = match (order, page) {
-        (_, Page::AfterKey(None)) => return Ok(None),
-        (None, Page::AfterKey(Some(after))) => return Ok(Some(("key > ?".into(), vec![after.clone().into()]))),
-        (Some(_), Page::AfterKey(Some(_))) => return Err("a key cursor cannot continue an ordered listing".into()),
-        (None, Page::After { .. }) => return Err("an ordered cursor cannot continue a listing in key order".into()),
-        (Some(order), Page::After { value, key }) => (order, value, key),
-    };
-    let x = extract(&order.path).map_err(|e| e.to_string())?;
-    // SQLite sorts NULL (a missing field) first in ascending order, last in descending.
-    let (sql, values) = match (order.descending, value) {
-        (false, SortValue::Null) => {
-            (format!("(({x} IS NULL AND key > ?) OR {x} IS NOT NULL)"), vec![key.clone().into()])
-        }
-        (false, v) => (format!("({x} > ? OR ({x} = ? AND key > ?))"), vec![v.to_sql(), v.to_sql(), key.clone().into()]),
-        (true, SortValue::Null) => (format!("({x} IS NULL AND key < ?)"), vec![key.clone().into()]),
-        (true, v) => (
-            format!("({x} < ? OR ({x} = ? AND key < ?) OR {x} IS NULL)"),
-            vec![v.to_sql(), v.to_sql(), key.clone().into()],
-        ),
-    };
-    Ok(Some((sql, values)))
-}
-
-/// The ordering field's value in a result row's column `index`.
-pub(super) fn sort_value(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<SortValue> {
-    Ok(SortValue::from_sql(row.get_ref(index)?))
-}
-
-pub(super) fn where_clause(
-    collection: &str,
-    filters: &[Filter],
-) -> anyhow::Result<(String, Vec<rusqlite::types::Value>)> {
-    // The collection is a literal (not a parameter) so that SQLite can match
-    // the partial indexes, whose WHERE names it.
-    let mut sql = format!("WHERE collection = {}", sql_literal(collection));
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    for filter in filters {
-        let op = match filter.op {
-            Op::Eq => "=",
-            Op::Ne => "!=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-        };
-        sql.push_str(&format!(" AND {} {op} ?", extract(&filter.path)?));
-        values.push(match &filter.value {
-            FilterValue::Integer(n) => (*n).into(),
-            FilterValue::Real(x) => (*x).into(),
-            FilterValue::Text(t) => t.clone().into(),
-            FilterValue::Bool(b) => i64::from(*b).into(),
-        });
-    }
-    Ok((sql, values))
-}
-
-/// The SQL expression for a field, written exactly as the indexes are so
-/// SQLite can use them.
-pub(super) fn extract(field: &str) -> anyhow::Result<String> {
-    Ok(format!("json_extract(doc, {})", sql_literal(&json_path(field)?)))
-}
+/// Why a backend refuses a cursor carrying the other backend's kind of value.
+pub(super) const FOREIGN_CURSOR: &str = "this cursor was not made by this read model";
 
 /// Checks that a field path is dot-separated plain names, so it can be
 /// embedded in SQL.
@@ -217,12 +138,7 @@ pub fn validate_field(field: &str) -> Result<(), String> {
     }
 }
 
-/// `address.city` -> `$.address.city`, refusing anything but plain names.
-fn json_path(field: &str) -> anyhow::Result<String> {
-    validate_field(field).map_err(anyhow::Error::msg)?;
-    Ok(format!("$.{}", field.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")))
-}
-
+/// `value` as an SQL string literal (SQLite and PostgreSQL alike: quotes doubled).
 pub(super) fn sql_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
@@ -245,53 +161,6 @@ mod tests {
             let refused = validate_field(field).expect_err(field);
             assert_eq!(refused, format!("field '{field}' must be dot-separated names of letters, digits, '_' or '-'"));
         }
-    }
-
-    #[test]
-    fn json_paths_quote_each_name_and_refuse_what_validation_refuses() {
-        assert_eq!(json_path("email").expect("valid"), r#"$."email""#);
-        assert_eq!(json_path("address.city").expect("valid"), r#"$."address"."city""#);
-        assert_eq!(json_path("a-b.c_d.9").expect("valid"), r#"$."a-b"."c_d"."9""#);
-        for field in ["", "a..b", "a'b", "a\"b"] {
-            assert!(json_path(field).is_err(), "{field}");
-        }
-    }
-
-    #[test]
-    fn the_extract_expression_is_the_same_for_indexes_and_queries() {
-        assert_eq!(extract("address.city").expect("valid"), r#"json_extract(doc, '$."address"."city"')"#);
-        let (sql, values) = where_clause(
-            "users",
-            &[Filter { path: "address.city".into(), op: Op::Ne, value: FilterValue::Text("Paris".into()) }],
-        )
-        .expect("valid");
-        assert_eq!(sql, format!("WHERE collection = 'users' AND {} != ?", extract("address.city").expect("valid")));
-        assert_eq!(values, [rusqlite::types::Value::Text("Paris".into())]);
-    }
-
-    #[test]
-    fn filters_become_one_comparison_each_with_their_values_as_parameters() {
-        let filter = |op, value| Filter { path: "n".into(), op, value };
-        let filters = [
-            filter(Op::Eq, FilterValue::Integer(1)),
-            filter(Op::Lt, FilterValue::Real(2.5)),
-            filter(Op::Le, FilterValue::Bool(true)),
-            filter(Op::Gt, FilterValue::Bool(false)),
-            filter(Op::Ge, FilterValue::Text("x".into())),
-        ];
-        let (sql, values) = where_clause("it's", &filters).expect("valid");
-        let n = r#"json_extract(doc, '$."n"')"#;
-        assert_eq!(
-            sql,
-            format!("WHERE collection = 'it''s' AND {n} = ? AND {n} < ? AND {n} <= ? AND {n} > ? AND {n} >= ?")
-        );
-        use rusqlite::types::Value;
-        assert_eq!(
-            values,
-            [Value::Integer(1), Value::Real(2.5), Value::Integer(1), Value::Integer(0), Value::Text("x".into())]
-        );
-        let bad = [Filter { path: "a'b".into(), op: Op::Eq, value: FilterValue::Integer(1) }];
-        assert!(where_clause("users", &bad).is_err(), "a path that could break out of the literal");
     }
 
     #[test]

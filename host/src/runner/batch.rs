@@ -9,13 +9,15 @@
 //! again one event at a time (each event its own transaction): under `fault`
 //! up to the failing event, which faults the projection with the checkpoint
 //! just before it; under `skip` the failing events become dead letters and
-//! the rest goes on. This file does not read events or publish status; the
-//! runner (`mod.rs`) does.
+//! the rest goes on. A batch whose writes the read model can never hold
+//! (`Unstorable`: a NUL character on PostgreSQL) goes the same way, event by
+//! event, and the event that wrote it is the failing one. This file does not
+//! read events or publish status; the runner (`mod.rs`) does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::readmodel::{Checkpoint, DeadLetter, ReadModelDb};
+use crate::readmodel::{Checkpoint, DeadLetter, ReadModelDb, Unstorable};
 use crate::runtime::{Event, Fault, Instance, Limits, Module, Runtime, Writes};
 use crate::settings::OnError;
 use crate::status::FaultInfo;
@@ -54,10 +56,12 @@ impl Job {
     pub(super) fn run(&mut self, events: &[Event], position: u64) -> Result<(Checkpoint, u64), Failure> {
         let end = Checkpoint { position, events: self.start.events + events.len() as u64 };
         match self.handle(events) {
-            Ok(writes) => {
-                self.db.commit(&writes, end).map_err(Failure::Storage)?;
-                Ok((end, 0))
-            }
+            Ok(writes) => match self.db.commit(&writes, end) {
+                Ok(()) => Ok((end, 0)),
+                // One of the events wrote what the read model cannot hold: find it.
+                Err(e) if e.downcast_ref::<Unstorable>().is_some() => self.one_at_a_time(events, end),
+                Err(e) => Err(Failure::Storage(e)),
+            },
             Err(fault) => {
                 self.recover(&fault)?;
                 let names_its_event = matches!(fault, Fault::Guest { .. }) || events.len() == 1;
@@ -82,10 +86,13 @@ impl Job {
             let alone = std::slice::from_ref(event);
             checkpoint = Checkpoint { position: event.commit_position, events: checkpoint.events + 1 };
             let fault = match self.handle(alone) {
-                Ok(writes) => {
-                    self.db.commit(&writes, checkpoint).map_err(Failure::Storage)?;
-                    continue;
-                }
+                Ok(writes) => match self.db.commit(&writes, checkpoint) {
+                    Ok(()) => continue,
+                    Err(e) => match e.downcast::<Unstorable>() {
+                        Ok(Unstorable(message)) => Fault::Guest { event_index: 0, message },
+                        Err(e) => return Err(Failure::Storage(e)),
+                    },
+                },
                 Err(fault) => fault,
             };
             self.recover(&fault)?;

@@ -155,7 +155,10 @@ async fn a_killed_owner_is_taken_over_and_nothing_is_lost_or_applied_twice() {
     let kills = env_number("PROJECTOR_CLUSTER_KILLS", 3);
     let total = env_number("PROJECTOR_CLUSTER_EVENTS", 10_000);
     let mut random = Seeded::from_env("PROJECTOR_CLUSTER_SEED");
-    eprintln!("cluster kill test: {kills} kills during a {total}-event catch-up, PROJECTOR_CLUSTER_SEED={}", random.seed());
+    eprintln!(
+        "cluster kill test: {kills} kills during a {total}-event catch-up, PROJECTOR_CLUSTER_SEED={}",
+        random.seed()
+    );
     let store = TestEnv::start().await;
     let eventstore = store.server().connection_string();
     let positions = preload(&store.client(), total).await;
@@ -199,7 +202,9 @@ async fn a_frozen_owner_that_wakes_after_a_takeover_steps_down_without_committin
     let pid = hosts.host(owner).process().pid();
     signal(pid, "STOP");
     let watcher = hosts.other(owner);
-    hosts.owner_once(watcher, "user-directory", "another host to take the frozen one's lane", |h| h != IDS[owner]).await;
+    hosts
+        .owner_once(watcher, "user-directory", "another host to take the frozen one's lane", |h| h != IDS[owner])
+        .await;
     signal(pid, "CONT");
     within("the woken host to step down", async {
         loop {
