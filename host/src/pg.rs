@@ -79,8 +79,17 @@ CREATE TABLE IF NOT EXISTS projector.dead_letters (
 /// The advisory lock key the schema change holds (an arbitrary constant: "projectr").
 const SCHEMA_LOCK: i64 = 0x7072_6f6a_6563_7472;
 
+/// The session limits of [`Postgres::connect`] (see [`Postgres::connect_with`]).
+const DEFAULT_SESSION_LIMIT: Duration = Duration::from_secs(10);
+
 /// Most connections one host opens.
 const POOL_SIZE: usize = 24;
+
+/// PostgreSQL cannot be reached (down, restarting, out of connections):
+/// queries answer 503 and runners retry until it is back.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 /// A connection pool to the shared database, and the runtime its connections run on.
 #[derive(Clone)]
@@ -102,6 +111,17 @@ impl std::fmt::Debug for Postgres {
 impl Postgres {
     /// Connects to `url` and brings the schema up to date. Needs a tokio runtime.
     pub async fn connect(url: &str) -> anyhow::Result<Postgres> {
+        Postgres::connect_with(url, DEFAULT_SESSION_LIMIT).await
+    }
+
+    /// [`Postgres::connect`], with `limit` as the longest a session of this
+    /// host may sit inside a transaction without sending anything, and the
+    /// longest a statement waits for a lock. A host frozen in the middle of
+    /// a commit (SIGSTOP, a paused VM) holds its read model's row locked;
+    /// PostgreSQL ends that session after `limit`, so the host taking the
+    /// lane over waits at most that long, and the frozen host, once it
+    /// wakes, finds its transaction gone (and then its lease too).
+    pub async fn connect_with(url: &str, limit: Duration) -> anyhow::Result<Postgres> {
         let shown = redact(url);
         let mut config: tokio_postgres::Config =
             url.parse().with_context(|| format!("'{shown}' is not a PostgreSQL connection URL"))?;
@@ -109,6 +129,9 @@ impl Postgres {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("projector");
+        let ms = limit.as_millis().max(1);
+        let given = config.get_options().unwrap_or_default().to_owned();
+        config.options(&format!("{given} -c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms}"));
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -133,9 +156,12 @@ impl Postgres {
         Ok(())
     }
 
-    /// A pooled connection.
+    /// A pooled connection; [`Unavailable`] when none can be had.
     pub async fn client(&self) -> anyhow::Result<deadpool_postgres::Object> {
-        self.pool.get().await.with_context(|| format!("cannot connect to PostgreSQL at {}", self.shown))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Unavailable(format!("cannot connect to PostgreSQL at {}: {e}", self.shown)).into())
     }
 
     /// A new connection of its own, outside the pool, with the task that

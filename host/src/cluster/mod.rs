@@ -51,7 +51,7 @@ pub struct Owner {
 impl Cluster {
     /// Connects to the shared database and announces this host.
     pub async fn join(config: &ClusterConfig, url: String) -> anyhow::Result<Cluster> {
-        let pg = Postgres::connect(&config.url).await?;
+        let pg = Postgres::connect_with(&config.url, config.lease).await?;
         let cluster = Cluster { pg, host_id: config.host_id.clone(), lease: config.lease, url };
         cluster.heartbeat().await?;
         Ok(cluster)
@@ -68,7 +68,7 @@ impl Cluster {
             .await?
             .execute(
                 "INSERT INTO projector.hosts (id, url, alive_until)
-                 VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
                  ON CONFLICT (id) DO UPDATE SET url = excluded.url, alive_until = excluded.alive_until",
                 &[&self.host_id, &self.url, &self.lease_ms()],
             )
@@ -122,7 +122,7 @@ impl Cluster {
             .await?
             .query_opt(
                 "UPDATE projector.readmodels
-                 SET owner = $2, epoch = epoch + 1, lease_until = now() + $3 * interval '1 millisecond'
+                 SET owner = $2, epoch = epoch + 1, lease_until = now() + $3::bigint * interval '1 millisecond'
                  WHERE id = $1 AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until < now())
                  RETURNING epoch",
                 &[&readmodel, &self.host_id, &self.lease_ms()],
@@ -147,7 +147,7 @@ impl Cluster {
             .await?
             .execute(
                 "UPDATE projector.readmodels
-                 SET lease_until = now() + $4 * interval '1 millisecond', state = $5, problem = $6
+                 SET lease_until = now() + $4::bigint * interval '1 millisecond', state = $5, problem = $6
                  WHERE id = $1 AND owner = $2 AND epoch = $3",
                 &[&readmodel, &self.host_id, &epoch, &self.lease_ms(), &state, &problem],
             )

@@ -335,6 +335,7 @@ impl Deployments {
             reports: self.reports.clone(),
             batch: self.batch,
             checkpoint,
+            stale: false,
         };
         *lane.started.lock() = (Instant::now(), checkpoint.map_or(0, |c| c.events));
         let background = lane.background.load(std::sync::atomic::Ordering::Relaxed);

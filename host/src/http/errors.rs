@@ -47,6 +47,15 @@ impl AppError {
 
     /// A failure of the host: logged in full, reported without details.
     pub(super) fn internal(error: anyhow::Error) -> Self {
+        if let Some(unavailable) = error.chain().find_map(|e| e.downcast_ref::<crate::pg::Unavailable>()) {
+            tracing::warn!(error = %unavailable, "the read models' database is unavailable");
+            return AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "readmodel_unavailable",
+                "the read models' database cannot be reached; try again shortly",
+            )
+            .retry_after(1);
+        }
         // Debug formatting escapes line breaks: text from a request cannot forge a log line.
         tracing::error!(error = ?format!("{error:#}"), "request failed");
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")

@@ -62,6 +62,10 @@ impl Job {
                 Err(e) if e.downcast_ref::<Unstorable>().is_some() => self.one_at_a_time(events, end),
                 Err(e) => Err(Failure::Storage(e)),
             },
+            Err(Fault::ReadFailed(reason)) => {
+                self.recover(&Fault::ReadFailed(String::new()))?;
+                Err(Failure::Storage(anyhow::anyhow!(reason)))
+            }
             Err(fault) => {
                 self.recover(&fault)?;
                 let names_its_event = matches!(fault, Fault::Guest { .. }) || events.len() == 1;
@@ -93,6 +97,10 @@ impl Job {
                         Err(e) => return Err(Failure::Storage(e)),
                     },
                 },
+                Err(Fault::ReadFailed(reason)) => {
+                    self.recover(&Fault::ReadFailed(String::new()))?;
+                    return Err(Failure::Storage(anyhow::anyhow!(reason)));
+                }
                 Err(fault) => fault,
             };
             self.recover(&fault)?;

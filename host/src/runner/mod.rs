@@ -80,6 +80,9 @@ pub(crate) struct Runner {
     pub(crate) batch: BatchConfig,
     /// Where the read model is; `None` before its first batch.
     pub(crate) checkpoint: Option<Checkpoint>,
+    /// Set when a write failed: the checkpoint is read back from the read
+    /// model before following again.
+    pub(crate) stale: bool,
 }
 
 /// A runner's fault, for the owner of deployment state to record. The
@@ -209,6 +212,12 @@ impl Runner {
 
     /// Follows `$all` from the checkpoint until told otherwise, a fault, or a broken subscription.
     async fn follow(&mut self, commands: &mut mpsc::Receiver<Control>) -> Exit {
+        if self.stale {
+            if let Err(fault) = self.reload_checkpoint().await {
+                return Exit::Broken(anyhow::anyhow!(fault.reason));
+            }
+            self.stale = false;
+        }
         let mut feed = feed::subscribe(&self.client, self.checkpoint, self.description(), self.batch).await;
         loop {
             let batch = tokio::select! {
@@ -240,11 +249,10 @@ impl Runner {
                     }
                     Err(Failure::Storage(e)) => {
                         // Part of the batch may have been committed (events
-                        // applied one at a time): go on from what is stored.
-                        if let Err(fault) = self.reload_checkpoint().await {
-                            self.fault(fault).await;
-                            return Exit::Faulted;
-                        }
+                        // applied one at a time): go on from what is stored,
+                        // read again before following (the database may be
+                        // away now; then at the next attempt).
+                        self.stale = true;
                         return Exit::Broken(e.context("cannot write the read model"));
                     }
                 }

@@ -35,6 +35,9 @@ pub(crate) struct HostState {
     /// Lines logged in the current batch, and lines dropped past the limit.
     log_lines: u32,
     log_dropped: u32,
+    /// Why a read of the read model failed during the batch (the database
+    /// away, say): the batch is then retried, not blamed on the module.
+    read_failure: Option<String>,
 }
 
 /// Longest log line kept, in bytes; the rest is cut (and said so).
@@ -58,6 +61,7 @@ impl HostState {
             projection,
             log_lines: 0,
             log_dropped: 0,
+            read_failure: None,
         }
     }
 
@@ -65,6 +69,12 @@ impl HostState {
         self.source = Some(source);
         self.writes.clear();
         self.written_bytes = 0;
+        self.read_failure = None;
+    }
+
+    /// Why a read of the read model failed during the batch, if one did.
+    pub(super) fn take_read_failure(&mut self) -> Option<String> {
+        self.read_failure.take()
     }
 
     /// Charges a write of `bytes` to the batch; past the budget the module
@@ -98,7 +108,11 @@ impl read_model::Host for HostState {
             return Ok(write.clone());
         }
         match &self.source {
-            Some(source) => source.get(&collection, &key).map_err(|e| wasmtime::Error::msg(format!("{e:#}"))),
+            Some(source) => source.get(&collection, &key).map_err(|e| {
+                let reason = format!("cannot read the read model: {e:#}");
+                self.read_failure = Some(reason.clone());
+                wasmtime::Error::msg(reason)
+            }),
             None => Ok(None),
         }
     }

@@ -101,6 +101,10 @@ pub enum Fault {
     /// The module trapped (a panic, an out-of-bounds access, a host failure).
     #[error("the module trapped: {0}")]
     Trap(String),
+    /// A read of the read model failed under the module (the database
+    /// away): not the module's fault; the batch is tried again.
+    #[error("{0}")]
+    ReadFailed(String),
 }
 
 /// A batch's writes: `Some(json)` to store, `None` to delete.
@@ -375,10 +379,12 @@ impl Instance {
                 .map(|r| r.map_err(|failed| guest_fault!(wit_v0_1, failed))),
         };
         let writes = self.store.data_mut().end_batch();
-        match outcome {
-            Ok(Ok(())) => Ok(writes),
-            Ok(Err(fault)) => Err(fault),
-            Err(e) => Err(self.classify(e)),
+        let read_failure = self.store.data_mut().take_read_failure();
+        match (outcome, read_failure) {
+            (Ok(Ok(())), _) => Ok(writes),
+            (_, Some(reason)) => Err(Fault::ReadFailed(reason)),
+            (Ok(Err(fault)), None) => Err(fault),
+            (Err(e), None) => Err(self.classify(e)),
         }
     }
 

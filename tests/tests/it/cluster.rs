@@ -272,16 +272,25 @@ async fn postgresql_restarted_under_running_hosts_is_retried_and_queries_come_ba
 
     postgres.stop();
     let (_, during) = tally::append(&events, "tally-1", 10).await;
+    // The host running it reports the outage (the others cannot learn it from the database).
     within("the projection to report the outage", async {
         loop {
-            let (_, status) = hosts.api(0).get("/projections/tally").await;
-            if status["state"] == "retrying" && status["problem"].is_string() {
-                break;
+            for i in 0..IDS.len() {
+                let (_, status) = hosts.api(i).get("/projections/tally").await;
+                if status["state"] == "retrying" && status["problem"].is_string() {
+                    return;
+                }
             }
             tokio::task::yield_now().await;
         }
     })
     .await;
+    let (status, body) = hosts.api(1).get("/projections/tally/collections/totals/all").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("readmodel_unavailable")),
+        "{body}"
+    );
     postgres.start_again();
     let total = tally::total(hosts.api(2), "tally", during).await;
     assert_eq!(total["count"], 20, "{total}");

@@ -174,9 +174,8 @@ async fn stop_start_reset_and_delete(backend: Backend) {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let (status, _) = env.get("/projections/tally").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(!env.data.path().join("readmodels/tally").exists(), "read models removed");
-    let modules = std::fs::read_dir(env.data.path().join("modules")).expect("modules").count();
-    assert_eq!(modules, 0, "the module is removed with the last projection using it");
+    assert_eq!(env.stored_readmodels("tally").await, 0, "read models removed");
+    assert_eq!(env.stored_modules().await, 0, "the module is removed with the last projection using it");
     let (status, body) = env.deploy("tally", V1).await;
     assert_eq!(status, StatusCode::CREATED, "the name can be used again: {body}");
     assert_eq!(tally::total(env.api(), "tally", position).await["count"], 15);

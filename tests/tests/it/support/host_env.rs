@@ -179,6 +179,43 @@ impl HostEnv {
         self.start_host().await;
     }
 
+    /// How many read models of `name` are stored: SQLite files, or PostgreSQL rows with their tables.
+    pub(crate) async fn stored_readmodels(&self, name: &str) -> usize {
+        match &self.backend {
+            Backend::Sqlite => match std::fs::read_dir(self.data.path().join("readmodels").join(name)) {
+                Ok(files) => files
+                    .filter(|f| f.as_ref().expect("entry").path().extension().is_some_and(|e| e == "sqlite"))
+                    .count(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => panic!("read models of {name}: {e}"),
+            },
+            Backend::Postgres(url) => {
+                let sql = "SELECT count(*) FROM projector.readmodels r
+                           WHERE projection = $1 AND to_regclass('projector.documents_' || r.id) IS NOT NULL";
+                let rows: i64 = self.postgres(url).await.query_one(sql, &[&name]).await.expect("count").get(0);
+                rows as usize
+            }
+        }
+    }
+
+    /// How many modules are stored.
+    pub(crate) async fn stored_modules(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite => std::fs::read_dir(self.data.path().join("modules")).expect("modules").count(),
+            Backend::Postgres(url) => {
+                let sql = "SELECT count(*) FROM projector.modules";
+                let rows: i64 = self.postgres(url).await.query_one(sql, &[]).await.expect("count").get(0);
+                rows as usize
+            }
+        }
+    }
+
+    async fn postgres(&self, url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
     /// The running host.
     pub(crate) fn host(&self) -> &Host {
         self.host.as_ref().expect("host")
