@@ -120,6 +120,14 @@ struct File {
 pub(crate) struct Registry {
     backing: Backing,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// With PostgreSQL: each cached entry's change counter, so that an older
+    /// read never replaces a newer entry; and how many times this host
+    /// wrote the cache, so that a refresh read before a write is dropped.
+    /// No lock is held while the database is waited on (a worker thread
+    /// blocked on the cache's lock could hold up the very connection task
+    /// the wait needs).
+    versions: Mutex<BTreeMap<String, i64>>,
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// Where the registry is kept.
@@ -137,7 +145,12 @@ enum Backing {
 impl Registry {
     /// Opens the registry kept in PostgreSQL.
     pub(crate) fn open_postgres(pg: &Postgres) -> anyhow::Result<Registry> {
-        let registry = Registry { backing: Backing::Postgres(pg.clone()), entries: Mutex::new(BTreeMap::new()) };
+        let registry = Registry {
+            backing: Backing::Postgres(pg.clone()),
+            entries: Mutex::new(BTreeMap::new()),
+            versions: Mutex::new(BTreeMap::new()),
+            writes: std::sync::atomic::AtomicU64::new(0),
+        };
         registry.refresh()?;
         Ok(registry)
     }
@@ -145,20 +158,29 @@ impl Registry {
     /// Reads every entry again from the shared database (other hosts change
     /// it); the names that changed, appeared or went. A no-op on files.
     pub(crate) fn refresh(&self) -> anyhow::Result<Vec<String>> {
+        use std::sync::atomic::Ordering;
         let Backing::Postgres(pg) = &self.backing else { return Ok(Vec::new()) };
+        let writes_before = self.writes.load(Ordering::Acquire);
         let rows = pg.block_on(async {
             let client = pg.client().await?;
-            let rows = client.query("SELECT name, entry::text FROM projector.projections", &[]).await?;
+            let rows = client.query("SELECT name, entry::text, changed FROM projector.projections", &[]).await?;
             anyhow::Ok(rows)
         })?;
         let mut fresh = BTreeMap::new();
+        let mut fresh_versions = BTreeMap::new();
         for row in rows {
-            let (name, text): (String, String) = (row.get(0), row.get(1));
+            let (name, text, version): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
             let entry: Entry =
                 serde_json::from_str(&text).with_context(|| format!("the registry entry of '{name}' is not valid"))?;
-            fresh.insert(name, entry);
+            fresh.insert(name.clone(), entry);
+            fresh_versions.insert(name, version);
         }
         let mut entries = self.entries.lock();
+        let mut versions = self.versions.lock();
+        if self.writes.load(Ordering::Acquire) != writes_before {
+            // This host wrote meanwhile: what was read may be older than the cache. Next round.
+            return Ok(Vec::new());
+        }
         let changed = entries
             .keys()
             .chain(fresh.keys())
@@ -166,7 +188,28 @@ impl Registry {
             .cloned()
             .collect::<std::collections::BTreeSet<_>>();
         *entries = fresh;
+        *versions = fresh_versions;
         Ok(changed.into_iter().collect())
+    }
+
+    /// Caches `entry` as `name`'s, at change counter `version`, unless a newer one is cached.
+    fn remember(&self, name: &str, entry: Option<Entry>, version: i64) {
+        let mut entries = self.entries.lock();
+        let mut versions = self.versions.lock();
+        if versions.get(name).is_some_and(|&cached| cached > version) {
+            return;
+        }
+        match entry {
+            Some(entry) => {
+                entries.insert(name.to_owned(), entry);
+                versions.insert(name.to_owned(), version);
+            }
+            None => {
+                entries.remove(name);
+                versions.remove(name);
+            }
+        }
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Opens the registry under `data` (empty if there is none yet).
@@ -183,7 +226,12 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Ok(Registry { backing: Backing::Files(data.clone()), entries: Mutex::new(entries) })
+        Ok(Registry {
+            backing: Backing::Files(data.clone()),
+            entries: Mutex::new(entries),
+            versions: Mutex::new(BTreeMap::new()),
+            writes: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// Every entry, by name.
@@ -198,7 +246,6 @@ impl Registry {
 
     /// Records a new projection and saves the registry; an error if `name` exists.
     pub(crate) fn insert(&self, name: &str, entry: Entry) -> anyhow::Result<()> {
-        let mut entries = self.entries.lock();
         if let Backing::Postgres(pg) = &self.backing {
             let text = serde_json::to_string(&entry)?;
             let inserted = pg.block_on(async {
@@ -214,9 +261,10 @@ impl Registry {
                 anyhow::Ok(n)
             })?;
             anyhow::ensure!(inserted == 1, "the registry already holds '{name}'");
-            entries.insert(name.to_owned(), entry);
+            self.remember(name, Some(entry), 1);
             return Ok(());
         }
+        let mut entries = self.entries.lock();
         anyhow::ensure!(!entries.contains_key(name), "the registry already holds '{name}'");
         entries.insert(name.to_owned(), entry);
         self.save(&entries).inspect_err(|_| {
@@ -228,14 +276,14 @@ impl Registry {
     /// all under the registry's lock; `None` for an unknown name. Should the
     /// save fail, the entry is put back as it was and the error returned.
     pub(crate) fn change<R>(&self, name: &str, change: impl FnOnce(&mut Entry) -> R) -> anyhow::Result<Option<R>> {
-        let mut entries = self.entries.lock();
         if let Backing::Postgres(pg) = &self.backing {
             let changed = pg.block_on(change_row(pg, name, change))?;
-            return Ok(changed.map(|(entry, outcome)| {
-                entries.insert(name.to_owned(), entry);
+            return Ok(changed.map(|(entry, version, outcome)| {
+                self.remember(name, Some(entry), version);
                 outcome
             }));
         }
+        let mut entries = self.entries.lock();
         let Some(entry) = entries.get_mut(name) else { return Ok(None) };
         let before = entry.clone();
         let outcome = change(entry);
@@ -253,7 +301,6 @@ impl Registry {
 
     /// Forgets `name`, then deletes module files no entry refers to any more.
     pub(crate) fn remove(&self, name: &str) -> anyhow::Result<()> {
-        let mut entries = self.entries.lock();
         if let Backing::Postgres(pg) = &self.backing {
             pg.block_on(async {
                 let mut client = pg.client().await?;
@@ -272,9 +319,10 @@ impl Registry {
                 tx.commit().await?;
                 anyhow::Ok(())
             })?;
-            entries.remove(name);
+            self.remember(name, None, i64::MAX);
             return Ok(());
         }
+        let mut entries = self.entries.lock();
         let Some(old) = entries.remove(name) else { return Ok(()) };
         if let Err(e) = self.save(&entries) {
             entries.insert(name.to_owned(), old);
@@ -352,14 +400,16 @@ async fn change_row<R>(
     pg: &Postgres,
     name: &str,
     change: impl FnOnce(&mut Entry) -> R,
-) -> anyhow::Result<Option<(Entry, R)>> {
+) -> anyhow::Result<Option<(Entry, i64, R)>> {
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
-    let Some(row) =
-        tx.query_opt("SELECT entry::text FROM projector.projections WHERE name = $1 FOR UPDATE", &[&name]).await?
+    let Some(row) = tx
+        .query_opt("SELECT entry::text, changed FROM projector.projections WHERE name = $1 FOR UPDATE", &[&name])
+        .await?
     else {
         return Ok(None);
     };
+    let mut version: i64 = row.get(1);
     let mut entry: Entry = serde_json::from_str(&row.get::<_, String>(0))
         .with_context(|| format!("the registry entry of '{name}' is not valid"))?;
     let before = entry.clone();
@@ -371,10 +421,11 @@ async fn change_row<R>(
             &[&name, &text],
         )
         .await?;
+        version += 1;
         tx.execute("SELECT pg_notify('projector_registry', $1)", &[&name]).await?;
     }
     tx.commit().await?;
-    Ok(Some((entry, outcome)))
+    Ok(Some((entry, version, outcome)))
 }
 
 /// Writes `bytes` to `path` (owner-only) so that a crash leaves the old file or the new one, whole.

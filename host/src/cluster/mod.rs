@@ -39,6 +39,22 @@ pub struct Cluster {
     pub(crate) url: String,
 }
 
+/// The advisory lock key deployment changes hold ("changes!").
+const CHANGES_LOCK: i64 = 0x6368_616e_6765_7321;
+
+/// One host's hold on the deployment-change lock; dropping it closes its connection, which releases it.
+#[derive(Debug)]
+pub struct SharedLock {
+    _client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SharedLock {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
 /// Who runs a lane, as the database says now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -74,6 +90,23 @@ impl Cluster {
             )
             .await?;
         Ok(())
+    }
+
+    /// Waits until no other host is making a deployment change, and keeps
+    /// them waiting until the returned lock is dropped (a session-level
+    /// advisory lock on a connection of its own: it ends with the connection,
+    /// also when this host dies mid-change).
+    pub(crate) async fn change_lock(&self) -> anyhow::Result<SharedLock> {
+        let (client, connection) = self.pg.dedicated().await?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute("SET lock_timeout = '60s'").await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&CHANGES_LOCK])
+            .await
+            .map_err(|e| anyhow::anyhow!("another host's deployment change held the lock for over a minute: {e}"))?;
+        Ok(SharedLock { _client: client, driver })
     }
 
     /// The secret every host shares under `name`, created by the first host that asks.

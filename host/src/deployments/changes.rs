@@ -39,7 +39,7 @@ impl Deployments {
                 "the module describes itself as '{described}' but is deployed as '{name}'; it is served as '{name}'"
             );
         }
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let current = self.registry.get(name);
         let limits = options.limits.or_else(|| current.as_ref().map(|e| e.limits)).unwrap_or_default();
         if let Err(fault) = self.runtime.instantiate_with(&module, sandbox_limits(limits, self.runtime.limits())) {
@@ -185,7 +185,7 @@ impl Deployments {
     /// rebuild, serves the previous read model again (it catches up from
     /// where it stopped). Rolling back twice returns to the newer version.
     pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Status, ChangeError> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let (deployment, current) = self.entry(name)?;
         if current.candidate.is_some() {
             let lane = deployment.lanes.write().candidate.take();
@@ -231,7 +231,7 @@ impl Deployments {
     /// Stops following events (queries keep being answered from the read
     /// model). A lane that faults in its last batch stays faulted.
     pub async fn stop(&self, name: &str) -> Result<Status, ChangeError> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let (deployment, _) = self.entry(name)?;
         self.change(name, |e| {
             for lane in [Some(&mut e.serving), e.candidate.as_mut()].into_iter().flatten() {
@@ -260,7 +260,7 @@ impl Deployments {
     }
 
     async fn resume(self: &Arc<Self>, name: &str, from: RunState) -> Result<Status, ChangeError> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let (deployment, current) = self.entry(name)?;
         let states = [Some(current.serving.state), current.candidate.as_ref().map(|c| c.state)];
         if !states.contains(&Some(from)) {
@@ -304,7 +304,7 @@ impl Deployments {
     /// see the new, empty read model at once, filling as it catches up. A
     /// rebuild in progress is cancelled.
     pub async fn reset(self: &Arc<Self>, name: &str) -> Result<Status, ChangeError> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let (deployment, current) = self.entry(name)?;
         let module = self.stored_module(&current.serving.module).await?;
         let mut numbered = current.clone();
@@ -344,7 +344,7 @@ impl Deployments {
     /// Stops `name` and removes its read models, its registry entry, and
     /// its modules unless another projection uses them.
     pub async fn delete(&self, name: &str) -> Result<(), ChangeError> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let (deployment, _) = self.entry(name)?;
         self.registry.remove(name)?;
         self.deployed.write().remove(name);

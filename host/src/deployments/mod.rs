@@ -10,8 +10,13 @@
 //! hands its runner new code between two batches (`changes.rs`).
 //!
 //! [`Deployments`] is the only writer of the registry. Changes requested
-//! through the API are serialised by one async lock, so two requests never
-//! interleave their steps, and each is recorded before it is acknowledged.
+//! through the API are serialised by one async lock (and, with several hosts
+//! over PostgreSQL, by an advisory lock all hosts share), so two requests
+//! never interleave their steps, and each is recorded before it is
+//! acknowledged. With several hosts a lane runs where its lease is held
+//! (`keeper.rs` takes, renews and hands back leases); a change recorded by
+//! one host reaches the host running the lane through the registry
+//! (`reconcile.rs`).
 //! Runners never write the registry: a runner reports its fault on a
 //! channel, and the owner's recorder changes the entry in place (under the
 //! registry's lock, like every other change) before the runner shows it.
@@ -203,7 +208,7 @@ impl Deployments {
     /// Starts every projection the registry records, in the state it was in,
     /// at its checkpoint. Modules load from the artifact cache when it holds them.
     pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         for (name, mut entry) in self.registry.entries() {
             let serving_module = match self.stored_module(&entry.serving.module).await {
                 Ok(module) => Some(module),
@@ -345,7 +350,24 @@ impl Deployments {
     }
 }
 
+/// Held while a deployment change is made: one change at a time on this
+/// host and, with several hosts, across all of them.
+pub(super) struct ChangeGuard<'a> {
+    _shared: Option<crate::cluster::SharedLock>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
+}
+
 impl Deployments {
+    /// Takes the change lock: the one shared by every host first (so a host
+    /// waiting for it holds nothing its keeper needs meanwhile), then this host's.
+    pub(super) async fn change_lock(&self) -> anyhow::Result<ChangeGuard<'_>> {
+        let shared = match self.storage.cluster() {
+            Some(cluster) => Some(cluster.change_lock().await?),
+            None => None,
+        };
+        Ok(ChangeGuard { _shared: shared, _local: self.changes.lock().await })
+    }
+
     /// With several hosts: shows the others which module `lane`'s runner here runs now.
     fn publish_module(&self, lane: &Lane, module: &str) {
         let (Some(cluster), Some(epoch), Some(id)) =

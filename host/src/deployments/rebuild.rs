@@ -41,7 +41,7 @@ impl Deployments {
     /// Makes the caught-up candidate `lane` the serving one; the replaced
     /// lane stops and is kept for rollback.
     async fn promote(&self, name: &str, lane: &Arc<Lane>) -> anyhow::Result<()> {
-        let _change = self.changes.lock().await;
+        let _change = self.change_lock().await?;
         let Some(deployment) = self.get(name) else { return Ok(()) };
         if !deployment.candidate().is_some_and(|c| Arc::ptr_eq(&c, lane)) {
             return Ok(());

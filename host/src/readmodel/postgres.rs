@@ -40,9 +40,10 @@
 //!   cursors of one backend are refused by the other;
 //! - the time limit is `statement_timeout`, set for the query's transaction;
 //! - PostgreSQL's text holds no NUL character: a batch writing a collection
-//!   or key with one, or a document with `\u0000` in a string, fails to
-//!   commit (as a storage failure: the batch is tried again), where SQLite
-//!   stores it. Lookups and listings under such a name find nothing; a filter
+//!   or key with one, or a document with `\u0000` in a string, cannot be
+//!   committed ([`Unstorable`]: the runner goes event by event and the event
+//!   that wrote it faults the projection or, under `skip`, becomes a dead
+//!   letter), where SQLite stores it. Lookups and listings under such a name find nothing; a filter
 //!   or cursor holding one is refused as invalid; in a dead letter's text it
 //!   becomes U+FFFD.
 //!
