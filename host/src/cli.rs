@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the host: projections over the event store, queried over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the embedded EventStoreDB-compatible event store on its own.
     Eventstore(EventstoreArgs),
     /// Create a projection project of your own (Rust, TypeScript or Python), ready to test, build and deploy.

@@ -41,7 +41,7 @@ use runtime::{Limits, Runtime};
 pub async fn run(command: Command, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     match command {
         Command::Eventstore(args) => run_eventstore(args, shutdown).await,
-        Command::Serve(args) => run_serve(args, shutdown).await,
+        Command::Serve(args) => run_serve(*args, shutdown).await,
         Command::Client(args) => client::run(args).await,
         Command::New(args) => scaffold::run(args),
     }

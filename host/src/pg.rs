@@ -99,7 +99,7 @@ pub struct Postgres {
     /// The URL without its password, for messages.
     shown: String,
     /// What the pool connects with, for dedicated connections (deadpool keeps its copy private).
-    config: tokio_postgres::Config,
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -131,7 +131,7 @@ impl Postgres {
         config.application_name("projector");
         let ms = limit.as_millis().max(1);
         let given = config.get_options().unwrap_or_default().to_owned();
-        config.options(&format!("{given} -c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms}"));
+        config.options(format!("{given} -c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms}"));
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -142,7 +142,8 @@ impl Postgres {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .context("cannot build the PostgreSQL connection pool")?;
-        let pg = Postgres { pool, config, runtime: tokio::runtime::Handle::current(), shown };
+        let pg =
+            Postgres { pool, config: std::sync::Arc::new(config), runtime: tokio::runtime::Handle::current(), shown };
         pg.migrate().await.with_context(|| format!("cannot prepare the schema in {}", pg.shown))?;
         Ok(pg)
     }

@@ -97,6 +97,23 @@ impl Hosts {
     }
 }
 
+impl Drop for Hosts {
+    /// A failed test shows what each host logged last.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (id, host) in IDS.iter().zip(&self.hosts) {
+            let Some(host) = host else { continue };
+            let log = host.log();
+            eprintln!("--- last lines of {id}'s log ---");
+            for line in &log[log.len().saturating_sub(25)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// What a single host (SQLite, no cluster) builds from the history: the reference.
 async fn reference(eventstore: &str, last: u64) -> BTreeMap<String, Value> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -143,10 +160,10 @@ async fn three_projections_spread_over_three_hosts_and_every_host_answers_every_
         }
     })
     .await;
-    for i in 0..IDS.len() {
+    for (i, id) in IDS.iter().enumerate() {
         let statuses = hosts.statuses(i).await;
-        assert_eq!(statuses.len(), MODELS.len(), "host {i} lists every projection");
-        assert_same(&expected, &dump(hosts.api(i), last).await, &format!("reading through {}", IDS[i]));
+        assert_eq!(statuses.len(), MODELS.len(), "{id} lists every projection");
+        assert_same(&expected, &dump(hosts.api(i), last).await, &format!("reading through {id}"));
     }
 }
 
