@@ -131,7 +131,10 @@ impl Postgres {
         config.application_name("projector");
         let ms = limit.as_millis().max(1);
         let given = config.get_options().unwrap_or_default().to_owned();
-        config.options(format!("{given} -c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms}"));
+        // Notices ("already exists, skipping" at every start) are noise in the host's log.
+        config.options(format!(
+            "{given} -c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms} -c client_min_messages=warning"
+        ));
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
