@@ -33,6 +33,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use cli::{Command, EventstoreArgs, ServeArgs};
+pub use cluster::Storage;
 use data_dir::DataDir;
 use deployments::{BatchConfig, Deployments};
 use runtime::{Limits, Runtime};
@@ -95,53 +96,6 @@ impl HostConfig {
             storage: Storage::Sqlite,
         }
     }
-}
-
-/// Where a host keeps read models, the registry and modules.
-#[derive(Debug, Clone, Default)]
-pub enum Storage {
-    /// SQLite files and a JSON registry under the data dir: one host.
-    #[default]
-    Sqlite,
-    /// A PostgreSQL database several hosts share (ADR 0012).
-    Postgres(cluster::ClusterConfig),
-}
-
-impl Storage {
-    /// `sqlite`, or a PostgreSQL URL with this host's settings among the others.
-    pub fn parse(
-        readmodels: &str,
-        host_id: Option<String>,
-        listen: std::net::SocketAddr,
-        lease_ms: u64,
-    ) -> anyhow::Result<Storage> {
-        if readmodels == "sqlite" {
-            return Ok(Storage::Sqlite);
-        }
-        anyhow::ensure!(
-            readmodels.starts_with("postgres://") || readmodels.starts_with("postgresql://"),
-            "--readmodels must be 'sqlite' or a PostgreSQL URL (postgres://user:password@host:5432/db), not '{}'",
-            pg::redact(readmodels)
-        );
-        let host_id = match host_id {
-            Some(id) => id,
-            None => format!("{}:{}", hostname(), listen.port()),
-        };
-        Ok(Storage::Postgres(cluster::ClusterConfig {
-            url: readmodels.to_owned(),
-            host_id,
-            lease: std::time::Duration::from_millis(lease_ms),
-        }))
-    }
-}
-
-/// The machine's name, for a default host id.
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "host".to_owned())
 }
 
 /// The default of the largest module a deploy accepts, in MiB: room for a

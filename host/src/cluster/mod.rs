@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use crate::pg::Postgres;
 
+mod config;
+
+pub use config::Storage;
+
 /// How a host takes part in a shared deployment.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
