@@ -31,9 +31,30 @@ impl Deployments {
         let Some(cluster) = self.storage.cluster().cloned() else { return };
         let wake = Arc::new(Notify::new());
         tokio::spawn(listen(Arc::downgrade(self), cluster.clone(), wake.clone()));
+        let every = cluster.lease / 3;
+        // Heartbeat and renewals on a task of their own, which waits on
+        // nothing but the database: a slow round of the keeper (a compile, a
+        // batch in flight) never lets this host's leases run out.
+        let this = Arc::downgrade(self);
+        let renewing = cluster.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(deployments) = this.upgrade() else { return };
+                if deployments.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let renewed = async {
+                    renewing.heartbeat().await?;
+                    deployments.renew_or_let_go(&renewing).await
+                };
+                if let Err(e) = renewed.await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot renew this host's leases; retrying");
+                }
+            }
+        });
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
-            let every = cluster.lease / 3;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
@@ -52,19 +73,29 @@ impl Deployments {
 
     /// One round of the keeper.
     async fn keep(self: &Arc<Self>, cluster: &Cluster) -> anyhow::Result<()> {
-        cluster.heartbeat().await?;
-        self.renew_or_let_go(cluster).await?;
         let changed = self.registry.refresh()?;
-        if !changed.is_empty() {
-            let _change = self.changes.lock().await;
-            for name in changed {
-                self.reconcile(&name).await?;
-            }
-        }
+        self.pending.lock().extend(changed);
+        self.reconcile_pending().await;
         let rows = cluster.readmodels().await?;
         self.balance(cluster, &rows).await?;
         self.mirror(cluster, &rows);
         Ok(())
+    }
+
+    /// Applies the registry changes not applied here yet; one that fails is
+    /// tried again next round (the others go on).
+    pub(super) async fn reconcile_pending(&self) {
+        let names: Vec<String> = std::mem::take(&mut *self.pending.lock()).into_iter().collect();
+        if names.is_empty() {
+            return;
+        }
+        let _change = self.changes.lock().await;
+        for name in names {
+            if let Err(e) = self.reconcile(&name).await {
+                tracing::warn!(projection = %name, error = %format!("{e:#}"), "cannot apply a change made on another host; trying again");
+                self.pending.lock().insert(name);
+            }
+        }
     }
 
     /// Every lane of every local deployment, with its record in the registry.
@@ -91,13 +122,17 @@ impl Deployments {
         for (_, lane, _, _) in self.lanes_with_records() {
             let Some(epoch) = *lane.lease.lock() else { continue };
             let Some(id) = lane.db.readmodel_id() else { continue };
+            if lane.starting.load(std::sync::atomic::Ordering::Acquire) {
+                continue;
+            }
             let status = lane.status();
             if lane.runs_here() {
                 let kept = cluster.renew(id, epoch, status.state.as_str(), status.problem.as_deref()).await?;
                 if !kept {
                     tracing::warn!(readmodel = %lane.readmodel, epoch, "lease taken over by another host; stepping down");
-                    lane.hand_over().await;
+                    // No commit of it lands from now on; its runner ends after the batch in flight.
                     self.forget_lease(&lane);
+                    tokio::spawn(async move { lane.hand_over().await });
                 }
             } else {
                 cluster.release(id, epoch).await?;
@@ -148,10 +183,18 @@ impl Deployments {
                 continue;
             }
             let Some(entry) = self.registry.get(name) else { continue };
-            let module = self.stored_module(&lane_module(&entry, *candidate)).await?;
+            let module = match self.stored_module(&lane_module(&entry, *candidate)).await {
+                Ok(module) => module,
+                Err(e) => {
+                    tracing::warn!(projection = %name, error = %format!("{e:#}"), "cannot load the module of a lane to take");
+                    continue;
+                }
+            };
             if *candidate {
                 self.start_candidate(name, lane, module, &entry)?;
             } else {
+                // A promoted rebuild taken over here serves: normal priority.
+                lane.background.store(false, std::sync::atomic::Ordering::Relaxed);
                 self.start_lane(name, lane, module, &entry)?;
             }
             if lane.lease.lock().is_some() {

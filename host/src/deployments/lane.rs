@@ -32,6 +32,8 @@ pub struct Lane {
     pub(super) started: Mutex<(Instant, u64)>,
     /// Set while it is a rebuild beside a serving lane: its runner runs at low CPU priority.
     pub(super) background: AtomicBool,
+    /// Set while a runner is being started, so that two starts never race.
+    pub(super) starting: AtomicBool,
     /// With several hosts: the epoch of this host's lease on it, while this host holds one.
     pub(super) lease: Mutex<Option<i64>>,
     /// What its runner on this host runs: the module (hash), policy and limits.
@@ -74,6 +76,7 @@ impl Lane {
             runner: Mutex::new(None),
             started: Mutex::new((Instant::now(), 0)),
             background: AtomicBool::new(false),
+            starting: AtomicBool::new(false),
             lease: Mutex::new(None),
             running: Mutex::new(None),
         }))

@@ -105,6 +105,9 @@ pub struct Deployments {
     modules: parking_lot::Mutex<BTreeMap<String, ModuleInfo>>,
     /// Set once the host shuts down: the keeper starts nothing more.
     stopping: std::sync::atomic::AtomicBool,
+    /// With several hosts: projections whose registry entry changed
+    /// elsewhere and whose lanes here are not in line with it yet.
+    pending: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -148,6 +151,7 @@ impl Deployments {
             reports,
             modules: parking_lot::Mutex::new(BTreeMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            pending: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -208,7 +212,9 @@ impl Deployments {
     /// Starts every projection the registry records, in the state it was in,
     /// at its checkpoint. Modules load from the artifact cache when it holds them.
     pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
-        let _change = self.change_lock().await?;
+        // This host's lock only: restoring records nothing but faults, and
+        // compiling every module must not hold the other hosts' changes up.
+        let _change = self.changes.lock().await;
         for (name, mut entry) in self.registry.entries() {
             let serving_module = match self.stored_module(&entry.serving.module).await {
                 Ok(module) => Some(module),
@@ -314,7 +320,26 @@ impl Deployments {
         on_error: OnError,
         limits: ProjectionLimits,
     ) -> anyhow::Result<()> {
-        if !self.hold_lease(lane)? {
+        // One runner per lane: a start racing another (the keeper taking a
+        // lane while a `retry` starts it) or finding one running does nothing.
+        use std::sync::atomic::Ordering;
+        if lane.starting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Ok(());
+        }
+        let started = self.start_runner_once(name, lane, module, on_error, limits);
+        lane.starting.store(false, Ordering::Release);
+        started
+    }
+
+    fn start_runner_once(
+        &self,
+        name: &str,
+        lane: &Arc<Lane>,
+        module: Module,
+        on_error: OnError,
+        limits: ProjectionLimits,
+    ) -> anyhow::Result<()> {
+        if lane.runs_here() || !self.hold_lease(lane)? {
             return Ok(());
         }
         let limits = sandbox_limits(limits, self.runtime.limits());
@@ -361,11 +386,23 @@ impl Deployments {
     /// Takes the change lock: the one shared by every host first (so a host
     /// waiting for it holds nothing its keeper needs meanwhile), then this host's.
     pub(super) async fn change_lock(&self) -> anyhow::Result<ChangeGuard<'_>> {
-        let shared = match self.storage.cluster() {
-            Some(cluster) => Some(cluster.change_lock().await?),
-            None => None,
+        let Some(cluster) = self.storage.cluster() else {
+            return Ok(ChangeGuard { _shared: None, _local: self.changes.lock().await });
         };
-        Ok(ChangeGuard { _shared: shared, _local: self.changes.lock().await })
+        let shared = cluster.change_lock().await?;
+        let guard = ChangeGuard { _shared: Some(shared), _local: self.changes.lock().await };
+        // Decide on the registry as it is now, with what other hosts changed
+        // applied here first (the lock keeps it so until the change is made).
+        let changed = self.registry.refresh()?;
+        self.pending.lock().extend(changed);
+        let names: Vec<String> = std::mem::take(&mut *self.pending.lock()).into_iter().collect();
+        for name in names {
+            if let Err(e) = self.reconcile(&name).await {
+                tracing::warn!(projection = %name, error = %format!("{e:#}"), "cannot apply a change made on another host; trying again");
+                self.pending.lock().insert(name);
+            }
+        }
+        Ok(guard)
     }
 
     /// With several hosts: shows the others which module `lane`'s runner here runs now.

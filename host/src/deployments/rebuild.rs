@@ -23,6 +23,11 @@ impl Deployments {
     ) -> anyhow::Result<()> {
         lane.background.store(true, Ordering::Relaxed);
         self.start_lane(name, lane, module, settings)?;
+        if !lane.runs_here() {
+            // Another host runs it (and promotes it); this host's keeper
+            // starts it here, and its watcher, should it take it over.
+            return Ok(());
+        }
         let this = self.clone();
         let (name, lane) = (name.to_owned(), lane.clone());
         tokio::spawn(async move {

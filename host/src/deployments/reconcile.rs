@@ -19,7 +19,7 @@ use crate::registry::{LaneRecord, RunState};
 
 impl Deployments {
     /// Applies `name`'s registry entry, as it is now, to the local lanes.
-    pub(super) async fn reconcile(self: &Arc<Self>, name: &str) -> anyhow::Result<()> {
+    pub(super) async fn reconcile(&self, name: &str) -> anyhow::Result<()> {
         let entry = self.registry.get(name);
         let local = self.get(name);
         let Some(entry) = entry else {

@@ -189,6 +189,25 @@ impl ReadModelDb {
         on_backend!(self, db => db.commit(&Writes::new(), checkpoint, Some(letter)))
     }
 
+    /// [`ReadModelDb::commit`] (with `letter`: [`ReadModelDb::commit_dead_letter`])
+    /// by the runner whose batch began at position `from` (`None`: before any
+    /// batch). On PostgreSQL the commit also requires the stored checkpoint to
+    /// be still `from`: should two runners ever follow the same read model
+    /// under one lease, the second to commit a batch is refused with
+    /// [`Fenced`] instead of applying its events a second time.
+    pub fn commit_after(
+        &self,
+        from: Option<u64>,
+        writes: &Writes,
+        letter: Option<&DeadLetter>,
+        checkpoint: Checkpoint,
+    ) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.commit(writes, checkpoint, letter),
+            Backend::Postgres(db) => db.commit_after(Some(from), writes, checkpoint, letter),
+        }
+    }
+
     /// Skipped events, oldest first, after `after` (a position), at most `limit`.
     pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
         on_backend!(self, db => db.dead_letters(after, limit))

@@ -124,8 +124,8 @@ impl PgReadModel {
         })
     }
 
-    /// Drops the read model `name` of `projection`: its table, then its row
-    /// (its dead letters go with the row). Nothing to do if it is not there.
+    /// Drops the read model `name` of `projection`: its row (its dead
+    /// letters go with it), then its table, in one transaction. Nothing to do if it is not there.
     pub(super) fn remove(pg: &Postgres, projection: &str, name: &str) -> anyhow::Result<()> {
         pg.block_on(async {
             let mut client = pg.client().await?;
@@ -138,8 +138,11 @@ impl PgReadModel {
                 .await?;
             let Some(id) = row.map(|row| row.get::<_, i64>(0)) else { return Ok(()) };
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&id]).await?;
-            tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", table(id))).await?;
+            // The row first, as a commit takes it (the fence) before the
+            // table: taken in the other order, a commit under way and this
+            // removal would deadlock. Deleting it fences any owner off.
             tx.execute("DELETE FROM projector.readmodels WHERE id = $1", &[&id]).await?;
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", table(id))).await?;
             tx.commit().await?;
             Ok::<_, anyhow::Error>(())
         })
@@ -215,6 +218,24 @@ impl PgReadModel {
         checkpoint: Checkpoint,
         letter: Option<&DeadLetter>,
     ) -> anyhow::Result<()> {
+        self.commit_after(None, writes, checkpoint, letter)
+    }
+
+    /// [`PgReadModel::commit`], also refused with [`Fenced`] when `from` is
+    /// given and the stored checkpoint's position is not it (another runner
+    /// committed since this batch began).
+    pub(super) fn commit_after(
+        &self,
+        from: Option<Option<u64>>,
+        writes: &Writes,
+        checkpoint: Checkpoint,
+        letter: Option<&DeadLetter>,
+    ) -> anyhow::Result<()> {
+        let expected = match from {
+            Some(Some(position)) => Some(bigint(position)?),
+            _ => None,
+        };
+        let check_from = from.is_some();
         let fenced = || Fenced { projection: self.projection.clone(), readmodel: self.name.clone() };
         let Some(epoch) = *self.fence.lock() else { return Err(fenced().into()) };
         let (position, events) = (bigint(checkpoint.position)?, bigint(checkpoint.events)?);
@@ -254,10 +275,13 @@ impl PgReadModel {
             // ends. A batch of a host that lost its lease never lands.
             let fence = tx
                 .prepare_cached(
-                    "UPDATE projector.readmodels SET position = $1, events = $2 WHERE id = $3 AND epoch = $4",
+                    "UPDATE projector.readmodels SET position = $1, events = $2
+                     WHERE id = $3 AND epoch = $4 AND (NOT $5 OR position IS NOT DISTINCT FROM $6)",
                 )
                 .await?;
-            if tx.execute(&fence, &[&position, &events, &self.id, &epoch]).await? == 0 {
+            let fenced_off =
+                tx.execute(&fence, &[&position, &events, &self.id, &epoch, &check_from, &expected]).await?;
+            if fenced_off == 0 {
                 // Dropping the transaction rolls it back.
                 return Err(fenced().into());
             }

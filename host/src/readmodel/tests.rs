@@ -266,6 +266,30 @@ fn a_commit_under_a_stale_epoch_is_fenced_and_changes_nothing() {
 }
 
 #[test]
+fn a_second_runner_under_the_same_lease_cannot_apply_a_batch_again() {
+    let db = postgres();
+    let first = batch(&[("c", "n", Some("1"))]);
+    db.commit_after(None, &first, None, Checkpoint { position: 10, events: 1 }).expect("the first batch");
+    // A second runner that read the checkpoint before the first batch landed
+    // commits the same events: refused, nothing changes.
+    let again = batch(&[("c", "n", Some("2"))]);
+    let refused = db.commit_after(None, &again, None, Checkpoint { position: 10, events: 1 }).expect_err("stale start");
+    assert!(refused.downcast_ref::<Fenced>().is_some(), "{refused:#}");
+    let letter =
+        DeadLetter { position: 10, stream: "s".into(), revision: 0, event_type: "T".into(), error: "e".into() };
+    let refused = db
+        .commit_after(Some(5), &Writes::new(), Some(&letter), Checkpoint { position: 10, events: 1 })
+        .expect_err("stale start");
+    assert!(refused.downcast_ref::<Fenced>().is_some(), "{refused:#}");
+    assert_eq!(db.document("c", "n").expect("lookup").as_deref(), Some("1"));
+    assert_eq!(db.dead_letter_count().expect("count"), 0);
+    // The runner that is where the read model is goes on.
+    db.commit_after(Some(10), &again, None, Checkpoint { position: 20, events: 2 })
+        .expect("from the stored checkpoint");
+    assert_eq!(db.checkpoint().expect("checkpoint"), Some(Checkpoint { position: 20, events: 2 }));
+}
+
+#[test]
 fn a_removed_read_model_leaves_no_table_row_or_dead_letter() {
     let db = postgres();
     let database = db.database();

@@ -61,11 +61,15 @@ impl Registry {
         Ok(changed.into_iter().collect())
     }
 
-    /// Caches `entry` as `name`'s, at change counter `version`, unless a newer one is cached.
+    /// Caches `entry` as `name`'s (`None`: gone), at change counter `version`, unless a newer one is cached.
     pub(super) fn remember(&self, name: &str, entry: Option<Entry>, version: i64) {
         let mut entries = self.entries.lock();
         let mut versions = self.versions.lock();
-        if versions.get(name).is_some_and(|&cached| cached > version) {
+        // Older than what is cached, or past a change this host has not
+        // seen yet (another host's): the next refresh brings it, and reports
+        // the name so that the change is applied here.
+        let skip = |cached: i64| cached > version || version > cached + 1;
+        if entry.is_some() && versions.get(name).is_some_and(|&cached| skip(cached)) {
             return;
         }
         match entry {

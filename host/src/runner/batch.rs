@@ -47,6 +47,9 @@ pub(super) struct Job {
     pub(super) on_error: OnError,
     /// The checkpoint before the batch.
     pub(super) start: Checkpoint,
+    /// Its position as stored (`None` before the first batch): the first
+    /// commit of the batch requires the read model to be still there.
+    pub(super) from: Option<u64>,
     /// Time spent in the module (the rest of the batch is commits).
     pub(super) module_time: Duration,
 }
@@ -56,7 +59,7 @@ impl Job {
     pub(super) fn run(&mut self, events: &[Event], position: u64) -> Result<(Checkpoint, u64), Failure> {
         let end = Checkpoint { position, events: self.start.events + events.len() as u64 };
         match self.handle(events) {
-            Ok(writes) => match self.db.commit(&writes, end) {
+            Ok(writes) => match self.db.commit_after(self.from, &writes, None, end) {
                 Ok(()) => Ok((end, 0)),
                 // One of the events wrote what the read model cannot hold: find it.
                 Err(e) if e.downcast_ref::<Unstorable>().is_some() => self.one_at_a_time(events, end),
@@ -85,13 +88,17 @@ impl Job {
     /// is done.
     fn one_at_a_time(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), Failure> {
         let mut checkpoint = self.start;
+        let mut from = self.from;
         let mut skipped = 0;
         for event in events {
             let alone = std::slice::from_ref(event);
             checkpoint = Checkpoint { position: event.commit_position, events: checkpoint.events + 1 };
             let fault = match self.handle(alone) {
-                Ok(writes) => match self.db.commit(&writes, checkpoint) {
-                    Ok(()) => continue,
+                Ok(writes) => match self.db.commit_after(from, &writes, None, checkpoint) {
+                    Ok(()) => {
+                        from = Some(checkpoint.position);
+                        continue;
+                    }
                     Err(e) => match e.downcast::<Unstorable>() {
                         Ok(Unstorable(message)) => Fault::Guest { event_index: 0, message },
                         Err(e) => return Err(Failure::Storage(e)),
@@ -109,13 +116,14 @@ impl Job {
                 OnError::Skip => {
                     let letter = dead_letter(event, fault);
                     tracing::warn!(stream = %letter.stream, position = letter.position, error = %letter.error, "event skipped");
-                    self.db.commit_dead_letter(&letter, checkpoint).map_err(Failure::Storage)?;
+                    self.db.commit_after(from, &Writes::new(), Some(&letter), checkpoint).map_err(Failure::Storage)?;
+                    from = Some(checkpoint.position);
                     skipped += 1;
                 }
             }
         }
         if end.position > checkpoint.position {
-            self.db.commit(&Writes::new(), end).map_err(Failure::Storage)?;
+            self.db.commit_after(from, &Writes::new(), None, end).map_err(Failure::Storage)?;
         }
         Ok((end, skipped))
     }

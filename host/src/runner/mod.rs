@@ -356,6 +356,7 @@ impl Runner {
             db: self.db.clone(),
             on_error: self.on_error,
             start: self.checkpoint.unwrap_or_default(),
+            from: self.checkpoint.map(|c| c.position),
             module_time: Duration::ZERO,
         };
         let metrics = self.metrics.clone();
