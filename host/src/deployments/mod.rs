@@ -438,6 +438,10 @@ impl Deployments {
         if lane.lease.lock().is_some() {
             return Ok(true);
         }
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            // Shutting down: its leases are given up, none is taken again.
+            return Ok(false);
+        }
         let id = lane.db.readmodel_id().context("a shared read model has a row id")?;
         let Some(epoch) = cluster.pg.block_on(cluster.take(id))? else { return Ok(false) };
         *lane.lease.lock() = Some(epoch);

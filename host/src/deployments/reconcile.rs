@@ -47,7 +47,14 @@ impl Deployments {
         // keep the lanes whose read model stays, open the new ones, retire the rest.
         let (old_serving, old_candidate) = deployment.both();
         let mut old: Vec<Arc<Lane>> = [Some(old_serving.clone()), old_candidate].into_iter().flatten().collect();
-        let mut take_or_open = |record: &LaneRecord| match old.iter().position(|l| l.readmodel == record.readmodel) {
+        // A read model of the same name may be a new one (the projection
+        // deleted and deployed again meanwhile): same name and same row.
+        let rows = self.storage.readmodel_ids(name).await?;
+        let same = |lane: &Lane, readmodel: &str| {
+            lane.readmodel == readmodel
+                && rows.as_ref().is_none_or(|ids| ids.get(readmodel) == lane.db.readmodel_id().as_ref())
+        };
+        let mut take_or_open = |record: &LaneRecord| match old.iter().position(|l| same(l, &record.readmodel)) {
             Some(i) => Ok(old.swap_remove(i)),
             None => Lane::open(&self.storage, name, record),
         };

@@ -60,6 +60,21 @@ impl Storage {
         }
     }
 
+    /// With PostgreSQL, the row id of each read model of `name`, by read-model name.
+    pub(crate) async fn readmodel_ids(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Option<std::collections::HashMap<String, i64>>> {
+        let Storage::Postgres(cluster) = self else { return Ok(None) };
+        let rows = cluster
+            .pg
+            .client()
+            .await?
+            .query("SELECT name, id FROM projector.readmodels WHERE projection = $1", &[&name])
+            .await?;
+        Ok(Some(rows.iter().map(|row| (row.get(0), row.get(1))).collect()))
+    }
+
     /// The hosts sharing the database, when they are.
     pub(crate) fn cluster(&self) -> Option<&Cluster> {
         match self {
