@@ -137,8 +137,12 @@ async fn catch_up_and_query_rows(
     let started = Instant::now();
     let last = preload_blocks(&server.client()?, total, true).await?;
     table.push(
-        Row::new("cluster: mixed history preload (blocks of 1000, 4 writers)", rate(total, started.elapsed()), "events/s")
-            .detail(format!("{total} events, 2/3 registrations and 1/3 stock movements, as in `bench projections`")),
+        Row::new(
+            "cluster: mixed history preload (blocks of 1000, 4 writers)",
+            rate(total, started.elapsed()),
+            "events/s",
+        )
+        .detail(format!("{total} events, 2/3 registrations and 1/3 stock movements, as in `bench projections`")),
     );
 
     let user_directory = [EXAMPLES[0]];
@@ -228,10 +232,11 @@ async fn query_rows(
     for (kind, path) in kinds {
         let (requests_per_second, latencies) = http_load(addr, keys, clients, duration, path).await?;
         let name = format!("cluster queries: {kind}, {clients} clients, {}", backend.label());
-        table.push(
-            Row::new(name.clone(), requests_per_second, "requests/s")
-                .detail(format!("{} requests, p50 {}", latencies.len(), ms(percentile(&latencies, 0.5)))),
-        );
+        table.push(Row::new(name.clone(), requests_per_second, "requests/s").detail(format!(
+            "{} requests, p50 {}",
+            latencies.len(),
+            ms(percentile(&latencies, 0.5))
+        )));
         table.push(Row::new(format!("{name}, p99"), millis(percentile(&latencies, 0.99)), "ms"));
     }
     Ok(())
@@ -556,13 +561,11 @@ async fn scale_rows(
     }
     server.shutdown().await?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    table.push(
-        Row::new("cluster scale: three hosts over one", rates[2] / rates[0], "x").detail(format!(
-            "{cores} cores shared by every host process, PostgreSQL and the event store: no gain expected here; \
+    table.push(Row::new("cluster scale: three hosts over one", rates[2] / rates[0], "x").detail(format!(
+        "{cores} cores shared by every host process, PostgreSQL and the event store: no gain expected here; \
              two hosts {:.2} x",
-            rates[1] / rates[0]
-        )),
-    );
+        rates[1] / rates[0]
+    )));
     Ok(())
 }
 
@@ -571,12 +574,12 @@ async fn scale_rows(
 async fn all_at_head(cluster: &Cluster<'_>, last: u64, started: Instant) -> anyhow::Result<BTreeMap<String, String>> {
     loop {
         let mut done = BTreeMap::new();
-        for i in 0..cluster.hosts.len() {
+        for (i, id) in IDS.iter().enumerate().take(cluster.hosts.len()) {
             let list = cluster.get(i, "/projections").await?;
             for status in list.as_array().context("a list")? {
                 let (Some(name), Some(host)) = (status["name"].as_str(), status["host"].as_str()) else { continue };
                 let at_head = status["checkpoint"].as_u64().is_some_and(|c| c >= last);
-                if host == IDS[i] && at_head && status["state"] == "running" {
+                if host == *id && at_head && status["state"] == "running" {
                     done.insert(name.to_owned(), host.to_owned());
                 }
             }
