@@ -123,7 +123,7 @@ async fn disk_rows(total: u64, table: &mut Table) -> anyhow::Result<()> {
     let projection = host.deployments().get("user-directory").context("deployed")?;
     projection.wait_for(last).await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
     projection.wait_until_running().await.map_err(|s| anyhow::anyhow!("projection stopped: {s:?}"))?;
-    let file = projection.db().path().expect("a SQLite read model has a file").to_path_buf();
+    let file = projection.db().path().context("a SQLite read model has a file")?.to_path_buf();
     let parent = file.parent().context("read model file without a directory")?.to_path_buf();
     let stem = file.file_name().context("read model file without a name")?.to_string_lossy().into_owned();
     let on_disk = files_bytes(&parent, &stem)?;

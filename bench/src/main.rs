@@ -29,6 +29,11 @@
 //! `cargo run --release -p bench -- sandbox` measures a healthy projection's
 //! catch-up beside modules that always run into their limits.
 //!
+//! `cargo run --release -p bench -- cluster` measures several hosts over one
+//! PostgreSQL: catch-up and queries with PostgreSQL read models beside
+//! SQLite, the takeover after `kill -9` of the host running a projection,
+//! and one, two and three host processes sharing the work.
+//!
 //! `cargo run --release -p bench -- languages` measures the TypeScript and
 //! Python examples beside their Rust twins (compile, catch-up, memory,
 //! restart, a swap); the examples must be built first (`cargo xtask test`).
@@ -36,6 +41,7 @@
 //! Figures, not assertions: the test suite never checks timings.
 
 mod all_bench;
+mod cluster_bench;
 mod cost_bench;
 mod eventstore_bench;
 mod eventstore_security_bench;
@@ -80,6 +86,8 @@ enum Command {
     Sandbox(sandbox_bench::Args),
     /// TypeScript and Python projections beside their Rust twins: compile, catch-up, memory, restart, swap.
     Languages(languages_bench::Args),
+    /// Several hosts over one PostgreSQL: catch-up and queries beside SQLite, takeover after kill -9, 1/2/3 hosts.
+    Cluster(cluster_bench::Args),
     /// Runs an event store for the benchmark (internal).
     #[command(hide = true)]
     Serve {
@@ -97,6 +105,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A host process of `bench cluster`: this binary is `projector` (the
+    // `projector` binary's `main` is this same call).
+    if std::env::var_os(cluster_bench::AS_PROJECTOR).is_some() {
+        return projector::main();
+    }
     let cli = Cli::parse();
     // The host's process settings, so the figures are those of `projector serve`.
     projector::tune_process();
@@ -127,6 +140,7 @@ fn main() -> ExitCode {
         Command::Peer(args) => print(runtime.block_on(peer_bench::run(args))),
         Command::Cost(args) => print(runtime.block_on(cost_bench::run(args))),
         Command::Languages(args) => print(runtime.block_on(languages_bench::run(args))),
+        Command::Cluster(args) => print(runtime.block_on(cluster_bench::run(args))),
         Command::Serve { listen, data, plain_tcp, secure } => {
             runtime.block_on(eventstore_bench::serve(listen, data, plain_tcp, secure))
         }

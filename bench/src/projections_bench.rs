@@ -97,7 +97,7 @@ const METADATA: &str = r#"{"schemaVersion":2}"#;
 
 /// Stored as JSON (content type `application/json`), as the command API and
 /// the Node.js client write it, so every client decodes it as JSON.
-fn registration(n: u64) -> anyhow::Result<EventData> {
+pub(crate) fn registration(n: u64) -> anyhow::Result<EventData> {
     let metadata: serde_json::Value = serde_json::from_str(METADATA)?;
     let data = serde_json::value::RawValue::from_string(registration_payload(n))?;
     Ok(EventData::json("UserRegistered", &data)?.metadata_as_json(&metadata)?.id(uuid::Uuid::new_v4()))
@@ -312,7 +312,7 @@ async fn live_lags(
 /// Sends `GET {path(n)}` for pseudo-random `n` in `0..keys` over
 /// `connections` keep-alive HTTP/1.1 connections for `duration`, each
 /// answer checked for 200; requests per second and sorted latencies.
-async fn http_load(
+pub(crate) async fn http_load(
     addr: std::net::SocketAddr,
     keys: u64,
     connections: u64,
@@ -372,15 +372,15 @@ async fn http_load(
 }
 
 /// The request path for the `n`th pseudo-random pick.
-type PathOf = fn(u64) -> String;
+pub(crate) type PathOf = fn(u64) -> String;
 
 /// A user document by key.
-fn user_by_key(n: u64) -> String {
+pub(crate) fn user_by_key(n: u64) -> String {
     format!("/projections/user-directory/collections/users/u{}", user_near(n))
 }
 
 /// A filtered list: the users with a username (an indexed field), at most 20.
-fn users_named(n: u64) -> String {
+pub(crate) fn users_named(n: u64) -> String {
     format!("/projections/user-directory/collections/users?filter=username=user_{}&limit=20", user_near(n))
 }
 
@@ -403,7 +403,7 @@ pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
 }
 
 /// The example projections the catch-up figures run.
-const EXAMPLES: [(&str, &str); 3] = [
+pub(crate) const EXAMPLES: [(&str, &str); 3] = [
     ("user-directory", projector_tests::modules::USER_DIRECTORY),
     ("signup-stats", projector_tests::modules::SIGNUP_STATS),
     ("inventory", projector_tests::modules::INVENTORY),
@@ -418,7 +418,17 @@ async fn catch_up(
     projections: &[(&str, &str)],
     last: u64,
 ) -> anyhow::Result<(RunningHost, Duration)> {
-    let running = RunningHost::start(server, projector::HostConfig::new(dir.to_path_buf())).await?;
+    catch_up_with(server, projector::HostConfig::new(dir.to_path_buf()), projections, last).await
+}
+
+/// `catch_up` with a host started with `config` (its storage, say).
+pub(crate) async fn catch_up_with(
+    server: &eventstore_embedded::EmbeddedServer,
+    config: projector::HostConfig,
+    projections: &[(&str, &str)],
+    last: u64,
+) -> anyhow::Result<(RunningHost, Duration)> {
+    let running = RunningHost::start(server, config).await?;
     let started = Instant::now();
     for (name, module) in projections {
         let bytes = std::fs::read(module).with_context(|| format!("cannot read {module}"))?;

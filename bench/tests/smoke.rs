@@ -25,7 +25,8 @@ fn every_benchmark_produces_every_figure() {
     let report = std::fs::read_to_string(&out).expect("the report was written");
     assert!(report.starts_with("# Benchmarks\n"), "{report}");
     assert!(report.contains("Hand-written notes."), "the prose around the generated section is kept");
-    let mut sections = vec!["### Event store", "### Projection runtime", "### Cost", "### User registration"];
+    let mut sections =
+        vec!["### Event store", "### Projection runtime", "### Cost", "### User registration", "### Several hosts"];
     if with_peer {
         sections.push("### Against the Node.js peer");
     }
@@ -52,6 +53,14 @@ fn every_benchmark_produces_every_figure() {
         "event store: append, batch 1000",
         "event store: read_all",
         "users: registrations, 16 clients",
+        "cluster catch-up: all three together, until the last is at the head, into PostgreSQL |",
+        "cluster catch-up: all three together, until the last is at the head, PostgreSQL over SQLite |",
+        "cluster queries: GET by key, 16 clients, PostgreSQL |",
+        "cluster queries: filtered list (username = ?, indexed), 16 clients, PostgreSQL, p99 |",
+        "cluster takeover after kill -9: no progress seen, median |",
+        "cluster takeover after kill -9: no progress seen, max |",
+        "cluster scale: 3 hosts, three projections",
+        "cluster scale: three hosts over one |",
     ];
     let rows: Vec<&str> =
         report.lines().filter(|line| line.starts_with("| ") && !line.starts_with("| figure")).collect();
