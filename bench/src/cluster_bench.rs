@@ -346,6 +346,18 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
+    /// `GET path` on host `i`, as JSON; `None` for a 404.
+    async fn get_known(&self, i: usize, path: &str) -> anyhow::Result<Option<Value>> {
+        let response = self.http.get(format!("{}{path}", self.base(i)?)).send().await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            bail!("GET {path} on {} answered {}", IDS[i], response.status());
+        }
+        Ok(Some(response.json().await?))
+    }
+
     /// `GET path` on host `i`, as JSON.
     async fn get(&self, i: usize, path: &str) -> anyhow::Result<Value> {
         let response = self.http.get(format!("{}{path}", self.base(i)?)).send().await?;
@@ -422,7 +434,8 @@ async fn progress_seen(
             bail!("no host showed progress of user-directory within 120 s");
         }
         for i in cluster.running() {
-            let status = cluster.get(i, "/projections/user-directory").await?;
+            // A host just started (or told of the deploy) may not know it yet: 404.
+            let Some(status) = cluster.get_known(i, "/projections/user-directory").await? else { continue };
             let seen = since.elapsed();
             let Some(host) = status["host"].as_str().filter(|host| Some(*host) != not) else { continue };
             let changed = *changed.get_or_insert(seen);
@@ -468,8 +481,8 @@ async fn takeover_rows(
         let owner = progress_seen(&cluster, &trickle, Instant::now(), None).await?.2;
         tokio::time::sleep(Duration::from_millis(random.below(launcher.lease_ms / 3 + 1))).await;
         let watcher = cluster.running().into_iter().find(|&i| i != owner).context("another host runs")?;
-        let status = cluster.get(watcher, "/projections/user-directory").await?;
-        if status["host"].as_str() != Some(IDS[owner]) {
+        let status = cluster.get_known(watcher, "/projections/user-directory").await?;
+        if status.is_none_or(|status| status["host"].as_str() != Some(IDS[owner])) {
             continue; // It moved meanwhile; try again.
         }
         cluster.kill(owner)?;
