@@ -436,6 +436,11 @@ impl Deployments {
     fn hold_lease(&self, lane: &Lane) -> anyhow::Result<bool> {
         let Some(cluster) = self.storage.cluster() else { return Ok(true) };
         if lane.lease.lock().is_some() {
+            lane.status.send_if_modified(|s| {
+                let shown = s.host.as_deref() == Some(cluster.host_id.as_str());
+                s.host = Some(cluster.host_id.clone());
+                !shown
+            });
             return Ok(true);
         }
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
