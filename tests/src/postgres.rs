@@ -74,7 +74,8 @@ const SETTINGS: &[&str] = &["listen_addresses=127.0.0.1", "max_connections=200",
 
 /// A PostgreSQL server in its own temporary directory, on a loopback port.
 ///
-/// ```ignore
+/// ```no_run
+/// use projector_tests::PostgresServer;
 /// let pg = PostgresServer::start();
 /// let url = pg.create_database("orders"); // postgres://postgres@127.0.0.1:PORT/orders
 /// ```
