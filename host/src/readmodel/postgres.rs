@@ -54,7 +54,7 @@ use anyhow::Context;
 use parking_lot::Mutex;
 use tokio_postgres::error::SqlState;
 
-use super::postgres_sql::{continue_after, field, order_by, where_clause, Params};
+use super::postgres_sql::{bigint, continue_after, field, order_by, printable, table, unsigned, where_clause, Params};
 use super::query::{fnv, sql_literal, Query, QueryError};
 use super::{Checkpoint, DeadLetter, Fenced, Item, SortValue, Unstorable};
 use crate::pg::Postgres;
@@ -476,29 +476,4 @@ impl PgReadModel {
             Ok(())
         })
     }
-}
-
-/// The documents table of the read model with row `id`.
-fn table(id: i64) -> String {
-    format!("projector.documents_{id}")
-}
-
-/// A dead letter's text as PostgreSQL's text can hold it: a NUL character
-/// (which a guest's error message may carry) becomes U+FFFD.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains('\0') {
-        text.replace('\0', "\u{fffd}").into()
-    } else {
-        text.into()
-    }
-}
-
-/// A position or counter as PostgreSQL's BIGINT holds it.
-fn bigint(value: u64) -> anyhow::Result<i64> {
-    i64::try_from(value).with_context(|| format!("{value} is past the largest number PostgreSQL's BIGINT holds"))
-}
-
-/// A stored BIGINT as the position or counter it is.
-fn unsigned(value: i64) -> anyhow::Result<u64> {
-    u64::try_from(value).with_context(|| format!("a stored position or counter is negative: {value}"))
 }

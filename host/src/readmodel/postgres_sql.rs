@@ -7,6 +7,8 @@
 //! Every parameter is text: documents and values travel as JSON text and
 //! PostgreSQL parses them, so the host never parses a document.
 
+use anyhow::Context;
+
 use super::query::{sql_literal, validate_field, Filter, FilterValue, Op, Order, Page, SortValue, FOREIGN_CURSOR};
 
 /// A statement's parameters, all text, numbered in the order they are added.
@@ -204,4 +206,29 @@ mod tests {
             assert_eq!(refused, Err(FOREIGN_CURSOR.to_owned()));
         }
     }
+}
+
+/// The documents table of the read model with row `id`.
+pub(super) fn table(id: i64) -> String {
+    format!("projector.documents_{id}")
+}
+
+/// A dead letter's text as PostgreSQL's text can hold it: a NUL character
+/// (which a guest's error message may carry) becomes U+FFFD.
+pub(super) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// A position or counter as PostgreSQL's BIGINT holds it.
+pub(super) fn bigint(value: u64) -> anyhow::Result<i64> {
+    i64::try_from(value).with_context(|| format!("{value} is past the largest number PostgreSQL's BIGINT holds"))
+}
+
+/// A stored BIGINT as the position or counter it is.
+pub(super) fn unsigned(value: i64) -> anyhow::Result<u64> {
+    u64::try_from(value).with_context(|| format!("a stored position or counter is negative: {value}"))
 }
