@@ -208,7 +208,9 @@ impl Deployments {
     /// Shows, for each lane this host does not run, what its owner published.
     fn mirror(&self, cluster: &Cluster, rows: &HashMap<i64, Shared>) {
         for (_, lane, record, _) in self.lanes_with_records() {
-            if lane.runs_here() {
+            // A lane whose lease this host holds is its own to show, even
+            // while its runner is still starting (`rows` may predate the lease).
+            if lane.runs_here() || lane.lease.lock().is_some() {
                 continue;
             }
             let Some(row) = lane.db.readmodel_id().and_then(|id| rows.get(&id)) else { continue };

@@ -184,15 +184,17 @@ impl Deployments {
     /// `deployment`'s status, with lag measured now.
     pub fn status(&self, deployment: &Deployment) -> Status {
         let entry = self.registry.get(&deployment.name);
-        let (serving, candidate) = deployment.both();
-        let serving = serving.status();
+        let (serving_lane, candidate) = deployment.both();
+        let serving = serving_lane.status();
         let lag = self.head.lag(serving.checkpoint);
         let limits_set = entry.as_ref().map(|e| e.limits).unwrap_or_default();
         let sandbox = sandbox_limits(limits_set, self.runtime.limits());
         Status {
             name: deployment.name.clone(),
             serving,
-            read_model: entry.as_ref().map(|e| e.serving.readmodel.clone()).unwrap_or_default(),
+            // The read model this host answers queries from (the registry may
+            // already name a newer one that another host promoted).
+            read_model: serving_lane.readmodel.clone(),
             lag_events: lag.events,
             lag_seconds: lag.seconds,
             on_error: entry.as_ref().map(|e| e.on_error).unwrap_or_default(),
