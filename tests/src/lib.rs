@@ -138,10 +138,13 @@ pub async fn collect(mut read: ReadStream) -> eventstore::Result<Vec<ResolvedEve
     Ok(events)
 }
 
-/// Awaits `future`, failing the test if it takes longer than a generous bound.
-/// A guard against hangs, not a timing assertion.
+/// How long a test waits for an outcome before it fails: a guard against
+/// hangs, not a timing assertion, so generous enough for a loaded CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
 pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), future)
+    tokio::time::timeout(PATIENCE, future)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
@@ -231,6 +234,11 @@ impl LoggedProcess {
 
     /// `kill -9`, and reaps the process.
     pub fn kill(mut self) {
+        self.kill_in_place();
+    }
+
+    /// `kill -9` and reap, keeping the log to read.
+    pub fn kill_in_place(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }

@@ -14,6 +14,7 @@
 //! `at_least=` waits end promptly on every host.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -41,7 +42,7 @@ impl Deployments {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(deployments) = this.upgrade() else { return };
-                if deployments.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                if deployments.stopping.load(Ordering::Relaxed) {
                     return;
                 }
                 let renewed = async {
@@ -61,7 +62,7 @@ impl Deployments {
                     () = wake.notified() => {}
                 }
                 let Some(deployments) = this.upgrade() else { return };
-                if deployments.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                if deployments.stopping.load(Ordering::Relaxed) {
                     return;
                 }
                 if let Err(e) = deployments.keep(&cluster).await {
@@ -122,7 +123,7 @@ impl Deployments {
         for (_, lane, _, _) in self.lanes_with_records() {
             let Some(epoch) = *lane.lease.lock() else { continue };
             let Some(id) = lane.db.readmodel_id() else { continue };
-            if lane.starting.load(std::sync::atomic::Ordering::Acquire) {
+            if lane.starting.load(Ordering::Acquire) {
                 continue;
             }
             let status = lane.status();
@@ -162,14 +163,17 @@ impl Deployments {
             if mine <= share {
                 break;
             }
-            let Some(epoch) = *lane.lease.lock() else { continue };
-            let Some(id) = lane.db.readmodel_id() else { continue };
-            tracing::info!(projection = %name, readmodel = %lane.readmodel, "handing a lane over to a less busy host");
-            lane.hand_over().await;
-            cluster.release(id, epoch).await?;
-            self.forget_lease(lane);
-            lane.status.send_modify(|s| s.state = State::CatchingUp);
-            mine -= 1;
+            // The hand-over holds the lane's start flag: a deploy or a start
+            // bringing its runner up now is let finish (a later round hands
+            // the lane over if still beyond share), and none begins meanwhile.
+            if lane.starting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                continue;
+            }
+            let handed = self.hand_back(cluster, name, lane).await;
+            lane.starting.store(false, Ordering::Release);
+            if handed? {
+                mine -= 1;
+            }
         }
         for (name, lane, _, candidate) in &wanted {
             if mine >= share {
@@ -194,7 +198,7 @@ impl Deployments {
                 self.start_candidate(name, lane, module, &entry)?;
             } else {
                 // A promoted rebuild taken over here serves: normal priority.
-                lane.background.store(false, std::sync::atomic::Ordering::Relaxed);
+                lane.background.store(false, Ordering::Relaxed);
                 self.start_lane(name, lane, module, &entry)?;
             }
             if lane.lease.lock().is_some() {
@@ -203,6 +207,17 @@ impl Deployments {
             }
         }
         Ok(())
+    }
+
+    /// Ends this host's runner of `lane` and gives up its lease; `false` when it held none.
+    async fn hand_back(&self, cluster: &Cluster, name: &str, lane: &Lane) -> anyhow::Result<bool> {
+        let (Some(epoch), Some(id)) = (*lane.lease.lock(), lane.db.readmodel_id()) else { return Ok(false) };
+        tracing::info!(projection = %name, readmodel = %lane.readmodel, "handing a lane over to a less busy host");
+        lane.hand_over().await;
+        cluster.release(id, epoch).await?;
+        self.forget_lease(lane);
+        lane.status.send_modify(|s| s.state = State::CatchingUp);
+        Ok(true)
     }
 
     /// Shows, for each lane this host does not run, what its owner published.

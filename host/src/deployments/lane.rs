@@ -32,7 +32,8 @@ pub struct Lane {
     pub(super) started: Mutex<(Instant, u64)>,
     /// Set while it is a rebuild beside a serving lane: its runner runs at low CPU priority.
     pub(super) background: AtomicBool,
-    /// Set while a runner is being started, so that two starts never race.
+    /// Set while a runner is being started or handed over to another host,
+    /// so that two starts, or a start and a hand-over, never race.
     pub(super) starting: AtomicBool,
     /// With several hosts: the epoch of this host's lease on it, while this host holds one.
     pub(super) lease: Mutex<Option<i64>>,

@@ -111,23 +111,6 @@ impl Hosts {
     }
 }
 
-impl Drop for Hosts {
-    /// A failed test shows what each host logged last.
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for (id, host) in IDS.iter().zip(&self.hosts) {
-            let Some(host) = host else { continue };
-            let log = host.log();
-            eprintln!("--- last lines of {id}'s log ---");
-            for line in &log[log.len().saturating_sub(25)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 /// What a single host (SQLite, no cluster) builds from the history: the reference.
 async fn reference(eventstore: &str, last: u64) -> BTreeMap<String, Value> {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -84,15 +84,18 @@ impl Api {
     /// in-process waits on the status watch instead ([`super::HostEnv::wait_status`]).
     pub(crate) async fn poll_status(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let mut poll = tokio::time::interval(Duration::from_millis(20));
-        within(what, async {
+        let last = std::sync::Mutex::new(Value::Null);
+        let polled = tokio::time::timeout(projector_tests::PATIENCE, async {
             loop {
                 poll.tick().await;
                 let (_, status) = self.get(&format!("/projections/{name}")).await;
                 if done(&status) {
                     break status;
                 }
+                *last.lock().expect("last status") = status;
             }
         })
-        .await
+        .await;
+        polled.unwrap_or_else(|_| panic!("timed out waiting for {what}; the last status: {}", last.lock().expect("last status")))
     }
 }

@@ -94,7 +94,21 @@ impl HostProcess {
     }
 
     /// `kill -9`.
-    pub(crate) fn kill(self) {
-        self.process.kill();
+    pub(crate) fn kill(mut self) {
+        self.process.kill_in_place();
+    }
+}
+
+impl Drop for HostProcess {
+    /// A failed test shows what the host logged last.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = self.process.log();
+        eprintln!("--- last lines of the log of the host at {} ---", self.process.addr);
+        for line in &log[log.len().saturating_sub(25)..] {
+            eprintln!("{line}");
+        }
     }
 }
