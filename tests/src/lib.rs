@@ -144,9 +144,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
 pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// A number from the environment variable `name`, or `default`.

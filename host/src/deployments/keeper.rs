@@ -123,7 +123,7 @@ impl Deployments {
         for (_, lane, _, _) in self.lanes_with_records() {
             let Some(epoch) = *lane.lease.lock() else { continue };
             let Some(id) = lane.db.readmodel_id() else { continue };
-            if lane.starting.load(Ordering::Acquire) {
+            if lane.claimed() {
                 continue;
             }
             let status = lane.status();
@@ -166,12 +166,8 @@ impl Deployments {
             // The hand-over holds the lane's start flag: a deploy or a start
             // bringing its runner up now is let finish (a later round hands
             // the lane over if still beyond share), and none begins meanwhile.
-            if lane.starting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                continue;
-            }
-            let handed = self.hand_back(cluster, name, lane).await;
-            lane.starting.store(false, Ordering::Release);
-            if handed? {
+            let Some(_claim) = lane.claim() else { continue };
+            if self.hand_back(cluster, name, lane).await? {
                 mine -= 1;
             }
         }

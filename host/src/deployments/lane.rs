@@ -5,7 +5,7 @@
 //! the runner publishes progress; it decides nothing about the deployment
 //! (that is `changes.rs`' and `rebuild.rs`' job) and writes no registry.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +34,7 @@ pub struct Lane {
     pub(super) background: AtomicBool,
     /// Set while a runner is being started or handed over to another host,
     /// so that two starts, or a start and a hand-over, never race.
-    pub(super) starting: AtomicBool,
+    claimed: AtomicBool,
     /// With several hosts: the epoch of this host's lease on it, while this host holds one.
     pub(super) lease: Mutex<Option<i64>>,
     /// What its runner on this host runs: the module (hash), policy and limits.
@@ -77,7 +77,7 @@ impl Lane {
             runner: Mutex::new(None),
             started: Mutex::new((Instant::now(), 0)),
             background: AtomicBool::new(false),
-            starting: AtomicBool::new(false),
+            claimed: AtomicBool::new(false),
             lease: Mutex::new(None),
             running: Mutex::new(None),
         }))
@@ -125,6 +125,18 @@ impl Lane {
         });
     }
 
+    /// Claims the lane for starting its runner or handing it over, until
+    /// the claim is dropped; `None` while another start or hand-over holds it.
+    pub(super) fn claim(&self) -> Option<Claim<'_>> {
+        self.claimed.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        Some(Claim(&self.claimed))
+    }
+
+    /// Whether a start or a hand-over holds the lane now.
+    pub(super) fn claimed(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
+    }
+
     /// Whether its runner is running on this host now.
     pub(super) fn runs_here(&self) -> bool {
         self.runner.lock().as_ref().is_some_and(|h| !h.task.is_finished())
@@ -150,6 +162,15 @@ pub(super) fn sandbox_limits(limits: ProjectionLimits, defaults: Limits) -> Limi
         memory_bytes: limits.memory_mb.map_or(defaults.memory_bytes, |mb| (mb as usize) << 20),
         batch_deadline: limits.batch_timeout_ms.map_or(defaults.batch_deadline, std::time::Duration::from_millis),
         ..defaults
+    }
+}
+
+/// A lane claimed by [`Lane::claim`]; dropping it lets the lane go.
+pub(super) struct Claim<'a>(&'a AtomicBool);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -323,24 +323,9 @@ impl Deployments {
         limits: ProjectionLimits,
     ) -> anyhow::Result<()> {
         // One runner per lane: a start racing another (the keeper taking a
-        // lane while a `retry` starts it) or finding one running does nothing.
-        use std::sync::atomic::Ordering;
-        if lane.starting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Ok(());
-        }
-        let started = self.start_runner_once(name, lane, module, on_error, limits);
-        lane.starting.store(false, Ordering::Release);
-        started
-    }
-
-    fn start_runner_once(
-        &self,
-        name: &str,
-        lane: &Arc<Lane>,
-        module: Module,
-        on_error: OnError,
-        limits: ProjectionLimits,
-    ) -> anyhow::Result<()> {
+        // lane while a `retry` starts it) or a hand-over, or finding one
+        // running, does nothing.
+        let Some(_claim) = lane.claim() else { return Ok(()) };
         if lane.runs_here() || !self.hold_lease(lane)? {
             return Ok(());
         }

@@ -144,6 +144,31 @@ fn json_value(value: &FilterValue) -> Result<(String, &'static str), String> {
     })
 }
 
+/// The documents table of the read model with row `id`.
+pub(super) fn table(id: i64) -> String {
+    format!("projector.documents_{id}")
+}
+
+/// A dead letter's text as PostgreSQL's text can hold it: a NUL character
+/// (which a guest's error message may carry) becomes U+FFFD.
+pub(super) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// A position or counter as PostgreSQL's BIGINT holds it.
+pub(super) fn bigint(value: u64) -> anyhow::Result<i64> {
+    i64::try_from(value).with_context(|| format!("{value} is past the largest number PostgreSQL's BIGINT holds"))
+}
+
+/// A stored BIGINT as the position or counter it is.
+pub(super) fn unsigned(value: i64) -> anyhow::Result<u64> {
+    u64::try_from(value).with_context(|| format!("a stored position or counter is negative: {value}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,29 +231,4 @@ mod tests {
             assert_eq!(refused, Err(FOREIGN_CURSOR.to_owned()));
         }
     }
-}
-
-/// The documents table of the read model with row `id`.
-pub(super) fn table(id: i64) -> String {
-    format!("projector.documents_{id}")
-}
-
-/// A dead letter's text as PostgreSQL's text can hold it: a NUL character
-/// (which a guest's error message may carry) becomes U+FFFD.
-pub(super) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains('\0') {
-        text.replace('\0', "\u{fffd}").into()
-    } else {
-        text.into()
-    }
-}
-
-/// A position or counter as PostgreSQL's BIGINT holds it.
-pub(super) fn bigint(value: u64) -> anyhow::Result<i64> {
-    i64::try_from(value).with_context(|| format!("{value} is past the largest number PostgreSQL's BIGINT holds"))
-}
-
-/// A stored BIGINT as the position or counter it is.
-pub(super) fn unsigned(value: i64) -> anyhow::Result<u64> {
-    u64::try_from(value).with_context(|| format!("a stored position or counter is negative: {value}"))
 }

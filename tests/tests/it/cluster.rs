@@ -28,6 +28,11 @@ use crate::support::{tally, Api, HostProcess};
 /// The hosts' names.
 const IDS: [&str; 3] = ["host-a", "host-b", "host-c"];
 
+/// Three hosts, an event store and PostgreSQL are a lot for a two-core CI
+/// machine that runs other tests beside them: these tests take turns, so
+/// that a starved machine does not stretch a takeover past the tests' patience.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Three host processes sharing one database, each restartable on its own data directory.
 struct Hosts {
     eventstore: String,
@@ -137,6 +142,7 @@ fn assert_same(expected: &BTreeMap<String, Value>, actual: &BTreeMap<String, Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_projections_spread_over_three_hosts_and_every_host_answers_every_query() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let store = TestEnv::start().await;
     let eventstore = store.server().connection_string();
     let last = *preload(&store.client(), 3_000).await.last().expect("appended");
@@ -166,6 +172,7 @@ async fn three_projections_spread_over_three_hosts_and_every_host_answers_every_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owner_is_taken_over_and_nothing_is_lost_or_applied_twice() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let kills = env_number("PROJECTOR_CLUSTER_KILLS", 3);
     let total = env_number("PROJECTOR_CLUSTER_EVENTS", 10_000);
     let mut random = Seeded::from_env("PROJECTOR_CLUSTER_SEED");
@@ -201,6 +208,7 @@ async fn a_killed_owner_is_taken_over_and_nothing_is_lost_or_applied_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_that_wakes_after_a_takeover_steps_down_without_committing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let store = TestEnv::start().await;
     let eventstore = store.server().connection_string();
     let positions = preload(&store.client(), 10_000).await;
@@ -230,6 +238,7 @@ async fn a_frozen_owner_that_wakes_after_a_takeover_steps_down_without_committin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_and_a_rebuild_asked_of_a_host_that_does_not_run_the_projection() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let store = TestEnv::start().await;
     let events = store.client();
     let hosts = Hosts::start(store.server().connection_string(), projector_tests::fresh_database()).await;
@@ -277,6 +286,7 @@ async fn a_swap_and_a_rebuild_asked_of_a_host_that_does_not_run_the_projection()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_restarted_under_running_hosts_is_retried_and_queries_come_back() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let store = TestEnv::start().await;
     let events = store.client();
     let mut postgres = PostgresServer::start();

@@ -96,6 +96,8 @@ impl Api {
             }
         })
         .await;
-        polled.unwrap_or_else(|_| panic!("timed out waiting for {what}; the last status: {}", last.lock().expect("last status")))
+        polled.unwrap_or_else(|_| {
+            panic!("timed out waiting for {what}; the last status: {}", last.lock().expect("last status"))
+        })
     }
 }
