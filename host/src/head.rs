@@ -7,6 +7,10 @@
 //! `lag_events` counts the events after a checkpoint, `lag_seconds` is how
 //! long the first of them has been waiting. One tracker serves every
 //! projection of the host.
+//!
+//! Its subscription is also the host's live reader (`feed`): each event it
+//! reads goes into the live ring, from which the lanes at the head take
+//! theirs, so following the head costs one read however many lanes do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +18,8 @@ use std::time::Duration;
 use eventstore::{StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter};
 use parking_lot::RwLock;
 use tokio::sync::watch;
+
+use crate::feed::reader::{to_event, Reader};
 
 /// Positions and creation times of `$all`'s events, in order.
 #[derive(Debug, Default)]
@@ -36,6 +42,7 @@ pub struct Lag {
 pub struct Head {
     log: Arc<RwLock<Log>>,
     seen: watch::Receiver<u64>,
+    live: Arc<Reader>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,8 +57,25 @@ impl Head {
     pub fn follow(client: eventstore::Client) -> Head {
         let log = Arc::new(RwLock::new(Log::default()));
         let (seen_tx, seen) = watch::channel(0);
-        let task = tokio::spawn(track(client, log.clone(), seen_tx));
-        Head { log, seen, task }
+        let live = Arc::new(Reader::new(0, true, false, true, None));
+        let task = tokio::spawn(track(client, log.clone(), seen_tx, live.clone()));
+        Head { log, seen, live, task }
+    }
+
+    /// The live reader this tracker feeds.
+    pub(crate) fn live(&self) -> &Arc<Reader> {
+        &self.live
+    }
+
+    /// How many events lie after `from` up to `to` (`None` while the
+    /// tracker has not read as far as `to`).
+    pub(crate) fn events_between(&self, from: Option<u64>, to: u64) -> Option<u64> {
+        let log = self.log.read();
+        if log.positions.last().is_none_or(|&last| last < to) {
+            return None;
+        }
+        let after = |p: Option<u64>| p.map_or(0, |p| log.positions.partition_point(|&q| q <= p));
+        Some(after(Some(to)).saturating_sub(after(from)) as u64)
     }
 
     /// How far `checkpoint` (none: nothing applied yet) is behind the head.
@@ -77,7 +101,7 @@ impl Head {
     }
 }
 
-async fn track(client: eventstore::Client, log: Arc<RwLock<Log>>, seen: watch::Sender<u64>) {
+async fn track(client: eventstore::Client, log: Arc<RwLock<Log>>, seen: watch::Sender<u64>, live: Arc<Reader>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let start = match log.read().positions.last() {
@@ -97,11 +121,15 @@ async fn track(client: eventstore::Client, log: Arc<RwLock<Log>>, seen: watch::S
                         log.created_ms.push(event.created.timestamp_millis());
                     }
                     seen.send_replace(event.position.commit);
+                    live.push(to_event(event)).await;
                     backoff = Duration::from_millis(100);
                 }
-                Ok(_) => {}
+                Ok(SubscriptionEvent::Checkpoint(position)) => live.advance(position.commit),
+                Ok(SubscriptionEvent::CaughtUp) => live.caught_up(),
+                Ok(_) => live.healthy(),
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "lost the head of $all; resubscribing");
+                    live.broken(e.to_string());
                     break;
                 }
             }

@@ -10,6 +10,7 @@ mod client;
 pub mod cluster;
 mod data_dir;
 pub mod deployments;
+mod feed;
 pub mod head;
 mod http;
 pub mod metrics;

@@ -66,6 +66,7 @@ pub struct Metrics {
     password_hashes: Counter,
     hashes_admitted: Gauge,
     registrations_shed: Family<ReasonLabel, Counter>,
+    feed_readers: Gauge,
 }
 
 /// A registration admitted to password hashing; counted in
@@ -119,6 +120,7 @@ impl Metrics {
             password_hashes: Counter::default(),
             hashes_admitted: Gauge::default(),
             registrations_shed: Family::default(),
+            feed_readers: Gauge::default(),
         };
         {
             let mut r = metrics.registry.lock();
@@ -175,6 +177,11 @@ impl Metrics {
                 "Registrations refused before any work, by reason (queue_full: 503, rate_limited: 429)",
                 metrics.registrations_shed.clone(),
             );
+            r.register(
+                "projector_feed_readers",
+                "Subscriptions to $all this host reads, shared by its projections (the live one included)",
+                metrics.feed_readers.clone(),
+            );
         }
         metrics
     }
@@ -225,6 +232,11 @@ impl Metrics {
         self.queries
             .get_or_create(&QueryLabels { projection: projection.to_owned(), kind })
             .observe(took.as_secs_f64());
+    }
+
+    /// How many subscriptions to `$all` the host reads now.
+    pub fn feed_readers(&self, readers: usize) {
+        self.feed_readers.set(readers as i64);
     }
 
     /// The exposition, with gauges taken from `statuses`.

@@ -47,6 +47,7 @@ use lane::sandbox_limits;
 pub use lane::Lane;
 pub(crate) use storage::Storage;
 
+use crate::feed::SharedFeed;
 use crate::head::Head;
 use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry, RunState};
@@ -89,7 +90,8 @@ pub enum ChangeError {
 /// Every deployed projection, by name, and the one writer of their state.
 pub struct Deployments {
     runtime: Arc<Runtime>,
-    client: eventstore::Client,
+    /// The host's reads of `$all`, shared by its lanes.
+    feed: Arc<SharedFeed>,
     storage: Storage,
     batch: BatchConfig,
     head: Arc<Head>,
@@ -140,7 +142,7 @@ impl Deployments {
         tokio::spawn(record_faults(registry.clone(), received));
         Ok(Deployments {
             runtime,
-            client,
+            feed: Arc::new(SharedFeed::new(client, head.clone())),
             storage,
             batch,
             head,
@@ -153,6 +155,11 @@ impl Deployments {
             stopping: std::sync::atomic::AtomicBool::new(false),
             pending: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         })
+    }
+
+    /// How many subscriptions to `$all` the host's lanes read from now.
+    pub fn feed_readers(&self) -> usize {
+        self.feed.readers()
     }
 
     /// The head of `$all` that lag is measured against.
@@ -345,7 +352,8 @@ impl Deployments {
             instance: Some(instance),
             limits,
             on_error,
-            client: self.client.clone(),
+            feed: self.feed.clone(),
+            background: false,
             db: lane.db.clone(),
             status: lane.status.clone(),
             metrics: self.metrics.clone(),

@@ -88,7 +88,9 @@ async fn act(
 }
 
 async fn metrics(_: Reader, State(state): State<AppState>) -> Response {
-    let text = state.deployments.metrics().render(&state.deployments.statuses());
+    let deployments = &state.deployments;
+    deployments.metrics().feed_readers(deployments.feed_readers());
+    let text = deployments.metrics().render(&deployments.statuses());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

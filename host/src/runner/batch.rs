@@ -56,7 +56,7 @@ pub(super) struct Job {
 
 impl Job {
     /// Applies `events` (ending at `position`); returns the new checkpoint and the number of events skipped.
-    pub(super) fn run(&mut self, events: &[Event], position: u64) -> Result<(Checkpoint, u64), Failure> {
+    pub(super) fn run(&mut self, events: &[Arc<Event>], position: u64) -> Result<(Checkpoint, u64), Failure> {
         let end = Checkpoint { position, events: self.start.events + events.len() as u64 };
         match self.handle(events) {
             Ok(writes) => match self.db.commit_after(self.from, &writes, None, end) {
@@ -86,7 +86,7 @@ impl Job {
     /// just before it) or becomes a dead letter (`skip`). Should each event
     /// succeed alone (a batch that was only too slow as a whole), the batch
     /// is done.
-    fn one_at_a_time(&mut self, events: &[Event], end: Checkpoint) -> Result<(Checkpoint, u64), Failure> {
+    fn one_at_a_time(&mut self, events: &[Arc<Event>], end: Checkpoint) -> Result<(Checkpoint, u64), Failure> {
         let mut checkpoint = self.start;
         let mut from = self.from;
         let mut skipped = 0;
@@ -128,7 +128,7 @@ impl Job {
         Ok((end, skipped))
     }
 
-    fn handle(&mut self, events: &[Event]) -> Result<Writes, Fault> {
+    fn handle(&mut self, events: &[Arc<Event>]) -> Result<Writes, Fault> {
         if events.is_empty() {
             return Ok(Writes::new());
         }
@@ -164,7 +164,7 @@ fn dead_letter(event: &Event, fault: Fault) -> DeadLetter {
 }
 
 /// The fault as the status shows it, naming its event when it is known.
-pub(super) fn fault_info(fault: Fault, events: &[Event]) -> FaultInfo {
+pub(super) fn fault_info(fault: Fault, events: &[Arc<Event>]) -> FaultInfo {
     let event = match &fault {
         Fault::Guest { event_index, .. } => events.get(*event_index),
         // A trap while applying a single event is that event's.
@@ -184,8 +184,8 @@ pub(super) fn fault_info(fault: Fault, events: &[Event]) -> FaultInfo {
 mod tests {
     use super::*;
 
-    fn event(n: u64) -> Event {
-        Event {
+    fn event(n: u64) -> Arc<Event> {
+        Arc::new(Event {
             stream_id: format!("order-{n}"),
             event_type: "OrderPlaced".into(),
             event_id: format!("id-{n}"),
@@ -195,7 +195,7 @@ mod tests {
             content_type: "application/json".into(),
             data: b"{}".to_vec(),
             metadata: Vec::new(),
-        }
+        })
     }
 
     #[test]

@@ -1,170 +1,146 @@
-//! The feed: one lane's filtered catch-up subscription to `$all`, read
-//! into batches ahead of the batch that runs.
+//! The feed: one lane's batches, taken from the host's shared reads of
+//! `$all` (`crate::feed`) at the lane's own cursor.
 //!
-//! A feeder task reads the subscription from the checkpoint and forms the
-//! next batch while one runs and commits; the channel between them holds at
-//! most `PIPELINE_DEPTH` batches, so a slow module slows the reading down
-//! instead of buffering events without bound. The feed decides which events
-//! a module sees (`Description::wants`, the same rule the SDK's harness
-//! uses); it runs no module and writes nothing.
+//! A batch holds up to `max_batch` events the module wants and closes
+//! `max_wait` after its first event; it ends at the last event it looked
+//! at (wanted or not), or at a later position the reader's server reported.
+//! Between batches the lane may move to another reader (never inside one);
+//! the readers read ahead of the batch that runs, within their rings' bounds.
+//! The feed decides which events a module sees (`Description::wants`, the
+//! same rule the SDK's harness uses); it runs no module and writes nothing.
 
-use eventstore::{StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter};
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 use super::BatchConfig;
-use crate::readmodel::Checkpoint;
+use crate::feed::{Membership, SharedFeed};
 use crate::runtime::{Description, Event};
 
-/// Batches from the subscription, in order; an error when it breaks. The
-/// feeder task stops when this is dropped.
+/// Events looked at for one batch at most, wanted or not, so that a lane
+/// wanting few of them still moves its checkpoint on.
+const MAX_LOOKED_AT: usize = 16 * 1024;
+
+/// A lane's place in the shared feed.
 pub(super) struct Feed {
-    pub(super) batches: mpsc::Receiver<anyhow::Result<Batch>>,
-    _feeder: AbortOnDrop,
-}
-
-/// Subscribes to `$all` after `checkpoint` with `description`'s filter.
-pub(super) async fn subscribe(
-    client: &eventstore::Client,
-    checkpoint: Option<Checkpoint>,
-    description: &Description,
+    shared: Arc<SharedFeed>,
+    member: Option<Membership>,
+    /// Where the last batch handed out ended (`None`: before the first event).
+    cursor: Option<u64>,
+    description: Description,
     config: BatchConfig,
-) -> Feed {
-    let start = match checkpoint {
-        Some(c) => StreamPosition::Position(eventstore::Position { commit: c.position, prepare: c.position }),
-        None => StreamPosition::Start,
-    };
-    let options = SubscribeToAllOptions::default().position(start).filter(filter(description));
-    let subscription = client.subscribe_to_all(&options).await;
-    let (sender, batches) = mpsc::channel(PIPELINE_DEPTH);
-    let feeder = tokio::spawn(feed(subscription, description.clone(), config, sender));
-    Feed { batches, _feeder: AbortOnDrop(feeder) }
+    background: bool,
+    /// Whether `caught_up` was reported for the reader the lane is in.
+    told_caught_up: bool,
 }
 
-/// The server-side filter: stream prefixes, else event types, else every
-/// event but the system's. `Description::wants` refines it per event.
-fn filter(description: &Description) -> SubscriptionFilter {
-    let d = description;
-    if !d.stream_prefixes.is_empty() {
-        d.stream_prefixes.iter().fold(SubscriptionFilter::on_stream_name(), |f, p| f.add_prefix(p))
-    } else if !d.event_types.is_empty() {
-        SubscriptionFilter::on_event_type().regex(type_regex(&d.event_types, &d.event_type_prefixes))
-    } else if !d.event_type_prefixes.is_empty() {
-        d.event_type_prefixes.iter().fold(SubscriptionFilter::on_event_type(), |f, p| f.add_prefix(p))
-    } else {
-        SubscriptionFilter::on_event_type().exclude_system_events()
-    }
-}
-
-/// A regex matching exactly `types` or anything starting with `prefixes`
-/// (a server filter is prefixes or one regex, not both).
-fn type_regex(types: &[String], prefixes: &[String]) -> String {
-    let escape = |s: &String| fancy_regex::escape(s).into_owned();
-    let exact = types.iter().map(escape).collect::<Vec<_>>().join("|");
-    let alternatives = std::iter::once(format!("(?:{exact})$")).chain(prefixes.iter().map(escape));
-    format!("^(?:{})", alternatives.collect::<Vec<_>>().join("|"))
-}
-
-/// Batches formed ahead of the one running.
-const PIPELINE_DEPTH: usize = 2;
-
-/// What the feeder hands the runner.
+/// What the feed hands the runner.
 pub(super) struct Batch {
     /// The events the module wants.
-    pub(super) events: Vec<Event>,
-    /// Where the batch ends in `$all` (its last event or server checkpoint).
+    pub(super) events: Vec<Arc<Event>>,
+    /// Where the batch ends in `$all` (`None`: nowhere new).
     pub(super) position: Option<u64>,
-    /// Whether the subscription reached the head of `$all` with this batch.
+    /// Whether the lane reached the head of `$all` with this batch.
     pub(super) caught_up: bool,
 }
 
-pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Feed {
+    /// The lane's feed after `cursor` (its checkpoint).
+    pub(super) fn new(
+        shared: Arc<SharedFeed>,
+        cursor: Option<u64>,
+        description: &Description,
+        config: BatchConfig,
+        background: bool,
+    ) -> Feed {
+        Feed {
+            shared,
+            member: None,
+            cursor,
+            description: description.clone(),
+            config,
+            background,
+            told_caught_up: false,
+        }
     }
-}
 
-/// Reads `subscription` into batches of up to `config.max_batch` events,
-/// closing a batch `config.max_wait` after its first message.
-async fn feed(
-    mut subscription: eventstore::Subscription,
-    description: Description,
-    config: BatchConfig,
-    batches: mpsc::Sender<anyhow::Result<Batch>>,
-) {
-    loop {
-        let first = match subscription.next_subscription_event().await {
-            Ok(first) => first,
-            Err(e) => {
-                let _ = batches.send(Err(e.into())).await;
-                return;
+    /// The next batch; an error when the lane's reader lost the store.
+    /// Cancel-safe: nothing moves until a batch is returned.
+    pub(super) async fn next(&mut self) -> anyhow::Result<Batch> {
+        loop {
+            let before = self.member.as_ref().map(|m| m.reader().id);
+            let member = self.shared.choose(self.member.take(), self.cursor, &self.description, self.background);
+            if before != Some(member.reader().id) {
+                self.told_caught_up = false;
             }
-        };
-        let mut batch = Batch { events: Vec::new(), position: None, caught_up: false };
-        let mut pending = Some(first);
-        let deadline = tokio::time::Instant::now() + config.max_wait;
-        while let Some(message) = pending.take() {
-            match message {
-                SubscriptionEvent::EventAppeared(resolved) => {
-                    let recorded = resolved.get_original_event();
-                    batch.position = Some(recorded.position.commit);
-                    if description.wants(&recorded.stream_id, &recorded.event_type) {
-                        batch.events.push(to_event(recorded));
+            self.member = Some(member);
+            if let Some(batch) = self.form().await? {
+                if let Some(position) = batch.position {
+                    self.cursor = Some(position);
+                    if let Some(member) = &self.member {
+                        member.moved_to(position);
                     }
                 }
-                SubscriptionEvent::Checkpoint(position) => batch.position = Some(position.commit),
-                SubscriptionEvent::CaughtUp => batch.caught_up = true,
-                _ => {}
+                self.told_caught_up |= batch.caught_up;
+                return Ok(batch);
             }
-            if batch.events.len() >= config.max_batch {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, subscription.next_subscription_event()).await {
-                Ok(Ok(next)) => pending = Some(next),
-                Ok(Err(e)) => {
-                    // Hand over what was read, then the error.
-                    let _ = batches.send(Ok(batch)).await;
-                    let _ = batches.send(Err(e.into())).await;
-                    return;
+            // Fell under the reader's floor: choose again.
+        }
+    }
+
+    /// Forms a batch from the current reader; `None` when the reader no
+    /// longer holds the events after the cursor.
+    async fn form(&self) -> anyhow::Result<Option<Batch>> {
+        let Some(member) = &self.member else { return Ok(None) };
+        let reader = member.reader().clone();
+        let mut progress = reader.progress();
+        let mut batch = Batch { events: Vec::new(), position: None, caught_up: false };
+        let mut at = self.cursor;
+        let mut looked_at = 0;
+        let mut deadline = None;
+        loop {
+            let seen = progress.borrow_and_update().clone();
+            let Some(slice) = reader.after(at, CHUNK) else {
+                // Dropped under the cursor: what was formed is still exact.
+                return Ok(batch.position.is_some().then_some(batch));
+            };
+            for event in slice.events {
+                at = Some(event.commit_position);
+                looked_at += 1;
+                if self.description.wants(&event.stream_id, &event.event_type) {
+                    batch.events.push(event);
                 }
-                Err(_) => {}
+                if batch.events.len() >= self.config.max_batch || looked_at >= MAX_LOOKED_AT {
+                    batch.position = at;
+                    return Ok(Some(batch));
+                }
+            }
+            if !slice.at_end {
+                continue;
+            }
+            at = slice.reached.max(at);
+            batch.position = at.filter(|&p| self.cursor.is_none_or(|c| p > c));
+            batch.caught_up = seen.caught_up;
+            if batch.position.is_none() {
+                if seen.caught_up && !self.told_caught_up {
+                    return Ok(Some(batch));
+                }
+                if let Some(problem) = seen.problem {
+                    anyhow::bail!(problem);
+                }
+                // Nothing new: wait for the reader.
+                if progress.changed().await.is_err() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            // Something to hand out: wait a little for more to fill the batch.
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.max_wait);
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() { return Ok(Some(batch)) },
+                () = tokio::time::sleep_until(deadline) => return Ok(Some(batch)),
             }
         }
-        if batches.send(Ok(batch)).await.is_err() {
-            return;
-        }
     }
 }
 
-fn to_event(recorded: &eventstore::RecordedEvent) -> Event {
-    let created_ms = recorded.created.timestamp_millis();
-    Event {
-        stream_id: recorded.stream_id.clone(),
-        event_type: recorded.event_type.clone(),
-        event_id: recorded.id.to_string(),
-        stream_revision: recorded.revision,
-        commit_position: recorded.position.commit,
-        created_ms,
-        content_type: if recorded.is_json { "application/json".into() } else { "application/octet-stream".into() },
-        data: recorded.data.to_vec(),
-        metadata: recorded.custom_metadata.to_vec(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::type_regex;
-
-    #[test]
-    fn the_type_regex_is_exact_for_types_and_open_for_prefixes() {
-        let re = fancy_regex::Regex::new(&type_regex(&["Order.Shipped".into(), "Paid".into()], &["Stock".into()]))
-            .expect("valid");
-        for wanted in ["Order.Shipped", "Paid", "StockReceived"] {
-            assert!(re.is_match(wanted).expect("matches"), "{wanted}");
-        }
-        for unwanted in ["OrderXShipped", "Order.ShippedNotificationSent", "PaidTwice", "RePaid", "stock"] {
-            assert!(!re.is_match(unwanted).expect("matches"), "{unwanted}");
-        }
-    }
-}
+/// Events taken from a ring at a time.
+const CHUNK: usize = 1024;

@@ -71,7 +71,10 @@ pub(crate) struct Runner {
     pub(crate) instance: Option<Instance>,
     pub(crate) limits: Limits,
     pub(crate) on_error: OnError,
-    pub(crate) client: eventstore::Client,
+    /// The host's reads of `$all`, which the lane takes its events from.
+    pub(crate) feed: Arc<crate::feed::SharedFeed>,
+    /// Whether it runs at low priority (a rebuild's); set by `spawn_in_background`.
+    pub(crate) background: bool,
     pub(crate) db: Arc<ReadModelDb>,
     pub(crate) status: watch::Sender<LaneStatus>,
     pub(crate) metrics: Arc<Metrics>,
@@ -136,7 +139,8 @@ impl Runner {
 
     /// Starts following events at low CPU priority on a thread of its own
     /// (`background.rs`): a rebuild beside a serving version.
-    pub(crate) fn spawn_in_background(self) -> std::io::Result<RunnerHandle> {
+    pub(crate) fn spawn_in_background(mut self) -> std::io::Result<RunnerHandle> {
+        self.background = true;
         let (control, commands) = mpsc::channel(4);
         self.status.send_modify(|s| {
             s.state = State::CatchingUp;
@@ -218,14 +222,14 @@ impl Runner {
             }
             self.stale = false;
         }
-        let mut feed = feed::subscribe(&self.client, self.checkpoint, self.description(), self.batch).await;
+        let cursor = self.checkpoint.map(|c| c.position);
+        let mut feed = feed::Feed::new(self.feed.clone(), cursor, self.description(), self.batch, self.background);
         loop {
             let batch = tokio::select! {
                 biased;
                 command = commands.recv() => return self.handle(command),
-                batch = feed.batches.recv() => batch,
+                batch = feed.next() => batch,
             };
-            let Some(batch) = batch else { return Exit::Broken(anyhow::anyhow!("the subscription ended")) };
             let feed::Batch { events, position, caught_up } = match batch {
                 Ok(batch) => batch,
                 Err(e) => return Exit::Broken(e),
@@ -344,7 +348,7 @@ impl Runner {
 
     /// Runs and commits one batch on a blocking thread, applying the error
     /// policy when the module fails on it (`batch.rs`).
-    async fn apply(&mut self, events: Vec<Event>, position: u64) -> Result<(), Failure> {
+    async fn apply(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
         let Some(instance) = self.instance.take() else {
             return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
         };
@@ -367,7 +371,11 @@ impl Runner {
             if outcome.is_ok() {
                 let mut types: HashMap<String, u64> = HashMap::new();
                 for event in &events {
-                    *types.entry(event.event_type.clone()).or_default() += 1;
+                    if let Some(count) = types.get_mut(event.event_type.as_str()) {
+                        *count += 1;
+                    } else {
+                        types.insert(event.event_type.clone(), 1);
+                    }
                 }
                 metrics.batch_committed(&name, &types, job.module_time, started.elapsed() - job.module_time);
             }

@@ -322,6 +322,7 @@ macro_rules! wit_events {
     ($wit:ident, $events:expr) => {
         $events
             .iter()
+            .map(std::borrow::Borrow::<Event>::borrow)
             .map(|e| $wit::Event {
                 stream_id: e.stream_id.clone(),
                 event_type: e.event_type.clone(),
@@ -367,7 +368,11 @@ impl Instance {
 
     /// Runs one batch over `source` and returns its writes. On any failure
     /// the writes are dropped; after a trap the instance must not be reused.
-    pub fn handle_batch(&mut self, events: &[Event], source: Arc<dyn DocumentSource>) -> Result<Writes, Fault> {
+    pub fn handle_batch<E: std::borrow::Borrow<Event>>(
+        &mut self,
+        events: &[E],
+        source: Arc<dyn DocumentSource>,
+    ) -> Result<Writes, Fault> {
         self.store.data_mut().begin_batch(source);
         self.begin_call();
         let outcome = match &self.bindings {

@@ -20,6 +20,7 @@
 //! - `races`                 a fault racing stop/rollback/swap: the registry keeps both; a restart brings back what was answered
 //! - `languages`             TypeScript and Python examples beside their Rust twins: same documents, errors in their own words, hostile TS modules stopped, a swap to TS without a failed query (opt-in: `PROJECTOR_GUEST_LANGUAGES`)
 //! - `exposure`              hostile clients: bounded filters, query time limits, lookups beside slow scans, names and cursors refused
+//! - `shared_feed`           lanes sharing the host's reads of `$all`: one read at the head, a late lane joining at its exact checkpoint
 //! - `lifecycle`             swaps, blue/green rebuilds, stop/start/reset/retry/delete, restarts, auth
 //! - `rollback`              rollback after a swap and after a rebuild (same version too), a rebuild cancelled
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
@@ -50,6 +51,7 @@ mod process;
 mod races;
 mod rollback;
 mod runtime;
+mod shared_feed;
 mod soak;
 mod storage;
 mod support;
