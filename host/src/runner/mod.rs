@@ -42,6 +42,10 @@ pub struct BatchConfig {
     pub max_wait: Duration,
 }
 
+/// How often at most a lane stores a checkpoint that moved over events it
+/// does not want only.
+const LAZY_CHECKPOINT: Duration = Duration::from_millis(250);
+
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig { max_batch: 512, max_wait: Duration::from_millis(10) }
@@ -224,18 +228,45 @@ impl Runner {
         }
         let cursor = self.checkpoint.map(|c| c.position);
         let mut feed = feed::Feed::new(self.feed.clone(), cursor, self.description(), self.batch, self.background);
+        // Where the lane is past its committed checkpoint over events it
+        // does not want (shown, not stored yet), and when it last committed.
+        let mut passed: Option<u64> = None;
+        let mut committed_at = Instant::now();
         loop {
+            let due = tokio::time::Instant::from_std(committed_at + LAZY_CHECKPOINT);
             let batch = tokio::select! {
                 biased;
-                command = commands.recv() => return self.handle(command),
+                command = commands.recv() => {
+                    self.store_passed(passed).await;
+                    return self.handle(command);
+                }
                 batch = feed.next() => batch,
+                () = tokio::time::sleep_until(due), if passed.is_some() => {
+                    // Quiet since: store where it is, for other hosts and restarts.
+                    self.store_passed(passed.take()).await;
+                    committed_at = Instant::now();
+                    continue;
+                }
             };
             let feed::Batch { events, position, caught_up } = match batch {
                 Ok(batch) => batch,
                 Err(e) => return Exit::Broken(e),
             };
             if let Some(position) = position.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) {
-                match self.apply(events, position).await {
+                // Events it does not want change nothing: the checkpoint
+                // moves on at once for queries (`at_least`), and is stored
+                // at most every `LAZY_CHECKPOINT` (after a crash they are
+                // read again and passed over again).
+                let lazy = events.is_empty() && committed_at.elapsed() < LAZY_CHECKPOINT;
+                if lazy {
+                    passed = Some(position);
+                    self.status.send_modify(|s| s.checkpoint = Some(position));
+                } else {
+                    passed = None;
+                    committed_at = Instant::now();
+                }
+                let applied = if lazy { Ok(()) } else { self.apply(events, position).await };
+                match applied {
                     Ok(()) => {}
                     Err(Failure::Fault(fault)) => {
                         // Events before the failing one may have been
@@ -326,6 +357,19 @@ impl Runner {
             s.state = State::Faulted;
             s.fault = Some(fault);
         });
+    }
+
+    /// Stores the position the lane has passed to over unwanted events, if
+    /// any, before it stops or changes code.
+    async fn store_passed(&mut self, passed: Option<u64>) {
+        let Some(position) = passed.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) else { return };
+        if let Err(e) = self.apply(Vec::new(), position).await {
+            let reason = match e {
+                Failure::Fault(fault) => fault.reason,
+                Failure::Storage(e) => format!("{e:#}"),
+            };
+            tracing::warn!(projection = %self.name, %reason, "cannot store the checkpoint; events are passed over again");
+        }
     }
 
     /// Reads the checkpoint and the dead-letter count back from the read model.
