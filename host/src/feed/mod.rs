@@ -131,6 +131,9 @@ impl SharedFeed {
         if reachable(&self.live.reader) {
             return self.enter(self.live.clone(), cursor);
         }
+        // A lane its reader left behind reads alone for now: were others to
+        // join it, they would be held back by the lane that was too slow.
+        let detached = current.as_ref().is_some_and(|m| !m.reader().covers(cursor));
         let current = current.filter(|m| m.reader().covers(cursor) && !m.running.reader.live);
         let here = current.as_ref().map_or(0, |m| m.reader().members());
         let here_head = current.as_ref().and_then(|m| m.reader().head());
@@ -157,10 +160,11 @@ impl SharedFeed {
             return current;
         }
         // A new reader from the cursor.
-        let shared = !background && catching_up.iter().any(|r| r.upgrade().is_some_and(|r| !r.reader.background));
+        let shared =
+            !background && !detached && catching_up.iter().any(|r| r.upgrade().is_some_and(|r| !r.reader.background));
         let filter = if shared { everything() } else { lane_filter(description) };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let complete = shared || (!background && is_everything(description));
+        let complete = shared || (!background && !detached && is_everything(description));
         let reader = Arc::new(Reader::new(id, false, background, complete, cursor));
         let task = tokio::spawn(reader::read(self.client.clone(), reader.clone(), filter));
         let running = Arc::new(Running { reader, task: Some(task) });

@@ -39,8 +39,10 @@ impl Bounds {
     /// The live reader's: a few seconds of a busy store (a lane further
     /// behind than that reads on its own until it is this near again).
     pub(crate) const LIVE: Bounds = Bounds { events: 8 * 1024, bytes: 8 << 20 };
-    /// A catch-up reader's: enough for its members to work on while it reads ahead.
+    /// A shared catch-up reader's: enough for its members to work on while it reads ahead.
     pub(crate) const CATCH_UP: Bounds = Bounds { events: 8 * 1024, bytes: 16 << 20 };
+    /// A reader of one lane's: a few batches ahead.
+    pub(crate) const ALONE: Bounds = Bounds { events: 2 * 1024, bytes: 4 << 20 };
 }
 
 /// What a reader has read, as its members see it.
@@ -102,7 +104,11 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub(crate) fn new(id: u64, live: bool, background: bool, complete: bool, from: Option<u64>) -> Reader {
-        let bounds = if live { Bounds::LIVE } else { Bounds::CATCH_UP };
+        let bounds = match (live, complete) {
+            (true, _) => Bounds::LIVE,
+            (false, true) => Bounds::CATCH_UP,
+            (false, false) => Bounds::ALONE,
+        };
         let (progress, _) = watch::channel(Progress { head: from, ..Progress::default() });
         Reader {
             id,
@@ -133,8 +139,10 @@ impl Reader {
         self.progress.borrow().head
     }
 
+    /// The members the ring still serves (a member under the floor leaves at its next batch).
     pub(crate) fn members(&self) -> usize {
-        self.cursors.lock().len()
+        let floor = self.ring.lock().floor;
+        self.cursors.lock().iter().filter(|c| floor.is_none_or(|f| c.load(Ordering::Acquire) >= f)).count()
     }
 
     /// Registers a member at `cursor`; the member leaves by dropping the cursor via [`Reader::leave`].
@@ -218,18 +226,24 @@ impl Reader {
         loop {
             let moved = self.moved.notified();
             let alone = {
+                // Members already under the floor hold nothing back: they
+                // choose another reader at their next batch.
+                let floor = self.ring.lock().floor;
                 let cursors = self.cursors.lock();
-                let slowest = cursors.iter().map(|c| c.load(Ordering::Acquire)).min();
-                let alone = cursors.len() <= 1;
+                let served =
+                    cursors.iter().map(|c| c.load(Ordering::Acquire)).filter(|&c| floor.is_none_or(|f| c >= f));
+                let (slowest, count) =
+                    served.fold((None, 0), |(min, n), c| (Some(min.map_or(c, |m: u64| m.min(c))), n + 1));
                 drop(cursors);
                 let mut ring = self.ring.lock();
                 while ring.events.front().is_some_and(|e| slowest.is_none_or(|s| e.commit_position <= s)) {
                     ring.evict_front();
                 }
-                if ring.events.len() < self.bounds.events && ring.bytes + bytes <= self.bounds.bytes {
+                let room = ring.events.len() < self.bounds.events && ring.bytes + bytes <= self.bounds.bytes;
+                if room || ring.events.is_empty() {
                     return;
                 }
-                alone
+                count <= 1
             };
             if alone {
                 moved.await;

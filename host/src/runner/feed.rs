@@ -99,7 +99,10 @@ impl Feed {
         loop {
             let seen = progress.borrow_and_update().clone();
             let Some(slice) = reader.after(at, CHUNK) else {
-                // Dropped under the cursor: what was formed is still exact.
+                // Dropped under `at`: every event up to it was looked at, so
+                // a batch ending there is still exact.
+                batch.position = at.filter(|&p| self.cursor.is_none_or(|c| p > c));
+                batch.caught_up = false;
                 return Ok(batch.position.is_some().then_some(batch));
             };
             for event in slice.events {
@@ -110,6 +113,7 @@ impl Feed {
                 }
                 if batch.events.len() >= self.config.max_batch || looked_at >= MAX_LOOKED_AT {
                     batch.position = at;
+                    batch.caught_up = false;
                     return Ok(Some(batch));
                 }
             }

@@ -111,3 +111,30 @@ async fn a_lane_far_behind_reads_alone_then_joins_the_live_read_at_its_exact_che
         assert_eq!(counted(&env, name, position).await, (expected + 5, expected + 5), "{name} after joining");
     }
 }
+
+#[tokio::test]
+async fn lanes_deployed_together_over_a_long_history_catch_up_on_shared_reads_exactly() {
+    let env = HostEnv::start().await;
+    let mut expected = 0;
+    for round in 0..6 {
+        noise(&env.events, 5_000).await;
+        tally::append(&env.events, &format!("tally-{round}"), 200).await;
+        expected += 200;
+    }
+    // Deployed one after the other while appends go on: they start at the
+    // same place, read together, move between reads and end on the live one.
+    let names: Vec<String> = (0..5).map(|i| format!("together-{i}")).collect();
+    let mut last = 0;
+    for (round, name) in names.iter().enumerate() {
+        let (status, body) = env.deploy(name, V1).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        noise(&env.events, 1_000).await;
+        let (_, position) = tally::append(&env.events, &format!("tally-during-{round}"), 20).await;
+        expected += 20;
+        last = position;
+    }
+    for name in &names {
+        assert_eq!(counted(&env, name, last).await, (expected, expected), "{name}: every counted event once");
+    }
+    readers(&env, 1).await;
+}
