@@ -2,6 +2,7 @@
 //! `continue` swap, back to the previous read model after a rebuild (also
 //! one under the same version), and a rebuild cancelled before it switches.
 
+use eventstore::{AppendToStreamOptions, EventData};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -25,8 +26,12 @@ async fn rolling_back_a_continue_swap_and_cancelling_a_rebuild(backend: Backend)
     assert_eq!(tally::total(env.api(), "tally", position).await, json!({ "count": 6, "version": "1.0.0" }));
     assert_eq!(seen_by(&env, "tally", &ids[0]).await, "1.0.0");
 
-    // A rebuild that is rolled back before it switches is cancelled; the serving version stays.
+    // A rebuild that is rolled back before it switches is cancelled; the
+    // serving version stays. A poison event only the rebuild reads (the
+    // serving lane is stopped) keeps it from ever switching, however fast.
     env.act("tally", "stop").await;
+    let poison = EventData::json("TallyPoison", &json!({})).expect("event");
+    env.events.append_to_stream("tally-c", &AppendToStreamOptions::default(), poison).await.expect("append");
     let (status, body) = env.deploy_with("tally", V2, "mode=rebuild").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (status, body) = env.deploy_with("tally", V2, "mode=continue").await;

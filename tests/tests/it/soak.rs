@@ -202,5 +202,13 @@ async fn a_soak_with_swaps_keeps_memory_and_descriptors_flat_and_loses_nothing()
     let series: Vec<String> = samples.iter().map(|(rss, fds)| format!("{}/{fds}", rss / 1024)).collect();
     eprintln!("RSS MiB / fds each second: {}", series.join(" "));
     assert!(fds_end <= warm.1 + 4, "file descriptors grew from {} to {fds_end}", warm.1);
-    assert!(rss_end <= warm.0 * 3 / 2 + 32 * 1024, "memory grew from {} KiB to {rss_end} KiB", warm.0);
+    // The least of the last five seconds: the allocator hands memory back
+    // in steps (a trim every 10 s), so one sample may catch a swap's
+    // compile before it is handed back; a leak raises all five.
+    let rss_settled = samples[samples.len().saturating_sub(5)..].iter().map(|s| s.0).min().unwrap_or(rss_end);
+    assert!(
+        rss_settled <= warm.0 * 3 / 2 + 32 * 1024,
+        "memory grew from {} KiB to {rss_settled} KiB (the least of the last five samples)",
+        warm.0
+    );
 }
