@@ -10,8 +10,7 @@ mod client;
 pub mod cluster;
 mod data_dir;
 pub mod deployments;
-mod feed;
-pub mod head;
+pub mod feed;
 mod http;
 pub mod metrics;
 pub mod network;
@@ -231,7 +230,7 @@ impl Host {
             Runtime::with_function_cache(Limits::default(), &data.function_cache())?
                 .with_artifact_cache(data.artifacts()),
         );
-        let head = Arc::new(head::Head::follow(client.clone()));
+        let head = Arc::new(feed::Head::follow(client.clone()));
         let deployments = Arc::new(Deployments::new(runtime, client, storage, BatchConfig::default(), head, metrics)?);
         deployments.restore().await?;
         deployments.spawn_keeper();

@@ -47,8 +47,8 @@ use lane::sandbox_limits;
 pub use lane::Lane;
 pub(crate) use storage::Storage;
 
+use crate::feed::Head;
 use crate::feed::SharedFeed;
-use crate::head::Head;
 use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry, RunState};
 pub use crate::runner::BatchConfig;

@@ -29,6 +29,7 @@
 //! back to rule 1 at its next batch: it reads on its own, and joins the
 //! live reader again once it is near the head.
 
+mod head;
 pub(crate) mod reader;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +38,8 @@ use std::sync::{Arc, Weak};
 use eventstore::SubscriptionFilter;
 use parking_lot::Mutex;
 
-use crate::head::Head;
 use crate::runtime::Description;
+pub use head::{Head, Lag};
 pub(crate) use reader::Reader;
 
 /// How far behind a lane's cursor a catch-up reader may be for the lane to

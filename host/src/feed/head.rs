@@ -19,7 +19,7 @@ use eventstore::{StreamPosition, SubscribeToAllOptions, SubscriptionEvent, Subsc
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
-use crate::feed::reader::{to_event, Reader};
+use super::reader::{to_event, Reader};
 
 /// Positions and creation times of `$all`'s events, in order.
 #[derive(Debug, Default)]
