@@ -52,7 +52,7 @@ use crate::feed::SharedFeed;
 use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry, RunState};
 pub use crate::runner::BatchConfig;
-use crate::runner::{FaultReport, Runner};
+use crate::runner::{FaultReport, Queries, Runner};
 use crate::runtime::{DeployError, Module, Runtime};
 use crate::settings::{OnError, ProjectionLimits};
 use crate::status::{EffectiveLimits, FaultInfo, ModuleInfo, Previous, Status};
@@ -96,6 +96,8 @@ pub struct Deployments {
     batch: BatchConfig,
     head: Arc<Head>,
     metrics: Arc<Metrics>,
+    /// The queries being answered, which rebuilds give way to.
+    queries: Arc<Queries>,
     registry: Arc<Registry>,
     deployed: RwLock<BTreeMap<String, Arc<Deployment>>>,
     /// Serialises deployment changes.
@@ -147,6 +149,7 @@ impl Deployments {
             batch,
             head,
             metrics,
+            queries: Arc::default(),
             registry,
             deployed: RwLock::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
@@ -165,6 +168,11 @@ impl Deployments {
     /// The head of `$all` that lag is measured against.
     pub fn head(&self) -> &Arc<Head> {
         &self.head
+    }
+
+    /// The queries being answered (the HTTP layer counts them), which rebuilds give way to.
+    pub(crate) fn queries(&self) -> &Arc<Queries> {
+        &self.queries
     }
 
     /// The host's metrics.
@@ -357,6 +365,7 @@ impl Deployments {
             db: lane.db.clone(),
             status: lane.status.clone(),
             metrics: self.metrics.clone(),
+            queries: self.queries.clone(),
             reports: self.reports.clone(),
             batch: self.batch,
             checkpoint,

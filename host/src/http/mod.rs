@@ -111,6 +111,7 @@ pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrat
     let scans = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans));
     let register_limit = rate_limit::RateLimit::per_minute(config.users_rate_per_minute, "registrations");
     let query_limit = rate_limit::RateLimit::per_minute(config.query_rate_per_minute, "queries");
+    let queries = deployments.queries().clone();
     let state = AppState { deployments, registrations, config: Arc::new(config), scans, register_limit };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -118,7 +119,14 @@ pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrat
         .merge(projections::routes())
         .merge(
             documents::routes()
-                .route_layer(axum::middleware::from_fn(move |request, next| query_limit.clone().layer(request, next))),
+                .route_layer(axum::middleware::from_fn(move |request, next| query_limit.clone().layer(request, next)))
+                .route_layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
+                    let queries = queries.clone();
+                    async move {
+                        let _answering = queries.answering();
+                        next.run(request).await
+                    }
+                })),
         )
         .merge(users::routes())
         .fallback(errors::no_route)

@@ -5,8 +5,50 @@
 //! per thread; raising it needs no privilege.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+/// Queries being answered now, so that a rebuild gives way to them: the
+/// nice value orders the host's own threads, but not the event store's or
+/// the client's, which a rebuild's reads keep busy at normal priority.
+#[derive(Debug, Default)]
+pub(crate) struct Queries {
+    in_flight: AtomicUsize,
+}
+
+/// A query being answered; counted until dropped.
+#[derive(Debug)]
+pub(crate) struct Answering<'a>(&'a Queries);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Queries {
+    /// Counts a query until the guard drops.
+    pub(crate) fn answering(&self) -> Answering<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Answering(self)
+    }
+
+    /// How long a rebuild's lane pauses after a batch that took `took`:
+    /// as long again (at most `MAX_PAUSE`) while queries are being answered,
+    /// so a rebuild takes at most about half the time queries could use;
+    /// not at all otherwise.
+    pub(super) fn pause_after(&self, took: Duration) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            return Duration::ZERO;
+        }
+        took.min(MAX_PAUSE)
+    }
+}
+
+/// The longest pause a rebuild makes for queries after one batch.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// The nice value of a rebuild's threads.
 const BACKGROUND_NICE: libc::c_int = 10;
@@ -45,6 +87,17 @@ fn lower_this_threads_priority(nice: libc::c_int) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rebuild_pauses_only_while_queries_are_answered() {
+        let queries = Queries::default();
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::ZERO);
+        let answering = queries.answering();
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::from_millis(30));
+        assert_eq!(queries.pause_after(Duration::from_secs(3)), MAX_PAUSE);
+        drop(answering);
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::ZERO);
+    }
 
     #[test]
     fn a_rebuild_thread_runs_at_the_background_nice_value() {

@@ -17,6 +17,7 @@
 //! the registry), waiting until it is recorded before it shows `faulted`.
 
 mod background;
+pub(crate) use background::Queries;
 mod batch;
 mod feed;
 
@@ -79,6 +80,8 @@ pub(crate) struct Runner {
     pub(crate) feed: Arc<crate::feed::SharedFeed>,
     /// Whether it runs at low priority (a rebuild's); set by `spawn_in_background`.
     pub(crate) background: bool,
+    /// The queries being answered, which a rebuild gives way to.
+    pub(crate) queries: Arc<Queries>,
     pub(crate) db: Arc<ReadModelDb>,
     pub(crate) status: watch::Sender<LaneStatus>,
     pub(crate) metrics: Arc<Metrics>,
@@ -265,7 +268,14 @@ impl Runner {
                     passed = None;
                     committed_at = Instant::now();
                 }
+                let started = Instant::now();
                 let applied = if lazy { Ok(()) } else { self.apply(events, position).await };
+                if self.background && applied.is_ok() {
+                    let pause = self.queries.pause_after(started.elapsed());
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
                 match applied {
                     Ok(()) => {}
                     Err(Failure::Fault(fault)) => {
