@@ -1,7 +1,8 @@
 //! Subscriptions: confirmation, catch-up, caught-up, live; exclusive start
 //! points; server-side filters with checkpoints, and filter regexes with .NET
 //! features (lookaround) that clients send; many concurrent subscribers;
-//! a stalled subscriber does not hold up anyone else.
+//! a stalled subscriber does not hold up anyone else; an idle filtered
+//! subscription stays open.
 
 use eventstore::{
     Position, StreamPosition, SubscribeToAllOptions, SubscribeToStreamOptions, Subscription, SubscriptionEvent,
@@ -9,6 +10,8 @@ use eventstore::{
 };
 use projector_tests::{json_event, within, TestEnv};
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 
 async fn append_numbers(client: &eventstore::Client, stream: &str, range: std::ops::Range<u64>) {
     let events = range.map(|n| json_event("Counted", json!({"n": n}))).collect::<Vec<_>>();
@@ -298,4 +301,118 @@ async fn many_subscribers_each_receive_every_event_while_a_stalled_one_waits() {
         assert_eq!(reader.await.expect("reader"), (0..500).collect::<Vec<_>>());
     }
     drop(stalled);
+}
+
+/// Reads `subscription` on a thread of its own into a channel.
+///
+/// The client's `next_subscription_event` is not cancel-safe: it takes the
+/// response stream out of the subscription while it waits, so a call dropped
+/// by a timeout drops the stream, and the next call silently subscribes again
+/// (a second `Confirmed`, and a rescan from the start point). Reading without
+/// ever dropping a call, and timing out on the channel instead, observes the
+/// server rather than that. And on a response stream that ends, the call
+/// polls the finished stream forever without yielding; on its own thread
+/// that cannot starve the test, which then fails on its timeout instead of
+/// hanging.
+fn read_on_a_thread(mut subscription: Subscription) -> mpsc::UnboundedReceiver<eventstore::Result<SubscriptionEvent>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async move {
+            loop {
+                let message = subscription.next_subscription_event().await;
+                let failed = message.is_err();
+                if tx.send(message).is_err() || failed {
+                    return;
+                }
+            }
+        });
+    });
+    rx
+}
+
+/// What arrives from `messages` until `deadline` (a bounded observation
+/// window: the assertions are on what arrived in it).
+async fn arrived_until(
+    messages: &mut mpsc::UnboundedReceiver<eventstore::Result<SubscriptionEvent>>,
+    deadline: Instant,
+) -> Vec<SubscriptionEvent> {
+    let mut arrived = Vec::new();
+    while let Ok(message) = tokio::time::timeout_at(deadline, messages.recv()).await {
+        arrived.push(message.expect("the reader is running").expect("the subscription stays open"));
+    }
+    arrived
+}
+
+fn confirmations(messages: &[SubscriptionEvent]) -> usize {
+    messages.iter().filter(|m| matches!(m, SubscriptionEvent::Confirmed(_))).count()
+}
+
+fn events(messages: &[SubscriptionEvent]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SubscriptionEvent::EventAppeared(e) => Some(e.get_original_event().event_type.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits for the next event of `messages`; what came before it.
+async fn until_event(
+    messages: &mut mpsc::UnboundedReceiver<eventstore::Result<SubscriptionEvent>>,
+) -> (Vec<SubscriptionEvent>, eventstore::ResolvedEvent) {
+    let mut before = Vec::new();
+    loop {
+        let message = within("a subscription message", messages.recv()).await.expect("the reader is running");
+        match message.expect("the subscription stays open") {
+            SubscriptionEvent::EventAppeared(e) => return (before, e),
+            other => before.push(other),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_event_type_prefix_subscription_to_all_stays_open() {
+    // A lane's subscription: `$all` from the start, filtered on event-type
+    // prefixes, with nothing (or nothing it wants) to read. Like
+    // EventStoreDB's, it stays open while idle: one confirmation, however
+    // long nothing happens, then the wanted event when it is written.
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let filter = SubscriptionFilter::on_event_type().add_prefix("Stock").add_prefix("Item");
+    let options = SubscribeToAllOptions::default().position(StreamPosition::Start).filter(filter);
+    let subscribe = || client.subscribe_to_all(&options);
+    let window = Duration::from_secs(1);
+
+    // An empty store.
+    let mut on_empty = read_on_a_thread(subscribe().await);
+    let seen = arrived_until(&mut on_empty, Instant::now() + window).await;
+    assert_eq!(confirmations(&seen), 1, "one confirmation on an empty store, got {seen:?}");
+    assert!(matches!(seen.as_slice(), [SubscriptionEvent::Confirmed(_), SubscriptionEvent::CaughtUp]), "{seen:?}");
+
+    // A store with only events the filter rejects: more than a filter
+    // window (32) of them, so both checkpoint paths run before going idle.
+    append_numbers(&client, "noise", 0..40).await;
+    let mut on_noise = read_on_a_thread(subscribe().await);
+    let seen = arrived_until(&mut on_noise, Instant::now() + window).await;
+    assert_eq!(confirmations(&seen), 1, "one confirmation over non-matching events, got {seen:?}");
+    assert!(seen.iter().any(|m| matches!(m, SubscriptionEvent::CaughtUp)), "{seen:?}");
+    assert_eq!(events(&seen), Vec::<String>::new(), "nothing matches yet");
+    // Meanwhile the first one saw the noise go by, and did not start over.
+    let seen = arrived_until(&mut on_empty, Instant::now()).await;
+    assert_eq!(confirmations(&seen), 0, "the idle subscription was not restarted, got {seen:?}");
+    assert_eq!(events(&seen), Vec::<String>::new(), "nothing matches yet");
+
+    // A matching event written afterwards arrives on both, on the same subscriptions.
+    client
+        .append_to_stream("stock-1", &Default::default(), json_event("StockReceived", json!({"n": 1})))
+        .await
+        .expect("append");
+    for messages in [&mut on_empty, &mut on_noise] {
+        let (before, event) = until_event(messages).await;
+        assert_eq!(confirmations(&before), 0, "no resubscription before the event, got {before:?}");
+        assert_eq!(event.get_original_event().event_type, "StockReceived");
+        assert_eq!(event.get_original_event().stream_id, "stock-1");
+    }
 }
