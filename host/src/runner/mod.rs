@@ -47,6 +47,10 @@ pub struct BatchConfig {
 /// does not want only.
 const LAZY_CHECKPOINT: Duration = Duration::from_millis(250);
 
+fn is_fenced(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::readmodel::Fenced>().is_some()
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig { max_batch: 512, max_wait: Duration::from_millis(10) }
@@ -237,23 +241,36 @@ impl Runner {
         let mut committed_at = Instant::now();
         loop {
             let due = tokio::time::Instant::from_std(committed_at + LAZY_CHECKPOINT);
+            // Reading counts as the batch's work too, for a rebuild's pause.
+            let started = Instant::now();
             let batch = tokio::select! {
                 biased;
                 command = commands.recv() => {
-                    self.store_passed(passed).await;
+                    if let Err(e) = self.store_passed(passed).await {
+                        self.passed_unstored(&e);
+                    }
                     return self.handle(command);
                 }
                 batch = feed.next() => batch,
                 () = tokio::time::sleep_until(due), if passed.is_some() => {
                     // Quiet since: store where it is, for other hosts and restarts.
-                    self.store_passed(passed.take()).await;
+                    if let Err(e) = self.store_passed(passed.take()).await {
+                        self.passed_unstored(&e);
+                        return if is_fenced(&e) { self.step_down(&e) } else { Exit::Broken(e) };
+                    }
                     committed_at = Instant::now();
                     continue;
                 }
             };
             let feed::Batch { events, position, caught_up } = match batch {
                 Ok(batch) => batch,
-                Err(e) => return Exit::Broken(e),
+                Err(e) => {
+                    // The event store broke; the read model may well be there.
+                    if let Err(e) = self.store_passed(passed).await {
+                        self.passed_unstored(&e);
+                    }
+                    return Exit::Broken(e);
+                }
             };
             if let Some(position) = position.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) {
                 // Events it does not want change nothing: the checkpoint
@@ -268,7 +285,6 @@ impl Runner {
                     passed = None;
                     committed_at = Instant::now();
                 }
-                let started = Instant::now();
                 let applied = if lazy { Ok(()) } else { self.apply(events, position).await };
                 if self.background && applied.is_ok() {
                     let pause = self.queries.pause_after(started.elapsed());
@@ -285,12 +301,10 @@ impl Runner {
                         self.fault(fault).await;
                         return Exit::Faulted;
                     }
-                    Err(Failure::Storage(e)) if e.downcast_ref::<crate::readmodel::Fenced>().is_some() => {
+                    Err(Failure::Storage(e)) if is_fenced(&e) => {
                         // Another host took the lane over while this batch
                         // ran: it was rolled back, and this runner steps down.
-                        tracing::warn!(projection = %self.name, readmodel = %self.readmodel, error = %e, "lease lost; stepping down");
-                        self.status.send_modify(|s| s.host = None);
-                        return Exit::Fenced;
+                        return self.step_down(&e);
                     }
                     Err(Failure::Storage(e)) => {
                         // Part of the batch may have been committed (events
@@ -369,17 +383,32 @@ impl Runner {
         });
     }
 
-    /// Stores the position the lane has passed to over unwanted events, if
-    /// any, before it stops or changes code.
-    async fn store_passed(&mut self, passed: Option<u64>) {
-        let Some(position) = passed.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) else { return };
-        if let Err(e) = self.apply(Vec::new(), position).await {
-            let reason = match e {
-                Failure::Fault(fault) => fault.reason,
-                Failure::Storage(e) => format!("{e:#}"),
-            };
-            tracing::warn!(projection = %self.name, %reason, "cannot store the checkpoint; events are passed over again");
+    /// Stores the position the lane has passed to over unwanted events, if any.
+    async fn store_passed(&mut self, passed: Option<u64>) -> anyhow::Result<()> {
+        let Some(position) = passed.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) else { return Ok(()) };
+        self.apply(Vec::new(), position).await.map_err(|e| match e {
+            Failure::Fault(fault) => anyhow::anyhow!(fault.reason),
+            Failure::Storage(e) => e,
+        })
+    }
+
+    /// The passed-over position could not be stored: the status goes back
+    /// to what is stored, and the checkpoint is read back before following
+    /// again (the commit may have landed without its answer).
+    fn passed_unstored(&mut self, e: &anyhow::Error) {
+        if !is_fenced(e) {
+            tracing::warn!(projection = %self.name, error = %format!("{e:#}"), "cannot store the checkpoint; events are passed over again");
         }
+        self.stale = true;
+        let stored = self.checkpoint.map(|c| c.position);
+        self.status.send_modify(|s| s.checkpoint = stored);
+    }
+
+    /// Another host holds the lane now (a commit was fenced off): step down.
+    fn step_down(&self, e: &anyhow::Error) -> Exit {
+        tracing::warn!(projection = %self.name, readmodel = %self.readmodel, error = %e, "lease lost; stepping down");
+        self.status.send_modify(|s| s.host = None);
+        Exit::Fenced
     }
 
     /// Reads the checkpoint and the dead-letter count back from the read model.

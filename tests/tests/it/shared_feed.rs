@@ -4,7 +4,7 @@
 //! exactly the events it wants, once, whatever read delivered them.
 
 use eventstore::{AppendToStreamOptions, EventData};
-use projector_tests::within;
+use projector_tests::{within, PATIENCE};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -27,6 +27,12 @@ async fn noise(events: &eventstore::Client, count: u64) -> u64 {
             .commit;
     }
     last
+}
+
+/// A host whose `at_least` waits as long as the tests do: a catch-up of
+/// tens of thousands of events may take seconds on a slow machine.
+async fn patient_host() -> HostEnv {
+    HostEnv::start_adjusted(|config| config.at_least_wait = PATIENCE).await
 }
 
 /// The number of `events` documents of the tally deployed as `name`, and its total count, at `at_least`.
@@ -52,7 +58,7 @@ async fn readers(env: &HostEnv, readers: usize) {
 
 #[tokio::test]
 async fn lanes_at_the_head_share_one_read_and_each_applies_exactly_its_events() {
-    let env = HostEnv::start().await;
+    let env = patient_host().await;
     let names: Vec<String> = (0..8).map(|i| format!("tally-{i}")).collect();
     for name in &names {
         let (status, body) = env.deploy(name, V1).await;
@@ -75,14 +81,14 @@ async fn lanes_at_the_head_share_one_read_and_each_applies_exactly_its_events() 
     for name in &names {
         tally::total(env.api(), name, last).await;
     }
-    assert_eq!(env.host().deployments().feed_readers(), 1, "one read of $all for eight lanes at the head");
+    readers(&env, 1).await;
     let text = env.http.get(env.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(text.lines().any(|l| l == "projector_feed_readers 1"), "{text}");
 }
 
 #[tokio::test]
 async fn a_lane_far_behind_reads_alone_then_joins_the_live_read_at_its_exact_checkpoint() {
-    let env = HostEnv::start().await;
+    let env = patient_host().await;
     let (status, body) = env.deploy("early", V1).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // A history longer than the live read keeps: a new lane cannot start from it.
@@ -114,7 +120,7 @@ async fn a_lane_far_behind_reads_alone_then_joins_the_live_read_at_its_exact_che
 
 #[tokio::test]
 async fn lanes_deployed_together_over_a_long_history_catch_up_on_shared_reads_exactly() {
-    let env = HostEnv::start().await;
+    let env = patient_host().await;
     let mut expected = 0;
     for round in 0..6 {
         noise(&env.events, 5_000).await;
