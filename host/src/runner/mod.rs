@@ -241,8 +241,6 @@ impl Runner {
         let mut committed_at = Instant::now();
         loop {
             let due = tokio::time::Instant::from_std(committed_at + LAZY_CHECKPOINT);
-            // Reading counts as the batch's work too, for a rebuild's pause.
-            let started = Instant::now();
             let batch = tokio::select! {
                 biased;
                 command = commands.recv() => {
@@ -285,6 +283,7 @@ impl Runner {
                     passed = None;
                     committed_at = Instant::now();
                 }
+                let started = Instant::now();
                 let applied = if lazy { Ok(()) } else { self.apply(events, position).await };
                 if self.background && applied.is_ok() {
                     let pause = self.queries.pause_after(started.elapsed());
