@@ -370,6 +370,7 @@ impl Deployments {
             batch: self.batch,
             checkpoint,
             stale: false,
+            in_flight: None,
         };
         *lane.started.lock() = (Instant::now(), checkpoint.map_or(0, |c| c.events));
         let background = lane.background.load(std::sync::atomic::Ordering::Relaxed);

@@ -14,7 +14,7 @@
 //! all the same, so one slow lane holds the others back once and briefly.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,11 @@ use crate::runtime::Event;
 /// The longest a catch-up reader waits for a slow member before it drops
 /// events that member has not read yet.
 pub(crate) const HOLD_MAX: Duration = Duration::from_secs(1);
+
+/// A catch-up reader wakes its members every this many events (and at
+/// once when one of them has nothing to hand out): waking every member on
+/// every event costs more than the read itself at catch-up rates.
+const ANNOUNCE_EVERY: usize = 64;
 
 /// How much a ring holds.
 #[derive(Debug, Clone, Copy)]
@@ -65,9 +70,15 @@ struct Ring {
     /// How far the subscription has read: the last event, or a later
     /// position the server reported after filtering events out.
     reached: Option<u64>,
+    /// Events pushed since the members were last woken.
+    unannounced: usize,
 }
 
 impl Ring {
+    fn has_room(&self, bytes: usize, bounds: Bounds) -> bool {
+        self.events.len() < bounds.events && self.bytes + bytes <= bounds.bytes
+    }
+
     fn evict_front(&mut self) {
         if let Some(gone) = self.events.pop_front() {
             self.bytes -= size(&gone);
@@ -100,6 +111,17 @@ pub(crate) struct Reader {
     cursors: Mutex<Vec<Arc<AtomicU64>>>,
     /// Woken when a member moves on, for a catch-up reader waiting for room.
     moved: Notify,
+    /// Members waiting with nothing to hand out: each event wakes them.
+    hungry: AtomicUsize,
+}
+
+/// A member counted as hungry while it holds this.
+pub(crate) struct Hungry<'a>(&'a AtomicUsize);
+
+impl Drop for Hungry<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Reader {
@@ -120,6 +142,7 @@ impl Reader {
             progress,
             cursors: Mutex::new(Vec::new()),
             moved: Notify::new(),
+            hungry: AtomicUsize::new(0),
         }
     }
 
@@ -157,6 +180,15 @@ impl Reader {
         self.moved.notify_one();
     }
 
+    /// Counts a member as having nothing to hand out until the guard is
+    /// dropped: every event wakes it, not every `ANNOUNCE_EVERY`. Take it
+    /// before looking at the ring, so that an event pushed after the look
+    /// wakes the member.
+    pub(crate) fn hungry(&self) -> Hungry<'_> {
+        self.hungry.fetch_add(1, Ordering::SeqCst);
+        Hungry(&self.hungry)
+    }
+
     /// A member moved its cursor on.
     pub(crate) fn moved(&self) {
         self.moved.notify_one();
@@ -182,24 +214,31 @@ impl Reader {
     pub(crate) async fn push(&self, event: Event) {
         let event = Arc::new(event);
         let bytes = size(&event);
-        if !self.live {
+        if !self.live && !self.ring.lock().has_room(bytes, self.bounds) {
             self.wait_for_room(bytes).await;
         }
         let position = event.commit_position;
-        {
+        let announce = {
             let mut ring = self.ring.lock();
-            while !ring.events.is_empty()
-                && (ring.events.len() >= self.bounds.events || ring.bytes + bytes > self.bounds.bytes)
-            {
+            while !ring.events.is_empty() && !ring.has_room(bytes, self.bounds) {
                 ring.evict_front();
             }
             ring.bytes += bytes;
             ring.events.push_back(event);
             ring.reached = Some(position);
-        }
-        self.progress.send_modify(|p| {
+            ring.unannounced += 1;
+            let announce =
+                self.live || ring.unannounced >= ANNOUNCE_EVERY || self.hungry.load(Ordering::SeqCst) > 0;
+            if announce {
+                ring.unannounced = 0;
+            }
+            announce
+        };
+        // The head is always up to date (a new subscription starts after
+        // it); the members are woken as `announce` says.
+        self.progress.send_if_modified(|p| {
             p.head = Some(position);
-            p.problem = None;
+            p.problem.take().is_some() || announce
         });
     }
 
@@ -239,8 +278,7 @@ impl Reader {
                 while ring.events.front().is_some_and(|e| slowest.is_none_or(|s| e.commit_position <= s)) {
                     ring.evict_front();
                 }
-                let room = ring.events.len() < self.bounds.events && ring.bytes + bytes <= self.bounds.bytes;
-                if room || ring.events.is_empty() {
+                if ring.has_room(bytes, self.bounds) || ring.events.is_empty() {
                     return;
                 }
                 count <= 1

@@ -208,6 +208,19 @@ impl ReadModelDb {
         }
     }
 
+    /// Whether a commit of `writes` might be refused as [`Unstorable`]: on
+    /// PostgreSQL, a NUL character in a name, or a `\u0000` escape in a
+    /// document (which jsonb refuses). It may say yes where the commit would
+    /// land (an escaped backslash before `u0000`); never no where it would not.
+    pub fn may_refuse(&self, writes: &Writes) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Postgres(_) => writes.iter().any(|((collection, key), doc)| {
+                collection.contains('\0') || key.contains('\0') || doc.as_ref().is_some_and(|d| d.contains("\\u0000"))
+            }),
+        }
+    }
+
     /// Skipped events, oldest first, after `after` (a position), at most `limit`.
     pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
         on_backend!(self, db => db.dead_letters(after, limit))

@@ -25,6 +25,9 @@ use crate::runtime::Writes;
 pub(super) struct SqliteReadModel {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// The module's reads: a connection of their own, so that a lane's next
+    /// batch reads while the batch before it commits (`runner/pipeline.rs`).
+    lookups: Mutex<Connection>,
     /// Idle read-only connections; a query takes one (or opens one) and puts it back.
     readers: Mutex<Vec<Connection>>,
     /// Dropping it stops the WAL checkpointer.
@@ -115,10 +118,15 @@ impl SqliteReadModel {
              );",
         )?;
         let reader = open_reader(path)?;
+        let lookups = open_reader(path)?;
+        // A module's reads go to random keys across the whole read model, as
+        // its writes do.
+        lookups.pragma_update(None, "cache_size", -32768)?;
         let checkpointer = spawn_wal_checkpointer(Connection::open(path)?)?;
         Ok(SqliteReadModel {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
+            lookups: Mutex::new(lookups),
             readers: Mutex::new(vec![reader]),
             _checkpointer: checkpointer,
         })
@@ -269,10 +277,11 @@ impl SqliteReadModel {
         Ok(doc)
     }
 
-    /// A document, for the module's reads: on the writer's connection, so
-    /// that it never waits for a reader.
+    /// A document, for the module's reads: on a connection kept for them,
+    /// which neither waits for queries nor for the batch being committed
+    /// (it sees the last committed state).
     pub(super) fn get(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
-        let conn = self.writer.lock();
+        let conn = self.lookups.lock();
         let doc = conn
             .prepare_cached("SELECT doc FROM documents WHERE collection = ?1 AND key = ?2")?
             .query_row(params![collection, key], |row| row.get(0))

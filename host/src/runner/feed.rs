@@ -96,6 +96,8 @@ impl Feed {
         let mut at = self.cursor;
         let mut looked_at = 0;
         let mut deadline = None;
+        // Until it has something to hand out, every event wakes the lane.
+        let mut hungry = Some(reader.hungry());
         loop {
             let seen = progress.borrow_and_update().clone();
             let Some(slice) = reader.after(at, CHUNK) else {
@@ -136,7 +138,9 @@ impl Feed {
                 }
                 continue;
             }
-            // Something to hand out: wait a little for more to fill the batch.
+            // Something to hand out: wait a little for more to fill the
+            // batch, woken every few events.
+            hungry.take();
             let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.max_wait);
             tokio::select! {
                 changed = progress.changed() => if changed.is_err() { return Ok(Some(batch)) },

@@ -20,8 +20,9 @@ mod background;
 pub(crate) use background::Queries;
 mod batch;
 mod feed;
+mod pipeline;
+pub(crate) use pipeline::InFlight;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,10 +30,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::readmodel::{Checkpoint, ReadModelDb};
-use crate::runtime::{Description, Event, Instance, Limits, Module, Runtime};
+use crate::runtime::{Description, DocumentSource, Event, Fault, Instance, Limits, Module, Runtime};
 use crate::settings::OnError;
 use crate::status::{FaultInfo, LaneStatus, State};
 use batch::{Failure, Job};
+use pipeline::{Counted, Overlay};
 
 /// How events are grouped into batches.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +99,8 @@ pub(crate) struct Runner {
     /// Set when a write failed: the checkpoint is read back from the read
     /// model before following again.
     pub(crate) stale: bool,
+    /// The batch being committed while the next one runs (`pipeline.rs`).
+    pub(crate) in_flight: Option<InFlight>,
 }
 
 /// A runner's fault, for the owner of deployment state to record. The
@@ -225,8 +229,17 @@ impl Runner {
         self.module.description()
     }
 
-    /// Follows `$all` from the checkpoint until told otherwise, a fault, or a broken subscription.
+    /// Follows `$all` from the checkpoint until told otherwise, a fault, or
+    /// a broken subscription; returns once the batch in flight has landed.
     async fn follow(&mut self, commands: &mut mpsc::Receiver<Control>) -> Exit {
+        let exit = self.follow_events(commands).await;
+        if let Err(e) = self.settle().await {
+            self.unstored(&e);
+        }
+        exit
+    }
+
+    async fn follow_events(&mut self, commands: &mut mpsc::Receiver<Control>) -> Exit {
         if self.stale {
             if let Err(fault) = self.reload_checkpoint().await {
                 return Exit::Broken(anyhow::anyhow!(fault.reason));
@@ -244,16 +257,30 @@ impl Runner {
             let batch = tokio::select! {
                 biased;
                 command = commands.recv() => {
-                    if let Err(e) = self.store_passed(passed).await {
-                        self.passed_unstored(&e);
+                    if let Err(e) = self.settle().await {
+                        self.unstored(&e);
+                    } else if let Err(e) = self.store_passed(passed).await {
+                        self.unstored(&e);
                     }
                     return self.handle(command);
+                }
+                committed = async {
+                    match self.in_flight.as_mut() {
+                        Some(flight) => (&mut flight.task).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let flight = self.in_flight.take().expect("a commit was in flight");
+                    if let Err(e) = self.landed(flight.end, committed) {
+                        return self.failed(Failure::Storage(e)).await;
+                    }
+                    continue;
                 }
                 batch = feed.next() => batch,
                 () = tokio::time::sleep_until(due), if passed.is_some() => {
                     // Quiet since: store where it is, for other hosts and restarts.
                     if let Err(e) = self.store_passed(passed.take()).await {
-                        self.passed_unstored(&e);
+                        self.unstored(&e);
                         return if is_fenced(&e) { self.step_down(&e) } else { Exit::Broken(e) };
                     }
                     committed_at = Instant::now();
@@ -264,13 +291,21 @@ impl Runner {
                 Ok(batch) => batch,
                 Err(e) => {
                     // The event store broke; the read model may well be there.
-                    if let Err(e) = self.store_passed(passed).await {
-                        self.passed_unstored(&e);
+                    if let Err(e) = self.settle().await {
+                        self.unstored(&e);
+                    } else if let Err(e) = self.store_passed(passed).await {
+                        self.unstored(&e);
                     }
                     return Exit::Broken(e);
                 }
             };
             if let Some(position) = position.filter(|&p| self.checkpoint.is_none_or(|c| p > c.position)) {
+                // A position shown must have everything before it stored.
+                if events.is_empty() {
+                    if let Err(e) = self.settle().await {
+                        return self.failed(Failure::Storage(e)).await;
+                    }
+                }
                 // Events it does not want change nothing: the checkpoint
                 // moves on at once for queries (`at_least`), and is stored
                 // at most every `LAZY_CHECKPOINT` (after a crash they are
@@ -291,28 +326,8 @@ impl Runner {
                         tokio::time::sleep(pause).await;
                     }
                 }
-                match applied {
-                    Ok(()) => {}
-                    Err(Failure::Fault(fault)) => {
-                        // Events before the failing one may have been
-                        // committed one at a time: show where it stopped.
-                        let _ = self.reload_checkpoint().await;
-                        self.fault(fault).await;
-                        return Exit::Faulted;
-                    }
-                    Err(Failure::Storage(e)) if is_fenced(&e) => {
-                        // Another host took the lane over while this batch
-                        // ran: it was rolled back, and this runner steps down.
-                        return self.step_down(&e);
-                    }
-                    Err(Failure::Storage(e)) => {
-                        // Part of the batch may have been committed (events
-                        // applied one at a time): go on from what is stored,
-                        // read again before following (the database may be
-                        // away now; then at the next attempt).
-                        self.stale = true;
-                        return Exit::Broken(e.context("cannot write the read model"));
-                    }
+                if let Err(failure) = applied {
+                    return self.failed(failure).await;
                 }
             }
             self.status.send_if_modified(|s| {
@@ -325,6 +340,10 @@ impl Runner {
             });
             if caught_up {
                 if self.status.borrow().state == State::CatchingUp {
+                    // Running means caught up with everything stored.
+                    if let Err(e) = self.settle().await {
+                        return self.failed(Failure::Storage(e)).await;
+                    }
                     self.build_indexes().await;
                 }
                 self.status.send_if_modified(|s| {
@@ -334,6 +353,30 @@ impl Runner {
                     }
                     change
                 });
+            }
+        }
+    }
+
+    /// How the runner ends after a batch failed.
+    async fn failed(&mut self, failure: Failure) -> Exit {
+        match failure {
+            Failure::Fault(fault) => {
+                // Events before the failing one may have been committed one
+                // at a time: show where it stopped.
+                let _ = self.reload_checkpoint().await;
+                self.fault(fault).await;
+                Exit::Faulted
+            }
+            // Another host took the lane over while this batch ran: it was
+            // rolled back, and this runner steps down.
+            Failure::Storage(e) if is_fenced(&e) => self.step_down(&e),
+            Failure::Storage(e) => {
+                // Part of the batch may have been committed (events applied
+                // one at a time): go on from what is stored, read again
+                // before following (the database may be away now; then at
+                // the next attempt).
+                self.stale = true;
+                Exit::Broken(e.context("cannot write the read model"))
             }
         }
     }
@@ -391,12 +434,13 @@ impl Runner {
         })
     }
 
-    /// The passed-over position could not be stored: the status goes back
-    /// to what is stored, and the checkpoint is read back before following
-    /// again (the commit may have landed without its answer).
-    fn passed_unstored(&mut self, e: &anyhow::Error) {
+    /// The lane's progress (a batch in flight, or a passed-over position)
+    /// could not be stored: the status goes back to what is stored, and the
+    /// checkpoint is read back before following again (the commit may have
+    /// landed without its answer).
+    fn unstored(&mut self, e: &anyhow::Error) {
         if !is_fenced(e) {
-            tracing::warn!(projection = %self.name, error = %format!("{e:#}"), "cannot store the checkpoint; events are passed over again");
+            tracing::warn!(projection = %self.name, error = %format!("{e:#}"), "cannot store the lane's progress; events are read again from what is stored");
         }
         self.stale = true;
         let stored = self.checkpoint.map(|c| c.position);
@@ -428,9 +472,81 @@ impl Runner {
         Ok(())
     }
 
+    /// Runs `events` in the module while the batch before them commits,
+    /// then starts their own commit (`pipeline.rs`). What cannot be
+    /// pipelined runs the plain way once the batch before has landed.
+    async fn apply(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
+        if events.is_empty() {
+            self.settle().await.map_err(Failure::Storage)?;
+            return self.apply_plainly(events, position).await;
+        }
+        let Some(mut instance) = self.instance.take() else {
+            return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
+        };
+        let source: Arc<dyn DocumentSource> = match &self.in_flight {
+            Some(flight) => Arc::new(Overlay { pending: flight.writes.clone(), db: self.db.clone() }),
+            None => self.db.clone(),
+        };
+        let run = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let outcome = instance.handle_batch(&events, source);
+            (instance, events, outcome, started.elapsed())
+        });
+        let landed = self.settle().await;
+        let ran = run.await.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
+        let (instance, events, outcome, module_time) = ran;
+        self.instance = Some(instance);
+        // The batch before did not land: this run read what is not stored.
+        landed.map_err(Failure::Storage)?;
+        match outcome {
+            Ok(writes) if !self.db.may_refuse(&writes) => {
+                let from = self.checkpoint.map(|c| c.position);
+                let end = Checkpoint { position, events: self.checkpoint.unwrap_or_default().events + events.len() as u64 };
+                let counted = Counted::new(self.metrics.clone(), self.name.clone(), &events, module_time);
+                self.in_flight = Some(InFlight::start(self.db.clone(), from, writes, end, counted));
+                Ok(())
+            }
+            Ok(_) => self.apply_plainly(events, position).await,
+            Err(fault) => {
+                // The plain way applies the error policy, on a fresh
+                // instance after a trap.
+                if !matches!(fault, Fault::Guest { .. }) {
+                    let fresh = self.runtime.instantiate_with(&self.module, self.limits).map_err(|f| {
+                        FaultInfo::plain(format!("cannot start the module again after a fault: {f}"))
+                    })?;
+                    self.instance = Some(fresh);
+                }
+                self.apply_plainly(events, position).await
+            }
+        }
+    }
+
+    /// Waits for the batch in flight, if any, and moves the checkpoint to it.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        let Some(flight) = self.in_flight.take() else { return Ok(()) };
+        let committed = flight.task.await;
+        self.landed(flight.end, committed)
+    }
+
+    /// The commit of the batch ending at `end` is over: on success the
+    /// checkpoint moves to it.
+    fn landed(
+        &mut self,
+        end: Checkpoint,
+        committed: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        committed.map_err(|e| anyhow::anyhow!("the commit thread failed: {e}"))??;
+        self.checkpoint = Some(end);
+        self.status.send_modify(|s| {
+            s.checkpoint = Some(end.position);
+            s.events_processed = end.events;
+        });
+        Ok(())
+    }
+
     /// Runs and commits one batch on a blocking thread, applying the error
     /// policy when the module fails on it (`batch.rs`).
-    async fn apply(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
+    async fn apply_plainly(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
         let Some(instance) = self.instance.take() else {
             return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
         };
@@ -445,21 +561,13 @@ impl Runner {
             from: self.checkpoint.map(|c| c.position),
             module_time: Duration::ZERO,
         };
-        let metrics = self.metrics.clone();
-        let name = self.name.clone();
+        let (metrics, name) = (self.metrics.clone(), self.name.clone());
         let work = move || {
             let started = Instant::now();
             let outcome = job.run(&events, position);
             if outcome.is_ok() {
-                let mut types: HashMap<String, u64> = HashMap::new();
-                for event in &events {
-                    if let Some(count) = types.get_mut(event.event_type.as_str()) {
-                        *count += 1;
-                    } else {
-                        types.insert(event.event_type.clone(), 1);
-                    }
-                }
-                metrics.batch_committed(&name, &types, job.module_time, started.elapsed() - job.module_time);
+                let module_time = job.module_time;
+                Counted::new(metrics, name, &events, module_time).record(started.elapsed() - module_time);
             }
             (job.instance, outcome)
         };

@@ -1,0 +1,130 @@
+//! The pipeline: a lane's next batch runs in its module while the batch
+//! before it commits.
+//!
+//! A batch whose module run succeeded commits on a blocking thread of its
+//! own ([`InFlight`]); the runner meanwhile takes the next batch and runs
+//! the module on it, reading through an [`Overlay`]: the writes of the batch
+//! being committed over the committed documents. Whether a read sees the
+//! read model before or after that commit lands makes no difference, since
+//! every document the commit changes is in the overlay. At most one commit
+//! is in flight: the next one starts only once it has landed, so each
+//! batch still commits its documents with its own checkpoint, in order.
+//!
+//! What is not pipelined runs the plain way (`batch.rs`), after the commit
+//! in flight has landed: a batch the module failed on (the error policy
+//! needs the read model as it was before the batch), a batch whose writes
+//! the read model might refuse ([`ReadModelDb::may_refuse`]), and a batch
+//! of no events (a checkpoint over events the lane does not want).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+use crate::readmodel::{Checkpoint, ReadModelDb};
+use crate::runtime::{DocumentSource, Event, Writes};
+
+/// A batch being committed.
+pub(crate) struct InFlight {
+    /// What it wrote, for the next batch's reads.
+    pub(super) writes: Arc<Writes>,
+    /// The checkpoint it commits.
+    pub(super) end: Checkpoint,
+    /// The commit: `Ok` once the documents and the checkpoint are stored.
+    pub(super) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InFlight {
+    /// Commits `writes` with `end` (after `from`, the checkpoint before the
+    /// batch) on a blocking thread, and counts the batch in the metrics
+    /// once it has landed.
+    pub(super) fn start(
+        db: Arc<ReadModelDb>,
+        from: Option<u64>,
+        writes: Writes,
+        end: Checkpoint,
+        batch: Counted,
+    ) -> InFlight {
+        let writes = Arc::new(writes);
+        let committed = writes.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            db.commit_after(from, &committed, None, end)?;
+            batch.record(started.elapsed());
+            Ok(())
+        });
+        InFlight { writes, end, task }
+    }
+}
+
+/// A batch's figures for the metrics, recorded once it has landed.
+pub(super) struct Counted {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) projection: String,
+    /// Events per type.
+    pub(super) types: HashMap<String, u64>,
+    /// Time the module took over it.
+    pub(super) module_time: Duration,
+}
+
+impl Counted {
+    pub(super) fn new(metrics: Arc<Metrics>, projection: String, events: &[Arc<Event>], module_time: Duration) -> Self {
+        let mut types: HashMap<String, u64> = HashMap::new();
+        for event in events {
+            if let Some(count) = types.get_mut(event.event_type.as_str()) {
+                *count += 1;
+            } else {
+                types.insert(event.event_type.clone(), 1);
+            }
+        }
+        Counted { metrics, projection, types, module_time }
+    }
+
+    /// Records the batch as committed, the commit having taken `commit_time`.
+    pub(super) fn record(&self, commit_time: Duration) {
+        self.metrics.batch_committed(&self.projection, &self.types, self.module_time, commit_time);
+    }
+}
+
+/// The module's view of its read model while a batch is in flight: that
+/// batch's writes over what is committed.
+pub(super) struct Overlay {
+    pub(super) pending: Arc<Writes>,
+    pub(super) db: Arc<ReadModelDb>,
+}
+
+impl DocumentSource for Overlay {
+    fn get(&self, collection: &str, key: &str) -> anyhow::Result<Option<String>> {
+        match self.pending.get(&(collection.to_owned(), key.to_owned())) {
+            Some(write) => Ok(write.clone()),
+            None => self.db.get(collection, key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlay_answers_from_the_batch_in_flight_first_deletions_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(ReadModelDb::open(&dir.path().join("rm.db")).unwrap());
+        let mut committed = Writes::new();
+        committed.insert(("users".into(), "a".into()), Some(r#"{"v":1}"#.into()));
+        committed.insert(("users".into(), "b".into()), Some(r#"{"v":1}"#.into()));
+        committed.insert(("users".into(), "c".into()), Some(r#"{"v":1}"#.into()));
+        db.commit_after(None, &committed, None, Checkpoint { position: 10, events: 1 }).unwrap();
+        let mut pending = Writes::new();
+        pending.insert(("users".into(), "a".into()), Some(r#"{"v":2}"#.into()));
+        pending.insert(("users".into(), "b".into()), None);
+        pending.insert(("users".into(), "d".into()), Some(r#"{"v":2}"#.into()));
+        let overlay = Overlay { pending: Arc::new(pending), db };
+        let get = |key: &str| overlay.get("users", key).unwrap();
+        assert_eq!(get("a").as_deref(), Some(r#"{"v":2}"#), "rewritten in flight");
+        assert_eq!(get("b"), None, "deleted in flight");
+        assert_eq!(get("c").as_deref(), Some(r#"{"v":1}"#), "untouched: the committed one");
+        assert_eq!(get("d").as_deref(), Some(r#"{"v":2}"#), "new in flight");
+        assert_eq!(overlay.get("orders", "a").unwrap(), None, "another collection");
+    }
+}
