@@ -31,6 +31,13 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/projections/{name}/collections/{collection}/{key}", get(get_document))
 }
 
+/// `wait_for` for a document query (counted as being answered): a rebuild
+/// need not give way to it while it only waits.
+async fn wait_counted(state: &AppState, projection: &Deployment, at_least: Option<u64>) -> Result<(), AppError> {
+    let _waiting = at_least.map(|_| state.deployments.queries().waiting());
+    wait_for(state, projection, at_least).await
+}
+
 /// Waits (bounded by the configured `at_least` wait) until `projection` has
 /// applied `at_least`: 503 if it stopped short of it, 504 if it is still on its way.
 pub(super) async fn wait_for(state: &AppState, projection: &Deployment, at_least: Option<u64>) -> Result<(), AppError> {
@@ -74,7 +81,7 @@ async fn get_document(
 ) -> Result<Response, AppError> {
     let projection = state.deployment(&name)?;
     valid_collection(&collection)?;
-    wait_for(&state, &projection, query.at_least).await?;
+    wait_counted(&state, &projection, query.at_least).await?;
     let db = projection.db();
     let (c, k) = (collection.clone(), key.clone());
     let started = Instant::now();
@@ -111,7 +118,7 @@ async fn list_documents(
     let projection = state.deployment(&name)?;
     valid_collection(&collection)?;
     let request = parse_list_request(raw.as_deref())?;
-    wait_for(&state, &projection, request.at_least).await?;
+    wait_counted(&state, &projection, request.at_least).await?;
     let db = projection.db();
     let time_limit = state.config.query_time_limit;
     // Listings scan: at most a few run at once host-wide, so that scans

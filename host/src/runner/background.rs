@@ -28,7 +28,25 @@ impl Drop for Answering<'_> {
     }
 }
 
+/// A counted query waiting (for its projection to reach `at_least`), not
+/// being answered: uncounted until dropped.
+#[derive(Debug)]
+pub(crate) struct Waiting<'a>(&'a Queries);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 impl Queries {
+    /// Leaves a query uncounted while it waits. Only for a query that holds
+    /// an [`Answering`] guard.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        Waiting(self)
+    }
+
     /// Counts a query until the guard drops.
     pub(crate) fn answering(&self) -> Answering<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -96,6 +114,20 @@ mod tests {
         assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::from_millis(30));
         assert_eq!(queries.pause_after(Duration::from_secs(3)), MAX_PAUSE);
         drop(answering);
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_query_waiting_for_its_projection_is_not_given_way_to() {
+        let queries = Queries::default();
+        let (first, second) = (queries.answering(), queries.answering());
+        let waiting = queries.waiting();
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::from_millis(30), "one still answered");
+        let also_waiting = queries.waiting();
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::ZERO, "both only wait");
+        drop((waiting, also_waiting));
+        assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::from_millis(30), "answered again");
+        drop((first, second));
         assert_eq!(queries.pause_after(Duration::from_millis(30)), Duration::ZERO);
     }
 
