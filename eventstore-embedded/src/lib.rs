@@ -221,11 +221,8 @@ impl EmbeddedServer {
     /// connection: with the default, every new client's first call took
     /// half a second.
     pub fn client(&self) -> Result<eventstore::Client, Error> {
-        let connection = format!(
-            "{}&discoveryInterval={}",
-            self.connection_string(),
-            CLIENT_DISCOVERY_INTERVAL.as_millis()
-        );
+        let connection =
+            format!("{}&discoveryInterval={}", self.connection_string(), CLIENT_DISCOVERY_INTERVAL.as_millis());
         // The parse error may quote the string, and with it the password.
         let settings: eventstore::ClientSettings = connection
             .parse()

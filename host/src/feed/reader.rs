@@ -447,7 +447,7 @@ mod tests {
         assert!(reader.covers(Some(0)), "nothing the member has not read was dropped");
         member.store(10, Ordering::Release);
         reader.moved();
-        pushing.await.unwrap();
+        pushing.await.expect("the push ends");
         assert!(reader.covers(Some(10)) && !reader.covers(Some(9)), "only what it has read went");
         // At the head it never waits again.
         reader.caught_up();

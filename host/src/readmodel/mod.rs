@@ -96,7 +96,7 @@ pub struct ReadModelDb {
 
 #[derive(Debug)]
 enum Backend {
-    Sqlite(SqliteReadModel),
+    Sqlite(Box<SqliteReadModel>),
     Postgres(PgReadModel),
 }
 
@@ -113,7 +113,7 @@ macro_rules! on_backend {
 impl ReadModelDb {
     /// Opens (creating if needed) the SQLite database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<ReadModelDb> {
-        Ok(ReadModelDb { backend: Backend::Sqlite(SqliteReadModel::open(path)?) })
+        Ok(ReadModelDb { backend: Backend::Sqlite(Box::new(SqliteReadModel::open(path)?)) })
     }
 
     /// Opens the read model `readmodel` of `projection` in PostgreSQL,

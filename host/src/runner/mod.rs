@@ -501,7 +501,8 @@ impl Runner {
         match outcome {
             Ok(writes) if !self.db.may_refuse(&writes) => {
                 let from = self.checkpoint.map(|c| c.position);
-                let end = Checkpoint { position, events: self.checkpoint.unwrap_or_default().events + events.len() as u64 };
+                let end =
+                    Checkpoint { position, events: self.checkpoint.unwrap_or_default().events + events.len() as u64 };
                 let counted = Counted::new(self.metrics.clone(), self.name.clone(), &events, module_time);
                 self.in_flight = Some(InFlight::start(self.db.clone(), from, writes, end, counted));
                 Ok(())
@@ -511,9 +512,10 @@ impl Runner {
                 // The plain way applies the error policy, on a fresh
                 // instance after a trap.
                 if !matches!(fault, Fault::Guest { .. }) {
-                    let fresh = self.runtime.instantiate_with(&self.module, self.limits).map_err(|f| {
-                        FaultInfo::plain(format!("cannot start the module again after a fault: {f}"))
-                    })?;
+                    let fresh = self
+                        .runtime
+                        .instantiate_with(&self.module, self.limits)
+                        .map_err(|f| FaultInfo::plain(format!("cannot start the module again after a fault: {f}")))?;
                     self.instance = Some(fresh);
                 }
                 self.apply_plainly(events, position).await

@@ -108,23 +108,23 @@ mod tests {
 
     #[test]
     fn the_overlay_answers_from_the_batch_in_flight_first_deletions_included() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(ReadModelDb::open(&dir.path().join("rm.db")).unwrap());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = Arc::new(ReadModelDb::open(&dir.path().join("rm.db")).expect("a read model"));
         let mut committed = Writes::new();
         committed.insert(("users".into(), "a".into()), Some(r#"{"v":1}"#.into()));
         committed.insert(("users".into(), "b".into()), Some(r#"{"v":1}"#.into()));
         committed.insert(("users".into(), "c".into()), Some(r#"{"v":1}"#.into()));
-        db.commit_after(None, &committed, None, Checkpoint { position: 10, events: 1 }).unwrap();
+        db.commit_after(None, &committed, None, Checkpoint { position: 10, events: 1 }).expect("committed");
         let mut pending = Writes::new();
         pending.insert(("users".into(), "a".into()), Some(r#"{"v":2}"#.into()));
         pending.insert(("users".into(), "b".into()), None);
         pending.insert(("users".into(), "d".into()), Some(r#"{"v":2}"#.into()));
         let overlay = Overlay { pending: Arc::new(pending), db };
-        let get = |key: &str| overlay.get("users", key).unwrap();
+        let get = |key: &str| overlay.get("users", key).expect("read");
         assert_eq!(get("a").as_deref(), Some(r#"{"v":2}"#), "rewritten in flight");
         assert_eq!(get("b"), None, "deleted in flight");
         assert_eq!(get("c").as_deref(), Some(r#"{"v":1}"#), "untouched: the committed one");
         assert_eq!(get("d").as_deref(), Some(r#"{"v":2}"#), "new in flight");
-        assert_eq!(overlay.get("orders", "a").unwrap(), None, "another collection");
+        assert_eq!(overlay.get("orders", "a").expect("read"), None, "another collection");
     }
 }
