@@ -30,9 +30,11 @@ use crate::runtime::Event;
 /// events that member has not read yet.
 pub(crate) const HOLD_MAX: Duration = Duration::from_secs(1);
 
-/// A catch-up reader wakes its members every this many events (and at
-/// once when one of them has nothing to hand out): waking every member on
-/// every event costs more than the read itself at catch-up rates.
+/// A reader wakes its members every this many events, and at once when
+/// one of them has nothing to hand out: waking every member on every event
+/// costs more than the read itself at catch-up rates, and grows with the
+/// lanes at the head (a lane filling a batch needs to look again only when
+/// it may be full, or at its deadline).
 const ANNOUNCE_EVERY: usize = 64;
 
 /// How much a ring holds.
@@ -224,8 +226,7 @@ impl Reader {
     pub(crate) async fn push(&self, event: Event) {
         let event = Arc::new(event);
         let bytes = size(&event);
-        let follows_the_head = self.follows_the_head();
-        if !follows_the_head && !self.ring.lock().has_room(bytes, self.bounds) {
+        if !self.follows_the_head() && !self.ring.lock().has_room(bytes, self.bounds) {
             self.wait_for_room(bytes).await;
         }
         let position = event.commit_position;
@@ -238,8 +239,7 @@ impl Reader {
             ring.events.push_back(event);
             ring.reached = Some(position);
             ring.unannounced += 1;
-            let announce =
-                follows_the_head || ring.unannounced >= ANNOUNCE_EVERY || self.hungry.load(Ordering::SeqCst) > 0;
+            let announce = ring.unannounced >= ANNOUNCE_EVERY || self.hungry.load(Ordering::SeqCst) > 0;
             if announce {
                 ring.unannounced = 0;
             }

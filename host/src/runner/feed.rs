@@ -96,6 +96,7 @@ impl Feed {
         let mut at = self.cursor;
         let mut looked_at = 0;
         let mut deadline = None;
+        let mut closing = false;
         // Until it has something to hand out, every event wakes the lane.
         let mut hungry = Some(reader.hungry());
         loop {
@@ -138,13 +139,17 @@ impl Feed {
                 }
                 continue;
             }
+            if closing {
+                return Ok(Some(batch));
+            }
             // Something to hand out: wait a little for more to fill the
-            // batch, woken every few events.
+            // batch, woken every few events; at the deadline, take what the
+            // ring holds by then and hand the batch out.
             hungry.take();
             let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.max_wait);
             tokio::select! {
                 changed = progress.changed() => if changed.is_err() { return Ok(Some(batch)) },
-                () = tokio::time::sleep_until(deadline) => return Ok(Some(batch)),
+                () = tokio::time::sleep_until(deadline) => closing = true,
             }
         }
     }
