@@ -32,6 +32,8 @@ mod lane;
 mod rebuild;
 mod reconcile;
 mod storage;
+mod trial;
+pub use trial::{Trial, TrialEvents, TrialOutcome, TrialWrite, View, MAX_TRIAL_EVENTS};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,6 +84,10 @@ pub enum ChangeError {
     /// The change does not fit the projection's state.
     #[error("{0}")]
     Conflict(String),
+    /// The request itself asks for what cannot be done (a trial without a
+    /// module, or over too many events).
+    #[error("{0}")]
+    Invalid(String),
     /// The host failed (disk, registry).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -90,6 +96,8 @@ pub enum ChangeError {
 /// Every deployed projection, by name, and the one writer of their state.
 pub struct Deployments {
     runtime: Arc<Runtime>,
+    /// The event store, for trials' reads of the last events.
+    client: eventstore::Client,
     /// The host's reads of `$all`, shared by its lanes.
     feed: Arc<SharedFeed>,
     storage: Storage,
@@ -144,7 +152,8 @@ impl Deployments {
         tokio::spawn(record_faults(registry.clone(), received));
         Ok(Deployments {
             runtime,
-            feed: Arc::new(SharedFeed::new(client, head.clone())),
+            feed: Arc::new(SharedFeed::new(client.clone(), head.clone())),
+            client,
             storage,
             batch,
             head,

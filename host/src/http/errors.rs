@@ -92,7 +92,8 @@ impl IntoResponse for AppError {
 }
 
 /// A refused change: 404 for an unknown name, 422 for a module that does
-/// not validate, 409 for a change that does not fit the state, 500 otherwise.
+/// not validate, 409 for a change that does not fit the state, 400 for a
+/// request that cannot be met, 500 otherwise.
 impl From<ChangeError> for AppError {
     fn from(error: ChangeError) -> Self {
         match error {
@@ -106,6 +107,7 @@ impl From<ChangeError> for AppError {
                 AppError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
             }
             ChangeError::Conflict(message) => AppError::new(StatusCode::CONFLICT, "conflict", message),
+            ChangeError::Invalid(message) => AppError::new(StatusCode::BAD_REQUEST, "invalid_request", message),
             ChangeError::Internal(e) => AppError::internal(e),
         }
     }
@@ -258,6 +260,7 @@ mod tests {
                 "invalid_module",
             ),
             (ChangeError::Conflict("a rebuild runs".into()), StatusCode::CONFLICT, "conflict"),
+            (ChangeError::Invalid("too many events".into()), StatusCode::BAD_REQUEST, "invalid_request"),
             (ChangeError::Internal(anyhow::anyhow!("disk full")), StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         ];
         for (change, status, code) in cases {

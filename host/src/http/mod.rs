@@ -9,17 +9,20 @@
 //! One room per concern: `errors` (the error shape), `auth` (tokens),
 //! `upload` (request bodies), `projections` (deploy and lifecycle),
 //! `listing` and `documents` (read-model queries), `users` (registration),
-//! `rate_limit` (per-client limits, 429).
+//! `rate_limit` (per-client limits, 429), `trial` (`POST /try`), `console`
+//! (the web console at `/`).
 //! This module only wires them into one router; the API's state lives in
 //! [`Deployments`] and [`Registrations`], never here.
 
 mod auth;
+mod console;
 mod documents;
 mod errors;
 mod listing;
 mod projections;
 mod rate_limit;
 mod server;
+mod trial;
 mod upload;
 mod users;
 
@@ -129,6 +132,8 @@ pub(crate) fn router(deployments: Arc<Deployments>, registrations: Arc<Registrat
                 })),
         )
         .merge(users::routes())
+        .merge(trial::routes(limit))
+        .merge(console::routes())
         .fallback(errors::no_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |request, next| upload::finish_refused_upload(request, next, limit)))

@@ -161,6 +161,16 @@ impl ReadModelDb {
         }
     }
 
+    /// Copies what the write-ahead log holds back into the database and
+    /// empties the log (SQLite), waiting for the commit under way; nothing
+    /// to do on PostgreSQL.
+    pub fn fold_log(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.fold_log(),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Creates the expression index for `field` of `collection`'s documents.
     pub fn create_index(&self, collection: &str, field: &str) -> anyhow::Result<()> {
         on_backend!(self, db => db.create_index(collection, field))

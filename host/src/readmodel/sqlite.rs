@@ -277,6 +277,12 @@ impl SqliteReadModel {
         Ok(doc)
     }
 
+    /// Copies the WAL back into the database and empties it (see `fold_log` in `mod.rs`).
+    pub(super) fn fold_log(&self) -> anyhow::Result<()> {
+        self.writer.lock().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// A document, for the module's reads: on a connection kept for them,
     /// which neither waits for queries nor for the batch being committed
     /// (it sees the last committed state).

@@ -252,6 +252,8 @@ impl Runner {
         // does not want (shown, not stored yet), and when it last committed.
         let mut passed: Option<u64> = None;
         let mut committed_at = Instant::now();
+        // Since the last pause of a rebuild: its reading and applying.
+        let mut working_since = Instant::now();
         loop {
             let due = tokio::time::Instant::from_std(committed_at + LAZY_CHECKPOINT);
             let batch = tokio::select! {
@@ -318,13 +320,15 @@ impl Runner {
                     passed = None;
                     committed_at = Instant::now();
                 }
-                let started = Instant::now();
                 let applied = if lazy { Ok(()) } else { self.apply(events, position).await };
                 if self.background && applied.is_ok() {
-                    let pause = self.queries.pause_after(started.elapsed());
+                    // The work counted is the batch's reading (the store's and
+                    // the client's, at normal priority) as well as its apply.
+                    let pause = self.queries.pause_after(working_since.elapsed());
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;
                     }
+                    working_since = Instant::now();
                 }
                 if let Err(failure) = applied {
                     return self.failed(failure).await;
@@ -344,7 +348,7 @@ impl Runner {
                     if let Err(e) = self.settle().await {
                         return self.failed(Failure::Storage(e)).await;
                     }
-                    self.build_indexes().await;
+                    self.finish_catch_up().await;
                 }
                 self.status.send_if_modified(|s| {
                     let change = s.state == State::CatchingUp;
@@ -381,25 +385,25 @@ impl Runner {
         }
     }
 
-    /// Creates the module's declared indexes (those missing) once the read
-    /// model has caught up: one sorted build over the documents is far
-    /// cheaper than keeping the indexes up to date through a catch-up's
-    /// million random inserts. Until then filtered queries scan. A failure
-    /// leaves the projection running without the index (queries stay correct).
-    async fn build_indexes(&self) {
+    /// Once the read model has caught up: creates the module's declared
+    /// indexes (those missing), as one sorted build over the documents is
+    /// far cheaper than keeping them up to date through a catch-up's million
+    /// random inserts (until then filtered queries scan), and folds the
+    /// catch-up's write-ahead log back into the database, so that its first
+    /// live batches do not wait for that copy. A failure leaves the
+    /// projection running without the index (queries stay correct).
+    async fn finish_catch_up(&self) {
         let indexes = self.description().indexes.clone();
-        if indexes.is_empty() {
-            return;
-        }
         let db = self.db.clone();
         let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || {
-            indexes.iter().try_for_each(|(collection, field)| db.create_index(collection, field))
+            indexes.iter().try_for_each(|(collection, field)| db.create_index(collection, field))?;
+            db.fold_log()
         })
         .await;
         match built {
             Ok(Ok(())) => {
-                tracing::debug!(projection = %self.name, elapsed = ?started.elapsed(), "declared indexes in place")
+                tracing::debug!(projection = %self.name, elapsed = ?started.elapsed(), "declared indexes in place, log folded")
             }
             Ok(Err(e)) => {
                 tracing::error!(projection = %self.name, error = %format!("{e:#}"), "cannot create a declared index")

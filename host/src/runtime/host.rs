@@ -38,6 +38,17 @@ pub(crate) struct HostState {
     /// Why a read of the read model failed during the batch (the database
     /// away, say): the batch is then retried, not blamed on the module.
     read_failure: Option<String>,
+    /// Log lines kept for the caller instead of the host's log (a trial).
+    captured: Option<Vec<LogLine>>,
+}
+
+/// A line a module logged, as a trial returns it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogLine {
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The line, escaped and cut as the host's log would show it.
+    pub message: String,
 }
 
 /// Longest log line kept, in bytes; the rest is cut (and said so).
@@ -62,7 +73,18 @@ impl HostState {
             log_lines: 0,
             log_dropped: 0,
             read_failure: None,
+            captured: None,
         }
+    }
+
+    /// Keeps the module's log lines for [`HostState::take_captured`] from now on.
+    pub(super) fn capture_logs(&mut self) {
+        self.captured.get_or_insert_with(Vec::new);
+    }
+
+    /// The log lines kept since the last call.
+    pub(super) fn take_captured(&mut self) -> Vec<LogLine> {
+        self.captured.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub(super) fn begin_batch(&mut self, source: Arc<dyn DocumentSource>) {
@@ -152,6 +174,16 @@ impl log::Host for HostState {
         self.log_lines += 1;
         let projection = self.projection.as_str();
         let message = log_line(&message);
+        if let Some(captured) = &mut self.captured {
+            let level = match level {
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            };
+            captured.push(LogLine { level, message });
+            return Ok(());
+        }
         match level {
             log::Level::Debug => tracing::debug!(target: "projection", projection, "{message}"),
             log::Level::Info => tracing::info!(target: "projection", projection, "{message}"),

@@ -27,7 +27,7 @@ use wasmtime::{Config, Engine, Store};
 
 use bindings::projector::projection::types as wit;
 use bindings::v0_1::projector::projection::types as wit_v0_1;
-pub use host::DocumentSource;
+pub use host::{DocumentSource, LogLine};
 use host::HostState;
 /// Events and descriptions are the SDK's types: one definition on both sides of the boundary.
 pub use projector_guest_sdk::{Description, Event};
@@ -391,6 +391,17 @@ impl Instance {
             (Ok(Err(fault)), None) => Err(fault),
             (Err(e), None) => Err(self.classify(e)),
         }
+    }
+
+    /// Keeps the module's log lines for [`Instance::take_logs`] instead of
+    /// writing them to the host's log (a trial shows them to its caller).
+    pub fn capture_logs(&mut self) {
+        self.store.data_mut().capture_logs();
+    }
+
+    /// The log lines kept since the last call (see [`Instance::capture_logs`]).
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.store.data_mut().take_captured()
     }
 
     /// Gives the next call into the module a fresh deadline and forgets

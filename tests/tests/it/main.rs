@@ -23,6 +23,7 @@
 //! - `shared_feed`           lanes sharing the host's reads of `$all`: one read at the head, a late lane joining at its exact checkpoint
 //! - `lifecycle`             swaps, blue/green rebuilds, stop/start/reset/retry/delete, restarts, auth
 //! - `rollback`              rollback after a swap and after a rebuild (same version too), a rebuild cancelled
+//! - `trial`                 `POST /try`: a module over given or recent events, nothing committed; the console's files
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
 //!
@@ -55,4 +56,5 @@ mod shared_feed;
 mod soak;
 mod storage;
 mod support;
+mod trial;
 mod users;
