@@ -737,12 +737,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
             .detail(measured.slow()),
     );
     table.push(
-        Row::new(
-            "live lag: the append before it (durable in the store), p99",
-            millis(percentile(appends, 0.99)),
-            "ms",
-        )
-        .detail(format!("p50 {}", ms(percentile(appends, 0.5)))),
+        Row::new("live lag: the append before it (durable in the store), p99", millis(percentile(appends, 0.99)), "ms")
+            .detail(format!("p50 {}", ms(percentile(appends, 0.5)))),
     );
 
     let duration = if quick { Duration::from_millis(300) } else { Duration::from_secs(5) };

@@ -119,6 +119,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     )?;
     let schemathesis = install_schemathesis()?;
     install_postgres()?;
+    let browser = install_browser()?;
     test_typescript()?;
     test_python()?;
     step(
@@ -129,7 +130,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .args(args)
             .env("PROJECTOR_NODE_TESTS", "1")
             .env("PROJECTOR_GUEST_LANGUAGES", "1")
-            .env("PROJECTOR_SCHEMATHESIS", schemathesis),
+            .env("PROJECTOR_SCHEMATHESIS", schemathesis)
+            .env("PROJECTOR_BROWSER", browser),
     )
 }
 
@@ -152,6 +154,15 @@ fn install_postgres() -> anyhow::Result<()> {
     }
     eprintln!("xtask: the tests need PostgreSQL's programs (initdb, postgres) and found none; installing them");
     eprintln!("xtask: (or install them yourself and set PROJECTOR_PG_BINDIR to their directory)");
+    apt_install("postgresql")?;
+    if !bindir().join("initdb").is_file() {
+        bail!("PostgreSQL is installed, but its initdb is still not found: set PROJECTOR_PG_BINDIR to its directory");
+    }
+    Ok(())
+}
+
+/// Installs a Debian package (as root, or through sudo).
+fn apt_install(package: &str) -> anyhow::Result<()> {
     let root = Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0");
     let apt_get = |args: &[&str]| {
         let mut command = Command::new(if root { "env" } else { "sudo" });
@@ -162,11 +173,35 @@ fn install_postgres() -> anyhow::Result<()> {
         command
     };
     step("apt-get update", &mut apt_get(&["update"]))?;
-    step("apt-get install postgresql", &mut apt_get(&["install", "-y", "postgresql"]))?;
-    if !bindir().join("initdb").is_file() {
-        bail!("PostgreSQL is installed, but its initdb is still not found: set PROJECTOR_PG_BINDIR to its directory");
+    step(&format!("apt-get install {package}"), &mut apt_get(&["install", "-y", package]))
+}
+
+/// The browser test's Chromium (Debian's, installed when missing; or
+/// `PROJECTOR_BROWSER`) and its driver, playwright-core from npm (which
+/// downloads no browser); the path of the Chromium executable.
+fn install_browser() -> anyhow::Result<PathBuf> {
+    let found = || {
+        std::env::var_os("PROJECTOR_BROWSER")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from))
+            .find(|path| path.is_file())
+    };
+    if found().is_none() {
+        eprintln!("xtask: the console's browser test needs Chromium and found none; installing Debian's chromium");
+        apt_install("chromium")?;
     }
-    Ok(())
+    let browser = found().context("chromium is installed, but not found: set PROJECTOR_BROWSER to its path")?;
+    step(
+        "npm ci (playwright-core, for the console's browser test)",
+        Command::new("npm").current_dir(root().join("tests/console")).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ]),
+    )?;
+    Ok(browser)
 }
 
 /// The TypeScript SDK and example: installs their pinned packages, runs

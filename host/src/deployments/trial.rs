@@ -106,7 +106,9 @@ impl Deployments {
             (View::Empty, _) => Arc::new(Nothing),
             (View::Current, Some(deployment)) => deployment.db(),
             (View::Current, None) => {
-                return Err(ChangeError::Invalid("a trial over the current read model needs a deployed projection".into()))
+                return Err(ChangeError::Invalid(
+                    "a trial over the current read model needs a deployed projection".into(),
+                ))
             }
         };
         let events = match trial.events {

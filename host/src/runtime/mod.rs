@@ -27,8 +27,8 @@ use wasmtime::{Config, Engine, Store};
 
 use bindings::projector::projection::types as wit;
 use bindings::v0_1::projector::projection::types as wit_v0_1;
-pub use host::{DocumentSource, LogLine};
 use host::HostState;
+pub use host::{DocumentSource, LogLine};
 /// Events and descriptions are the SDK's types: one definition on both sides of the boundary.
 pub use projector_guest_sdk::{Description, Event};
 pub use toolchain::toolchain;

@@ -23,6 +23,7 @@
 //! - `shared_feed`           lanes sharing the host's reads of `$all`: one read at the head, a late lane joining at its exact checkpoint
 //! - `lifecycle`             swaps, blue/green rebuilds, stop/start/reset/retry/delete, restarts, auth
 //! - `rollback`              rollback after a swap and after a rebuild (same version too), a rebuild cancelled
+//! - `console`               the web console in headless Chromium: overview, fault, stop/start, deploy, try, explore, read-only (opt-in: `PROJECTOR_BROWSER`)
 //! - `trial`                 `POST /try`: a module over given or recent events, nothing committed; the console's files
 //! - `users`                 registration: validation, argon2id, uniqueness under concurrency, idempotency, outages, read-back
 //! - `fuzz`                  schemathesis over the published OpenAPI document (opt-in: `PROJECTOR_SCHEMATHESIS`)
@@ -40,6 +41,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod console;
 mod crash;
 mod eventstore;
 mod exposure;

@@ -35,13 +35,13 @@ async fn a_trial_shows_what_a_module_would_write_over_given_and_recent_events_an
     let last = register(&env, 2, "bob@example.com").await;
     let (status, body) = env.deploy("user-directory", env!("WASM_USER_DIRECTORY")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, _) = env.api().get_caught_up(&format!("/projections/user-directory/collections/users/u2?at_least={last}")).await;
+    let (status, _) =
+        env.api().get_caught_up(&format!("/projections/user-directory/collections/users/u2?at_least={last}")).await;
     assert_eq!(status, StatusCode::OK);
 
     // Given events, against the deployed read model: a new user and a taken email.
     let events = json!([registration(9, "cy@example.org"), registration(10, "ADA@example.com")]);
-    let (status, outcome) =
-        try_with(&env, &json!({"projection": "user-directory", "events": events}), true).await;
+    let (status, outcome) = try_with(&env, &json!({"projection": "user-directory", "events": events}), true).await;
     assert_eq!(status, StatusCode::OK, "{outcome}");
     assert_eq!(outcome["events"], 2);
     assert_eq!(outcome["error"], Value::Null);
@@ -81,7 +81,10 @@ async fn a_trial_shows_the_modules_log_lines_and_its_failure() {
     assert_eq!(status, StatusCode::OK, "{outcome}");
     let error = outcome["error"].as_str().expect("the module's failure");
     // A Rust panic aborts in Wasm: the trap's backtrace names the module's function.
-    assert!(error.starts_with("the module trapped") && error.contains("Panicking") && error.contains("apply"), "{error}");
+    assert!(
+        error.starts_with("the module trapped") && error.contains("Panicking") && error.contains("apply"),
+        "{error}"
+    );
     assert_eq!(outcome["writes"], json!([]), "a failed batch writes nothing");
     assert_eq!(outcome["logs"], json!([{"level": "warn", "message": "about to fail on s-2"}]));
 }
@@ -99,7 +102,12 @@ async fn a_trial_request_that_cannot_be_met_is_refused_with_its_reason() {
         (json!({"module_base64": module, "view": "current"}), true, StatusCode::BAD_REQUEST, "invalid_request"),
         (json!({"module_base64": module, "last": 1, "events": []}), true, StatusCode::BAD_REQUEST, "invalid_request"),
         (json!({"module_base64": module, "last": 10_001}), true, StatusCode::BAD_REQUEST, "invalid_request"),
-        (json!({"module_base64": module, "events": [{"stream": "", "type": "T"}]}), true, StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            json!({"module_base64": module, "events": [{"stream": "", "type": "T"}]}),
+            true,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
         (json!({"module_base64": module, "surprise": 1}), true, StatusCode::BAD_REQUEST, "invalid_request"),
     ];
     for (body, admin, status, code) in refused {
