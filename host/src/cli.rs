@@ -97,24 +97,21 @@ pub enum ClientCommand {
     Rm(NameArgs),
     /// Read documents from a read model.
     Query(QueryArgs),
-    /// Run a module over recent events in the sandbox and show what it would
-    /// write and log, committing nothing.
+    /// Run a module over recent events in the sandbox: what it would write and log (nothing committed).
     Try(TryArgs),
 }
 
 /// Flags of `projector try`.
 #[derive(Debug, Args)]
 pub struct TryArgs {
-    /// A deployed projection: the module reads its read model (its writes
-    /// go nowhere), and its own module is tried when no FILE is given.
+    /// A deployed projection: its read model is read (written nowhere); its module unless FILE is given.
     pub name: String,
     /// The module to try (`.wasm`).
     pub file: Option<PathBuf>,
     /// Run over the last N events of `$all` (system events aside).
     #[arg(long, default_value_t = 100, conflicts_with = "events")]
     pub last: usize,
-    /// Run over the events in this JSON file instead: an array of
-    /// `{"stream": …, "type": …, "data": {…}, "metadata": {…}}`.
+    /// Run over the events in this JSON file: `[{"stream", "type", "data", "metadata"}]`.
     #[arg(long)]
     pub events: Option<PathBuf>,
     /// Read from an empty read model instead of the projection's.

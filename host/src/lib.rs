@@ -265,7 +265,7 @@ impl Host {
         };
         let scheme = if serve_config.tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(http::serve(listener, app, serve_config, shutdown));
-        tracing::info!(%addr, "projector API listening on {scheme}://{addr}");
+        tracing::info!(%addr, "projector API listening on {scheme}://{addr}; the console: open {scheme}://{addr}/");
         Ok(Host { addr, deployments, admin_token, task })
     }
 

@@ -7,13 +7,11 @@
 //! events from the ring without missing or repeating one.
 //!
 //! Two kinds of reader differ only in what happens when the ring is full:
-//! the live reader (fed by the host's head tracker), once at the head, never
-//! waits and drops its oldest events, so a lane that fell that far behind
-//! finds its cursor under the floor and leaves for a read of its own; a
-//! catch-up reader waits for its slowest member, but at most `HOLD_MAX`,
-//! then drops events all the same, so one slow lane holds the others back
-//! once and briefly. While the head tracker reads the history (it starts
-//! from the beginning of `$all`), the live reader is a catch-up reader too.
+//! the live reader (fed by the host's head tracker) never waits and drops
+//! its oldest events, so a lane that fell that far behind finds its cursor
+//! under the floor and leaves for a read of its own; a catch-up reader
+//! waits for its slowest member, but at most `HOLD_MAX`, then drops events
+//! all the same, so one slow lane holds the others back once and briefly.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -214,19 +212,11 @@ impl Reader {
         Some(Slice { events, reached, at_end })
     }
 
-    /// Whether it is the live reader at the head of `$all`. Until the head
-    /// tracker has caught up (a host starting over a long history reads it
-    /// from the start), the live reader is a catch-up reader like the others,
-    /// so that lanes catching up from the start ride that one read.
-    fn follows_the_head(&self) -> bool {
-        self.live && self.progress.borrow().caught_up
-    }
-
     /// Adds a decoded event, making room first (see the module's notes).
     pub(crate) async fn push(&self, event: Event) {
         let event = Arc::new(event);
         let bytes = size(&event);
-        if !self.follows_the_head() && !self.ring.lock().has_room(bytes, self.bounds) {
+        if !self.live && !self.ring.lock().has_room(bytes, self.bounds) {
             self.wait_for_room(bytes).await;
         }
         let position = event.commit_position;
@@ -416,7 +406,6 @@ mod tests {
     #[tokio::test]
     async fn the_live_ring_drops_its_oldest_and_a_cursor_under_the_floor_is_not_covered() {
         let reader = Reader::new(1, true, false, true, None);
-        reader.caught_up();
         let cursor = reader.enter(Some(0));
         for p in 1..=(Bounds::LIVE.events as u64 + 2) {
             reader.push(event(p)).await;
@@ -428,34 +417,6 @@ mod tests {
         assert!(reader.after(Some(1), 1).is_none());
         assert_eq!(positions(&reader.after(Some(2), 1).expect("covered")), [3]);
         reader.leave(&cursor);
-    }
-
-    #[tokio::test]
-    async fn the_live_ring_waits_for_its_member_until_the_head_tracker_has_caught_up() {
-        let reader = Arc::new(Reader::new(1, true, false, true, None));
-        let member = reader.enter(Some(0));
-        for p in 1..=(Bounds::LIVE.events as u64) {
-            reader.push(event(p)).await;
-        }
-        // Full, with its one member at 0: the next push waits for it.
-        let pushing = tokio::spawn({
-            let reader = reader.clone();
-            async move { reader.push(event(Bounds::LIVE.events as u64 + 1)).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!pushing.is_finished());
-        assert!(reader.covers(Some(0)), "nothing the member has not read was dropped");
-        member.store(10, Ordering::Release);
-        reader.moved();
-        pushing.await.expect("the push ends");
-        assert!(reader.covers(Some(10)) && !reader.covers(Some(9)), "only what it has read went");
-        // At the head it never waits again.
-        reader.caught_up();
-        for p in 0..20 {
-            reader.push(event(Bounds::LIVE.events as u64 + 2 + p)).await;
-        }
-        assert!(!reader.covers(Some(10)));
-        reader.leave(&member);
     }
 
     #[tokio::test]

@@ -17,6 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::pipeline::Counted;
+use super::Runner;
 use crate::readmodel::{Checkpoint, DeadLetter, ReadModelDb, Unstorable};
 use crate::runtime::{Event, Fault, Instance, Limits, Module, Runtime, Writes};
 use crate::settings::OnError;
@@ -146,6 +148,48 @@ impl Job {
                 .instantiate_with(&self.module, self.limits)
                 .map_err(|f| FaultInfo::plain(format!("cannot start the module again after a fault: {f}")))?;
         }
+        Ok(())
+    }
+}
+
+impl Runner {
+    /// Runs and commits one batch on a blocking thread, applying the error
+    /// policy when the module fails on it (see the module's notes).
+    pub(super) async fn apply_plainly(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
+        let Some(instance) = self.instance.take() else {
+            return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
+        };
+        let mut job = Job {
+            instance,
+            runtime: self.runtime.clone(),
+            module: self.module.clone(),
+            limits: self.limits,
+            db: self.db.clone(),
+            on_error: self.on_error,
+            start: self.checkpoint.unwrap_or_default(),
+            from: self.checkpoint.map(|c| c.position),
+            module_time: Duration::ZERO,
+        };
+        let (metrics, name) = (self.metrics.clone(), self.name.clone());
+        let work = move || {
+            let started = Instant::now();
+            let outcome = job.run(&events, position);
+            if outcome.is_ok() {
+                let module_time = job.module_time;
+                Counted::new(metrics, name, &events, module_time).record(started.elapsed() - module_time);
+            }
+            (job.instance, outcome)
+        };
+        let ran = tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string());
+        let (instance, outcome) = ran.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
+        self.instance = Some(instance);
+        let (checkpoint, skipped) = outcome?;
+        self.checkpoint = Some(checkpoint);
+        self.status.send_modify(|s| {
+            s.checkpoint = Some(checkpoint.position);
+            s.events_processed = checkpoint.events;
+            s.dead_letters += skipped;
+        });
         Ok(())
     }
 }

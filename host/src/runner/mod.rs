@@ -30,11 +30,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::readmodel::{Checkpoint, ReadModelDb};
-use crate::runtime::{Description, DocumentSource, Event, Fault, Instance, Limits, Module, Runtime};
+use crate::runtime::{Description, Instance, Limits, Module, Runtime};
 use crate::settings::OnError;
 use crate::status::{FaultInfo, LaneStatus, State};
-use batch::{Failure, Job};
-use pipeline::{Counted, Overlay};
+use batch::Failure;
 
 /// How events are grouped into batches.
 #[derive(Debug, Clone, Copy)]
@@ -472,120 +471,6 @@ impl Runner {
             s.checkpoint = checkpoint.map(|c| c.position);
             s.events_processed = checkpoint.map_or(0, |c| c.events);
             s.dead_letters = dead_letters;
-        });
-        Ok(())
-    }
-
-    /// Runs `events` in the module while the batch before them commits,
-    /// then starts their own commit (`pipeline.rs`). What cannot be
-    /// pipelined runs the plain way once the batch before has landed.
-    async fn apply(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
-        if events.is_empty() {
-            self.settle().await.map_err(Failure::Storage)?;
-            return self.apply_plainly(events, position).await;
-        }
-        let Some(mut instance) = self.instance.take() else {
-            return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
-        };
-        let source: Arc<dyn DocumentSource> = match &self.in_flight {
-            Some(flight) => Arc::new(Overlay { pending: flight.writes.clone(), db: self.db.clone() }),
-            None => self.db.clone(),
-        };
-        let run = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let outcome = instance.handle_batch(&events, source);
-            (instance, events, outcome, started.elapsed())
-        });
-        let landed = self.settle().await;
-        let ran = run.await.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
-        let (instance, events, outcome, module_time) = ran;
-        self.instance = Some(instance);
-        // The batch before did not land: this run read what is not stored.
-        landed.map_err(Failure::Storage)?;
-        match outcome {
-            Ok(writes) if !self.db.may_refuse(&writes) => {
-                let from = self.checkpoint.map(|c| c.position);
-                let end =
-                    Checkpoint { position, events: self.checkpoint.unwrap_or_default().events + events.len() as u64 };
-                let counted = Counted::new(self.metrics.clone(), self.name.clone(), &events, module_time);
-                self.in_flight = Some(InFlight::start(self.db.clone(), from, writes, end, counted));
-                Ok(())
-            }
-            Ok(_) => self.apply_plainly(events, position).await,
-            Err(fault) => {
-                // The plain way applies the error policy, on a fresh
-                // instance after a trap.
-                if !matches!(fault, Fault::Guest { .. }) {
-                    let fresh = self
-                        .runtime
-                        .instantiate_with(&self.module, self.limits)
-                        .map_err(|f| FaultInfo::plain(format!("cannot start the module again after a fault: {f}")))?;
-                    self.instance = Some(fresh);
-                }
-                self.apply_plainly(events, position).await
-            }
-        }
-    }
-
-    /// Waits for the batch in flight, if any, and moves the checkpoint to it.
-    async fn settle(&mut self) -> anyhow::Result<()> {
-        let Some(flight) = self.in_flight.take() else { return Ok(()) };
-        let committed = flight.task.await;
-        self.landed(flight.end, committed)
-    }
-
-    /// The commit of the batch ending at `end` is over: on success the
-    /// checkpoint moves to it.
-    fn landed(
-        &mut self,
-        end: Checkpoint,
-        committed: Result<anyhow::Result<()>, tokio::task::JoinError>,
-    ) -> anyhow::Result<()> {
-        committed.map_err(|e| anyhow::anyhow!("the commit thread failed: {e}"))??;
-        self.checkpoint = Some(end);
-        self.status.send_modify(|s| {
-            s.checkpoint = Some(end.position);
-            s.events_processed = end.events;
-        });
-        Ok(())
-    }
-
-    /// Runs and commits one batch on a blocking thread, applying the error
-    /// policy when the module fails on it (`batch.rs`).
-    async fn apply_plainly(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
-        let Some(instance) = self.instance.take() else {
-            return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
-        };
-        let mut job = Job {
-            instance,
-            runtime: self.runtime.clone(),
-            module: self.module.clone(),
-            limits: self.limits,
-            db: self.db.clone(),
-            on_error: self.on_error,
-            start: self.checkpoint.unwrap_or_default(),
-            from: self.checkpoint.map(|c| c.position),
-            module_time: Duration::ZERO,
-        };
-        let (metrics, name) = (self.metrics.clone(), self.name.clone());
-        let work = move || {
-            let started = Instant::now();
-            let outcome = job.run(&events, position);
-            if outcome.is_ok() {
-                let module_time = job.module_time;
-                Counted::new(metrics, name, &events, module_time).record(started.elapsed() - module_time);
-            }
-            (job.instance, outcome)
-        };
-        let ran = tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string());
-        let (instance, outcome) = ran.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
-        self.instance = Some(instance);
-        let (checkpoint, skipped) = outcome?;
-        self.checkpoint = Some(checkpoint);
-        self.status.send_modify(|s| {
-            s.checkpoint = Some(checkpoint.position);
-            s.events_processed = checkpoint.events;
-            s.dead_letters += skipped;
         });
         Ok(())
     }

@@ -20,9 +20,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::batch::Failure;
+use super::Runner;
 use crate::metrics::Metrics;
 use crate::readmodel::{Checkpoint, ReadModelDb};
-use crate::runtime::{DocumentSource, Event, Writes};
+use crate::runtime::{DocumentSource, Event, Fault, Writes};
+use crate::status::FaultInfo;
 
 /// A batch being committed.
 pub(crate) struct InFlight {
@@ -99,6 +102,82 @@ impl DocumentSource for Overlay {
             Some(write) => Ok(write.clone()),
             None => self.db.get(collection, key),
         }
+    }
+}
+
+impl Runner {
+    /// Runs `events` in the module while the batch before them commits,
+    /// then starts their own commit (see the module's notes). What cannot be
+    /// pipelined runs the plain way once the batch before has landed.
+    pub(super) async fn apply(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
+        if events.is_empty() {
+            self.settle().await.map_err(Failure::Storage)?;
+            return self.apply_plainly(events, position).await;
+        }
+        let Some(mut instance) = self.instance.take() else {
+            return Err(FaultInfo::plain("the module instance was lost after an earlier failure").into());
+        };
+        let source: Arc<dyn DocumentSource> = match &self.in_flight {
+            Some(flight) => Arc::new(Overlay { pending: flight.writes.clone(), db: self.db.clone() }),
+            None => self.db.clone(),
+        };
+        let run = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let outcome = instance.handle_batch(&events, source);
+            (instance, events, outcome, started.elapsed())
+        });
+        let landed = self.settle().await;
+        let ran = run.await.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
+        let (instance, events, outcome, module_time) = ran;
+        self.instance = Some(instance);
+        // The batch before did not land: this run read what is not stored.
+        landed.map_err(Failure::Storage)?;
+        match outcome {
+            Ok(writes) if !self.db.may_refuse(&writes) => {
+                let from = self.checkpoint.map(|c| c.position);
+                let end =
+                    Checkpoint { position, events: self.checkpoint.unwrap_or_default().events + events.len() as u64 };
+                let counted = Counted::new(self.metrics.clone(), self.name.clone(), &events, module_time);
+                self.in_flight = Some(InFlight::start(self.db.clone(), from, writes, end, counted));
+                Ok(())
+            }
+            Ok(_) => self.apply_plainly(events, position).await,
+            Err(fault) => {
+                // The plain way applies the error policy, on a fresh
+                // instance after a trap.
+                if !matches!(fault, Fault::Guest { .. }) {
+                    let fresh = self
+                        .runtime
+                        .instantiate_with(&self.module, self.limits)
+                        .map_err(|f| FaultInfo::plain(format!("cannot start the module again after a fault: {f}")))?;
+                    self.instance = Some(fresh);
+                }
+                self.apply_plainly(events, position).await
+            }
+        }
+    }
+
+    /// Waits for the batch in flight, if any, and moves the checkpoint to it.
+    pub(super) async fn settle(&mut self) -> anyhow::Result<()> {
+        let Some(flight) = self.in_flight.take() else { return Ok(()) };
+        let committed = flight.task.await;
+        self.landed(flight.end, committed)
+    }
+
+    /// The commit of the batch ending at `end` is over: on success the
+    /// checkpoint moves to it.
+    pub(super) fn landed(
+        &mut self,
+        end: Checkpoint,
+        committed: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        committed.map_err(|e| anyhow::anyhow!("the commit thread failed: {e}"))??;
+        self.checkpoint = Some(end);
+        self.status.send_modify(|s| {
+            s.checkpoint = Some(end.position);
+            s.events_processed = end.events;
+        });
+        Ok(())
     }
 }
 

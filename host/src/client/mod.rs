@@ -1,4 +1,4 @@
-//! `projector deploy|list|status|stop|start|reset|retry|rollback|rm|query`:
+//! `projector deploy|list|status|stop|start|reset|retry|rollback|rm|query|try`:
 //! a command-line client of the HTTP API. Output is text for people: an
 //! aligned table for `list`, `key: value` lines for a status (`status` and
 //! the lifecycle actions), one line for `deploy` and `rm`; documents from
@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::cli::{ClientCommand, Connection, DeployArgs, NameArgs, QueryArgs, TryArgs};
+use crate::cli::{ClientCommand, Connection, DeployArgs, NameArgs, QueryArgs};
+
+mod trial;
 
 /// Runs one client command against the API.
 pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
@@ -111,53 +113,6 @@ impl Client {
         match body["error"]["message"].as_str() {
             Some(message) => bail!("{message} (HTTP {})", status.as_u16()),
             None => bail!("the host answered HTTP {status}: {body}"),
-        }
-    }
-
-    /// `POST /try`: prints the writes (`collection/key: document`), the
-    /// log lines and the module's error; fails when the module failed.
-    async fn try_module(&self, args: TryArgs) -> anyhow::Result<()> {
-        use base64::Engine;
-        let module = match &args.file {
-            Some(file) => {
-                let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
-            }
-            None => None,
-        };
-        let mut body = serde_json::json!({
-            "projection": args.name,
-            "module_base64": module,
-            "view": if args.empty { "empty" } else { "current" },
-        });
-        match &args.events {
-            Some(file) => {
-                let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-                let events: Value =
-                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-                body["events"] = events;
-            }
-            None => body["last"] = args.last.into(),
-        }
-        let request = self.http.post(self.url("/try")).bearer_auth(self.token()?).json(&body);
-        let outcome = self.send(request).await?;
-        if self.json {
-            print(&outcome)?;
-        } else {
-            let writes = outcome["writes"].as_array().map_or(&[][..], Vec::as_slice);
-            say(format_args!("{} events, {} writes (nothing committed)", outcome["events"], writes.len()));
-            for write in writes {
-                let (collection, key) = (write["collection"].as_str(), write["key"].as_str());
-                say(format_args!("{}/{}: {}", collection.unwrap_or("?"), key.unwrap_or("?"), write["document"]));
-            }
-            for line in outcome["logs"].as_array().map_or(&[][..], Vec::as_slice) {
-                let (level, message) = (line["level"].as_str(), line["message"].as_str());
-                say(format_args!("log {}: {}", level.unwrap_or("?"), message.unwrap_or("")));
-            }
-        }
-        match outcome["error"].as_str() {
-            Some(error) => bail!("the module failed: {error}"),
-            None => Ok(()),
         }
     }
 
