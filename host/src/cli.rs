@@ -104,7 +104,7 @@ pub enum ClientCommand {
 /// Flags of `projector try`.
 #[derive(Debug, Args)]
 pub struct TryArgs {
-    /// A deployed projection: its read model is read (written nowhere); its module unless FILE is given.
+    /// A projection: its read model is read (written nowhere) and its module tried unless FILE is given.
     pub name: String,
     /// The module to try (`.wasm`).
     pub file: Option<PathBuf>,

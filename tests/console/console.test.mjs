@@ -3,8 +3,8 @@
 // starts it with the examples deployed, one of them faulted).
 //
 // Environment: PROJECTOR_URL, PROJECTOR_TOKEN, PROJECTOR_BROWSER (the
-// Chromium executable), WASM_TALLY (a module to deploy through the page),
-// WASM_USER_DIRECTORY (a module to try), SCREENSHOTS (a directory for one
+// Chromium executable), WASM_TALLY and WASM_TALLY_V2 (a module and its next
+// version to deploy through the page), SCREENSHOTS (a directory for one
 // screenshot per page). Prints "ok <step>" per step; exits non-zero with the
 // failing step's reason.
 
@@ -132,6 +132,14 @@ try {
     await page.waitForFunction(() => /201|deployed|created/i.test(document.querySelector('[data-testid="deploy-result"]')?.textContent || ''));
     const listed = await api('GET', '/projections/tally');
     check(listed.status === 200, 'the page deployed tally');
+    // A new version of it, swapped in at its checkpoint.
+    await byId('deploy-name').fill('tally');
+    await byId('deploy-file').setInputFiles(need('WASM_TALLY_V2'));
+    await byId('deploy-mode').selectOption('continue');
+    await byId('deploy-submit').click();
+    await page.waitForFunction(() => /now runs version/.test(document.querySelector('[data-testid="deploy-result"]')?.textContent || ''));
+    const swapped = await api('GET', '/projections/tally');
+    check(swapped.body.version !== listed.body.version, `the new version serves: ${listed.body.version} -> ${swapped.body.version}`);
     // A refusal in plain words.
     await byId('deploy-name').fill('not-wasm');
     await byId('deploy-file').setInputFiles({ name: 'bad.wasm', mimeType: 'application/wasm', buffer: Buffer.from('nope') });

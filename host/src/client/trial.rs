@@ -20,10 +20,17 @@ impl Client {
             }
             None => None,
         };
+        // A module of one's own may be tried before its first deploy: over
+        // an empty read model when nothing is deployed under that name yet.
+        let deployed = module.is_none()
+            || self.get(&format!("/projections/{}", args.name)).send().await.is_ok_and(|r| r.status().is_success());
+        if !deployed && !self.json {
+            say(format_args!("nothing is deployed as {}: the module reads an empty read model", args.name));
+        }
         let mut body = serde_json::json!({
-            "projection": args.name,
+            "projection": deployed.then_some(&args.name),
             "module_base64": module,
-            "view": if args.empty { "empty" } else { "current" },
+            "view": if args.empty || !deployed { "empty" } else { "current" },
         });
         match &args.events {
             Some(file) => {

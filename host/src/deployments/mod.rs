@@ -380,6 +380,7 @@ impl Deployments {
             checkpoint,
             stale: false,
             in_flight: None,
+            plain_until: None,
         };
         *lane.started.lock() = (Instant::now(), checkpoint.map_or(0, |c| c.events));
         let background = lane.background.load(std::sync::atomic::Ordering::Relaxed);

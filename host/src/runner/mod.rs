@@ -100,6 +100,9 @@ pub(crate) struct Runner {
     pub(crate) stale: bool,
     /// The batch being committed while the next one runs (`pipeline.rs`).
     pub(crate) in_flight: Option<InFlight>,
+    /// Run the plain way until the checkpoint reaches this position (a
+    /// commit in flight there was refused as unstorable).
+    pub(crate) plain_until: Option<u64>,
 }
 
 /// A runner's fault, for the owner of deployment state to record. The

@@ -11,10 +11,13 @@
 //! batch still commits its documents with its own checkpoint, in order.
 //!
 //! What is not pipelined runs the plain way (`batch.rs`), after the commit
-//! in flight has landed: a batch the module failed on (the error policy
-//! needs the read model as it was before the batch), a batch whose writes
-//! the read model might refuse ([`ReadModelDb::may_refuse`]), and a batch
-//! of no events (a checkpoint over events the lane does not want).
+//! in flight has landed, on a fresh instance: a batch the module failed on
+//! (the error policy needs the read model as it was before the batch), a
+//! batch whose writes the read model might refuse
+//! ([`ReadModelDb::may_refuse`]), and a batch of no events (a checkpoint
+//! over events the lane does not want). Should a commit in flight be
+//! refused as [`Unstorable`] all the same, the lane reads again from its
+//! checkpoint and runs the plain way up to that batch's end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +26,8 @@ use std::time::{Duration, Instant};
 use super::batch::Failure;
 use super::Runner;
 use crate::metrics::Metrics;
-use crate::readmodel::{Checkpoint, ReadModelDb};
-use crate::runtime::{DocumentSource, Event, Fault, Writes};
+use crate::readmodel::{Checkpoint, ReadModelDb, Unstorable};
+use crate::runtime::{DocumentSource, Event, Writes};
 use crate::status::FaultInfo;
 
 /// A batch being committed.
@@ -110,7 +113,12 @@ impl Runner {
     /// then starts their own commit (see the module's notes). What cannot be
     /// pipelined runs the plain way once the batch before has landed.
     pub(super) async fn apply(&mut self, events: Vec<Arc<Event>>, position: u64) -> Result<(), Failure> {
-        if events.is_empty() {
+        // A commit in flight was refused as unstorable: the batches up to it
+        // run the plain way, which finds the event that wrote it.
+        if self.plain_until.is_some_and(|until| self.checkpoint.is_some_and(|c| c.position >= until)) {
+            self.plain_until = None;
+        }
+        if events.is_empty() || self.plain_until.is_some() {
             self.settle().await.map_err(Failure::Storage)?;
             return self.apply_plainly(events, position).await;
         }
@@ -127,11 +135,15 @@ impl Runner {
             (instance, events, outcome, started.elapsed())
         });
         let landed = self.settle().await;
-        let ran = run.await.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
-        let (instance, events, outcome, module_time) = ran;
-        self.instance = Some(instance);
-        // The batch before did not land: this run read what is not stored.
+        let ran = run.await.map(|(instance, events, outcome, module_time)| {
+            self.instance = Some(instance);
+            (events, outcome, module_time)
+        });
+        // The batch before did not land: this run read what is not stored
+        // (and a fenced commit means stepping down, whatever the run did).
         landed.map_err(Failure::Storage)?;
+        let (events, outcome, module_time) =
+            ran.map_err(|e| FaultInfo::plain(format!("the batch thread failed: {e}")))?;
         match outcome {
             Ok(writes) if !self.db.may_refuse(&writes) => {
                 let from = self.checkpoint.map(|c| c.position);
@@ -141,17 +153,15 @@ impl Runner {
                 self.in_flight = Some(InFlight::start(self.db.clone(), from, writes, end, counted));
                 Ok(())
             }
-            Ok(_) => self.apply_plainly(events, position).await,
-            Err(fault) => {
-                // The plain way applies the error policy, on a fresh
-                // instance after a trap.
-                if !matches!(fault, Fault::Guest { .. }) {
-                    let fresh = self
-                        .runtime
-                        .instantiate_with(&self.module, self.limits)
-                        .map_err(|f| FaultInfo::plain(format!("cannot start the module again after a fault: {f}")))?;
-                    self.instance = Some(fresh);
-                }
+            // Run again the plain way (it applies the error policy, or
+            // finds the event that wrote what the read model cannot hold),
+            // on a fresh instance: this one has seen the batch already.
+            _ => {
+                let fresh = self
+                    .runtime
+                    .instantiate_with(&self.module, self.limits)
+                    .map_err(|f| FaultInfo::plain(format!("cannot start the module again: {f}")))?;
+                self.instance = Some(fresh);
                 self.apply_plainly(events, position).await
             }
         }
@@ -171,7 +181,13 @@ impl Runner {
         end: Checkpoint,
         committed: Result<anyhow::Result<()>, tokio::task::JoinError>,
     ) -> anyhow::Result<()> {
-        committed.map_err(|e| anyhow::anyhow!("the commit thread failed: {e}"))??;
+        let committed = committed.map_err(|e| anyhow::anyhow!("the commit thread failed: {e}"))?;
+        if let Err(e) = committed {
+            if e.downcast_ref::<Unstorable>().is_some() {
+                self.plain_until = Some(end.position);
+            }
+            return Err(e);
+        }
         self.checkpoint = Some(end);
         self.status.send_modify(|s| {
             s.checkpoint = Some(end.position);

@@ -53,6 +53,7 @@ async fn the_console_shows_tries_deploys_and_queries_in_a_real_browser() {
             .env("PROJECTOR_TOKEN", env.token())
             .env("PROJECTOR_BROWSER", &browser)
             .env("WASM_TALLY", env!("WASM_GUEST_TALLY"))
+            .env("WASM_TALLY_V2", env!("WASM_GUEST_TALLY_V2"))
             .env("SCREENSHOTS", &screenshots)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -100,6 +100,16 @@ async fn the_cli_drives_a_host_process_that_comes_back_as_it_was_after_kill_9() 
         .map(|i| i["doc"]["position"].as_u64().expect("position"))
         .collect();
     assert!(positions.len() == 2 && positions[0] > positions[1], "descending: {out}");
+    // A trial: what the module would write over the last events, nothing committed.
+    let (ok, out, err) = cli(host.api(), &["try", "tally", V2, "--last", "5"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("5 events") && out.contains("(nothing committed)") && out.contains("totals/all: "), "{out}");
+    let (ok, out, err) = cli(host.api(), &["try", "not-deployed-yet", V1, "--last", "3"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("nothing is deployed as not-deployed-yet") && out.contains("3 events"), "{out}");
+    let (ok, out, _) = cli(host.api(), &["query", "tally", "totals", "all"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), json!({ "count": 100, "version": "2.0.0" }));
 
     let position = tally::append(&events, "tally-b", 50).await.1;
     tally::total(host.api(), "tally", position).await;
