@@ -104,13 +104,20 @@ impl Lane {
         self.end_runner(|reply| Control::Handover { reply }).await;
     }
 
+    /// The runner stays in its slot until it has ended (its batch in flight
+    /// committed or refused): a start meanwhile finds it running and does
+    /// nothing, so two runners never write one read model at once (a lane
+    /// stepping down here and taken back at once, say).
     async fn end_runner(&self, message: impl FnOnce(oneshot::Sender<()>) -> Control) {
-        let Some(handle) = self.runner.lock().take() else { return };
+        let Some(control) = self.runner.lock().as_ref().map(|h| h.control.clone()) else { return };
         let (reply, stopped) = oneshot::channel();
-        if handle.control.send(message(reply)).await.is_ok() {
+        if control.send(message(reply)).await.is_ok() {
             let _ = stopped.await;
         }
-        let _ = handle.task.await;
+        let handle = self.runner.lock().take();
+        if let Some(handle) = handle {
+            let _ = handle.task.await;
+        }
     }
 
     /// Stops its runner at once (host shutdown); the last batch may or may not commit.
