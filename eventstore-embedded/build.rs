@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The files that describe the RPCs this server implements, plus their imports.
-const PROTOS: &[&str] = &["streams.proto", "gossip.proto", "serverfeatures.proto"];
+const PROTOS: &[&str] = &["streams.proto", "persistent.proto", "gossip.proto", "serverfeatures.proto"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

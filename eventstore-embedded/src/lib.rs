@@ -4,7 +4,8 @@
 //! Where no EventStoreDB/KurrentDB cluster is at hand (a laptop, CI, a small
 //! deployment), this crate is the server they talk to: streams with optimistic
 //! concurrency, `$all`, catch-up and live subscriptions with server-side
-//! filters, soft and hard deletes, all durable in one append-only log.
+//! filters, persistent subscriptions (consumer groups), soft and hard
+//! deletes, `$tb`, `$maxCount` and `$maxAge`, all durable in one append-only log.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,13 +27,14 @@
 //! [`Security::allow_unauthenticated_network`] says otherwise.
 //!
 //! What it deliberately does not do: clustering, users beyond one and access
-//! lists, client certificates, persistent subscriptions, server-side
-//! projections, scavenging, and `$maxAge` / `$maxCount` enforcement. Those
+//! lists, client certificates, server-side projections and scavenging. Those
 //! RPCs answer `UNIMPLEMENTED`, which the clients report as an unsupported
 //! feature.
 #![deny(missing_docs)]
 
+mod filter;
 mod grpc;
+mod persistent;
 mod proto;
 mod security;
 pub mod storage;
@@ -109,6 +111,9 @@ pub enum Error {
          and append every event; turn authentication on, listen on loopback, or explicitly allow it"
     )]
     Unprotected(SocketAddr),
+    /// The persistent subscriptions' configuration could not be read.
+    #[error("event store persistent subscriptions: {0}")]
+    Persistent(String),
 }
 
 /// A running server. Dropping it starts a shutdown; [`EmbeddedServer::shutdown`]
@@ -117,6 +122,7 @@ pub enum Error {
 pub struct EmbeddedServer {
     addr: SocketAddr,
     store: Arc<Store>,
+    subsystem: Arc<persistent::Subsystem>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     in_flight: grpc::InFlight,
@@ -142,6 +148,7 @@ impl EmbeddedServer {
             .await
             .map_err(|e| Error::Transport(e.to_string()))??;
         let store = Arc::new(store);
+        let subsystem = persistent::Subsystem::start(store.clone()).await.map_err(Error::Persistent)?;
         let advertised =
             if addr.ip().is_unspecified() { SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())) } else { addr };
         let tls = match &config.security.tls {
@@ -159,6 +166,7 @@ impl EmbeddedServer {
         let serving = grpc::serve(
             listener,
             store.clone(),
+            subsystem.clone(),
             config.max_append_size,
             advertised,
             in_flight.clone(),
@@ -177,7 +185,7 @@ impl EmbeddedServer {
             ca = ca.as_deref().unwrap_or("-"),
             "event store listening"
         );
-        Ok(EmbeddedServer { addr, store, stop: Some(stop), task: Some(task), in_flight, user, tls })
+        Ok(EmbeddedServer { addr, store, subsystem, stop: Some(stop), task: Some(task), in_flight, user, tls })
     }
 
     /// The address the server listens on.
@@ -244,6 +252,8 @@ impl EmbeddedServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Consumer groups write their checkpoints and drop their consumers.
+        self.subsystem.shutdown().await;
         // Subscriptions and batch-append sessions end on the stop signal;
         // wait for the calls still doing work, then drop idle connections.
         if tokio::time::timeout(SHUTDOWN_GRACE, self.in_flight.idle()).await.is_err() {

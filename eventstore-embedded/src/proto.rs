@@ -15,6 +15,11 @@ pub mod event_store {
             tonic::include_proto!("event_store.client.streams");
         }
 
+        pub mod persistent_subscriptions {
+            //! `event_store.client.persistent_subscriptions`: consumer groups, acks and nacks.
+            tonic::include_proto!("event_store.client.persistent_subscriptions");
+        }
+
         pub mod gossip {
             //! `event_store.client.gossip`: cluster membership.
             tonic::include_proto!("event_store.client.gossip");

@@ -16,6 +16,7 @@ use crate::proto::event_store::client::server_features::{server_features_server,
 pub(crate) const SERVER_VERSION: &str = "24.10.0";
 
 const STREAMS: &str = "event_store.client.streams.streams";
+const PERSISTENT: &str = "event_store.client.persistent_subscriptions.persistentsubscriptions";
 
 /// Reports the RPCs this server implements.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +36,17 @@ impl server_features_server::ServerFeatures for Features {
             method(STREAMS, "batchappend", &[]),
             method(STREAMS, "delete", &[]),
             method(STREAMS, "tombstone", &[]),
+            // The clients look for these before they use the gRPC calls
+            // (without them they fall back to the HTTP API), and for "all"
+            // before persistent subscriptions to `$all`.
+            method(PERSISTENT, "create", &["stream", "all"]),
+            method(PERSISTENT, "update", &["stream", "all"]),
+            method(PERSISTENT, "delete", &["stream", "all"]),
+            method(PERSISTENT, "read", &["stream", "all"]),
+            method(PERSISTENT, "getinfo", &["stream", "all"]),
+            method(PERSISTENT, "replayparked", &["stream", "all"]),
+            method(PERSISTENT, "list", &["stream", "all"]),
+            method(PERSISTENT, "restartsubsystem", &[]),
             method("event_store.client.gossip.gossip", "read", &[]),
             method("event_store.client.server_features.serverfeatures", "getsupportedmethods", &[]),
         ];

@@ -4,53 +4,16 @@
 //! EventStoreDB compiles filter regexes with .NET's engine, and clients rely
 //! on its features: a client that hides system streams sends the negative
 //! lookahead `^(?!(\$.+$|PersistentConfig\d+$|Result$))` with every read.
-//! `fancy-regex` accepts lookaround and backreferences, and hands patterns
-//! without them to the `regex` engine, so the common case stays as fast as it
-//! was. It does not aim at every corner of .NET syntax (no balancing groups,
-//! no .NET-only options); a pattern it cannot parse is refused with
-//! `INVALID_ARGUMENT`, as EventStoreDB refuses one .NET cannot parse.
+//! The matching itself is in `crate::filter`, shared with persistent
+//! subscriptions to `$all`.
 
-use fancy_regex::Regex;
 use tonic::Status;
 
+pub(super) use crate::filter::Filter;
 use crate::proto::event_store::client::streams::read_req::options::{self as opts, filter_options};
 
 /// The filter window when the client does not set one (EventStoreDB's default).
 const DEFAULT_WINDOW: u32 = 32;
-
-/// A parsed filter.
-#[derive(Debug, Clone)]
-pub(super) struct Filter {
-    /// On the stream name; otherwise on the event type.
-    pub(super) on_stream: bool,
-    prefixes: Vec<String>,
-    regex: Option<Regex>,
-    /// Send a checkpoint after this many events scanned (subscriptions only).
-    pub(super) checkpoint_every: u64,
-}
-
-impl Filter {
-    /// Whether `value` (a stream name or an event type) passes.
-    ///
-    /// A regex that backtracks too much gives up (fancy-regex's backtrack
-    /// limit) instead of matching. EventStoreDB has no such limit, so no
-    /// answer is the "right" one; treating it as "no match" would silently
-    /// drop events from a subscription (or let system events through an
-    /// exclusion), so the read fails instead, with `INVALID_ARGUMENT` naming
-    /// the pattern and the value, and the client learns its filter is at fault.
-    pub(super) fn matches(&self, value: &str) -> Result<bool, Status> {
-        if self.prefixes.iter().any(|p| value.starts_with(p.as_str())) {
-            return Ok(true);
-        }
-        match &self.regex {
-            None => Ok(self.prefixes.is_empty()),
-            Some(regex) => regex.is_match(value).map_err(|e| {
-                tracing::warn!(pattern = regex.as_str(), value, error = %e, "filter regex gave up");
-                Status::invalid_argument(format!("filter regex '{}' gave up on '{value}': {e}", regex.as_str()))
-            }),
-        }
-    }
-}
 
 /// Parses the filter options of a read request.
 pub(super) fn parse(f: opts::FilterOptions) -> Result<Filter, Status> {
@@ -59,20 +22,12 @@ pub(super) fn parse(f: opts::FilterOptions) -> Result<Filter, Status> {
         Some(filter_options::Filter::EventType(e)) => (false, e),
         None => return Err(Status::invalid_argument("filter has neither a stream nor an event-type expression")),
     };
-    let regex = match expression.regex.as_str() {
-        "" => None,
-        pattern => Some(compile(pattern)?),
-    };
     let window = match f.window {
         Some(filter_options::Window::Max(n)) if n > 0 => n,
         _ => DEFAULT_WINDOW,
     };
     let checkpoint_every = u64::from(window) * u64::from(f.checkpoint_interval_multiplier.max(1));
-    Ok(Filter { on_stream, prefixes: expression.prefix, regex, checkpoint_every })
-}
-
-fn compile(pattern: &str) -> Result<Regex, Status> {
-    Regex::new(pattern).map_err(|e| Status::invalid_argument(format!("invalid filter regex '{pattern}': {e}")))
+    Filter::new(on_stream, expression.prefix, &expression.regex, checkpoint_every)
 }
 
 #[cfg(test)]

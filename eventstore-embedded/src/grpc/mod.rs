@@ -10,6 +10,7 @@ mod auth;
 mod cluster;
 mod convert;
 mod filter;
+mod persistent;
 mod read;
 mod streams;
 mod tls;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::proto::event_store::client::gossip::gossip_server::GossipServer;
+use crate::proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use crate::proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::event_store::client::streams::streams_server::StreamsServer;
 use crate::storage::Store;
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Front {
 pub(crate) async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
+    subsystem: Arc<crate::persistent::Subsystem>,
     max_append_size: usize,
     advertised: SocketAddr,
     in_flight: InFlight,
@@ -99,6 +102,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = watch::channel(false);
+    let persistent = persistent::PersistentService { subsystem, in_flight: in_flight.clone() };
     let streams = streams::StreamsService { store, max_append_size, closing, in_flight };
     // Room for the largest append in one message, plus framing.
     let max_message = max_append_size.max(4 << 20) + (64 << 10);
@@ -106,8 +110,9 @@ pub(crate) async fn serve(
     tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             StreamsServer::new(streams).max_decoding_message_size(max_message),
-            front.authenticator,
+            front.authenticator.clone(),
         ))
+        .add_service(InterceptedService::new(PersistentSubscriptionsServer::new(persistent), front.authenticator))
         .add_service(ServerFeaturesServer::new(cluster::Features))
         .add_service(GossipServer::new(gossip))
         .serve_with_incoming_shutdown(transport::incoming(listener, front.tuning, front.tls), async move {
