@@ -5,6 +5,7 @@ mod durability;
 mod kill;
 mod malformed;
 mod node;
+mod persistent;
 mod protocol;
 mod read;
 mod security;
