@@ -109,7 +109,7 @@ impl ServerProcess {
         Ok(Duration::from_millis(ticks * 10))
     }
 
-    fn rss_bytes(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: u64 = status
             .lines()
@@ -141,18 +141,18 @@ fn payload(n: u64) -> String {
 }
 
 /// Wall time and server CPU time since the last reading.
-struct Meter {
+pub(crate) struct Meter {
     wall: Instant,
     cpu: Duration,
 }
 
 impl Meter {
-    fn start(server: &ServerProcess) -> anyhow::Result<Meter> {
+    pub(crate) fn start(server: &ServerProcess) -> anyhow::Result<Meter> {
         Ok(Meter { wall: Instant::now(), cpu: server.cpu_time()? })
     }
 
     /// The server's CPU share over the period, as a detail; restarts.
-    fn cpu(&mut self, server: &ServerProcess) -> anyhow::Result<String> {
+    pub(crate) fn cpu(&mut self, server: &ServerProcess) -> anyhow::Result<String> {
         let cpu = server.cpu_time()?;
         let share = (cpu - self.cpu).as_secs_f64() / self.wall.elapsed().as_secs_f64();
         *self = Meter::start(server)?;
@@ -299,6 +299,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
             .detail(meter.cpu(&server)?),
     );
     drop(sub);
+    crate::eventstore_persistent_bench::figures(&server, &client, total, rate, &mut rows).await?;
 
     // Live latency: append -> delivered to a live $all subscriber.
     let sent: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();

@@ -44,6 +44,7 @@ mod all_bench;
 mod cluster_bench;
 mod cost_bench;
 mod eventstore_bench;
+mod eventstore_persistent_bench;
 mod eventstore_security_bench;
 mod hostile_bench;
 mod languages_bench;
