@@ -155,6 +155,21 @@ await check("a stream read to its end yields exactly its events", async () => {
   assert.deepEqual(past, []);
 });
 
+await check("$maxCount in stream metadata leaves only the latest events to stream reads", async () => {
+  const target = `capped-${run}`;
+  await client.appendToStream(target, [1, 2, 3, 4].map((n) => jsonEvent({ type: "N", data: { n } })));
+  await client.setStreamMetadata(target, { maxCount: 2 });
+  const forwards = await collect(client.readStream(target, { fromRevision: START, maxCount: 100 }));
+  assert.deepEqual(forwards.map((e) => e.data.n), [3, 4]);
+  const backwards = await collect(client.readStream(target, { fromRevision: END, direction: BACKWARDS, maxCount: 100 }));
+  assert.deepEqual(backwards.map((e) => e.data.n), [4, 3]);
+  assert.equal((await client.getStreamMetadata(target)).metadata.maxCount, 2);
+  // A later document replaces the whole of it: an hour's $maxAge (in seconds) hides nothing here.
+  await client.setStreamMetadata(target, { maxAge: 3600 });
+  const all = await collect(client.readStream(target, { fromRevision: START, maxCount: 100 }));
+  assert.deepEqual(all.map((e) => e.data.n), [1, 2, 3, 4]);
+});
+
 await check("a filtered $all subscription catches up, then receives live events", async () => {
   const prefix = `live-${run}-`;
   await client.appendToStream(`${prefix}1`, jsonEvent({ type: "Before", data: { n: 1 } }));

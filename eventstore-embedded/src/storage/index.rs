@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
+use super::metadata::StreamLimits;
 use super::record::StoredEvent;
 
 /// The revision ESDB gives the tombstone event of a hard-deleted stream.
@@ -25,9 +26,10 @@ pub(crate) const METADATA_TYPE: &str = "$metadata";
 pub(crate) struct StreamEntry {
     /// Log position of each event, indexed by revision.
     pub(crate) positions: Vec<u64>,
-    /// Revisions below this are hidden: the stream was soft-deleted or truncated
-    /// (`$tb` in its metadata stream).
-    pub(crate) truncate_before: u64,
+    /// What the latest document in its metadata stream (`$$<stream>`) hides:
+    /// revisions below `$tb` (a soft delete or a truncation), all but the
+    /// last `$maxCount` events, events older than `$maxAge`.
+    pub(crate) limits: StreamLimits,
     /// Log position of the tombstone, if the stream was hard-deleted.
     pub(crate) tombstone: Option<u64>,
 }
@@ -38,9 +40,19 @@ impl StreamEntry {
         (self.positions.len() as u64).checked_sub(1)
     }
 
-    /// Whether at least one event can be read.
+    /// Whether any event is at or past `$tb`. A stream without one reads as
+    /// not found; `$maxCount` always leaves the last event, and what
+    /// `$maxAge` hides depends on the time of the read.
     pub(crate) fn has_visible_events(&self) -> bool {
-        (self.positions.len() as u64) > self.truncate_before
+        (self.positions.len() as u64) > self.limits.truncate_before
+    }
+
+    /// The first revision a read may return: at or past `$tb`, and among the
+    /// last `$maxCount` events. (`$maxAge` is decided per event, at read time.)
+    pub(crate) fn first_readable(&self) -> u64 {
+        let len = self.positions.len() as u64;
+        let by_count = self.limits.max_count.map_or(0, |max| len.saturating_sub(max.get()));
+        self.limits.truncate_before.max(by_count)
     }
 }
 
@@ -74,9 +86,15 @@ impl Index {
         }
         if event.event_type == METADATA_TYPE {
             if let Some(target) = event.stream.strip_prefix("$$") {
-                if let Some(tb) = truncate_before_of(&event.data) {
-                    let target_no = self.stream_no_or_insert(target);
-                    self.streams[target_no as usize].truncate_before = tb;
+                // The latest document replaces the previous one whole.
+                let limits = StreamLimits::parse(&event.data);
+                let target_no = if limits.is_unset() {
+                    self.by_name.get(target).copied()
+                } else {
+                    Some(self.stream_no_or_insert(target))
+                };
+                if let Some(no) = target_no {
+                    self.streams[no as usize].limits = limits;
                 }
             }
         }
@@ -130,12 +148,6 @@ impl Index {
     }
 }
 
-/// Reads `$tb` (truncate before) from a stream-metadata document.
-pub(crate) fn truncate_before_of(data: &[u8]) -> Option<u64> {
-    let doc: serde_json::Value = serde_json::from_slice(data).ok()?;
-    doc.get("$tb")?.as_u64()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,12 +177,54 @@ mod tests {
 
         let a = index.stream("a").expect("stream a");
         assert_eq!(a.positions, vec![16, 200]);
-        assert_eq!(a.truncate_before, 2);
+        assert_eq!(a.limits.truncate_before, 2);
         assert!(!a.has_visible_events());
         assert_eq!(index.stream("b").and_then(|b| b.tombstone), Some(400));
         assert_eq!(index.find_event(&Uuid::from_u128(3)), Some(("a", 1)));
         assert_eq!(index.len(), 5);
         assert_eq!(index.seq_before(200), 2);
         assert_eq!(index.stream_name_at(3), Some("$$a"));
+    }
+
+    #[test]
+    fn the_latest_metadata_document_sets_every_limit_and_clears_what_it_leaves_out() {
+        let mut index = Index::default();
+        for (n, position) in (0..5).zip((16..).step_by(100)) {
+            index.apply(&event("s", n, n as u128 + 1, "A", b"{}"), position);
+        }
+        let first_readable = |index: &Index| index.stream("s").map(StreamEntry::first_readable);
+
+        index.apply(&event("$$s", 0, 10, METADATA_TYPE, br#"{"$maxCount":2,"$maxAge":60}"#), 1000);
+        let s = index.stream("s").expect("stream s");
+        assert_eq!(s.limits.max_count.map(|n| n.get()), Some(2));
+        assert_eq!(s.limits.max_age.map(|n| n.get()), Some(60));
+        assert_eq!(first_readable(&index), Some(3), "the last two of five");
+        assert!(index.stream("s").is_some_and(StreamEntry::has_visible_events));
+
+        index.apply(&event("$$s", 1, 11, METADATA_TYPE, br#"{"$tb":4,"$maxCount":3}"#), 1100);
+        assert_eq!(first_readable(&index), Some(4), "$tb is stricter than $maxCount");
+        assert_eq!(index.stream("s").and_then(|s| s.limits.max_age), None, "left out, so cleared");
+
+        index.apply(&event("$$s", 2, 12, METADATA_TYPE, br#"{"custom":true}"#), 1200);
+        assert_eq!(index.stream("s").map(|s| s.limits), Some(StreamLimits::default()));
+        assert_eq!(first_readable(&index), Some(0), "a document without $tb shows the events again");
+
+        index.apply(&event("$$s", 3, 13, METADATA_TYPE, br#"{"$maxCount":100}"#), 1300);
+        assert_eq!(first_readable(&index), Some(0), "$maxCount above the stream's length hides nothing");
+        index.apply(&event("$$s", 4, 14, METADATA_TYPE, b"not json"), 1400);
+        assert_eq!(
+            index.stream("s").map(|s| s.limits),
+            Some(StreamLimits::default()),
+            "an unreadable document limits nothing"
+        );
+
+        // Metadata for a stream with no events yet is kept for when it has some;
+        // a document that limits nothing does not create the stream.
+        index.apply(&event("$$later", 0, 20, METADATA_TYPE, br#"{"$maxCount":1}"#), 1500);
+        index.apply(&event("$$never", 0, 21, METADATA_TYPE, b"{}"), 1600);
+        index.apply(&event("later", 0, 22, "A", b"{}"), 1700);
+        index.apply(&event("later", 1, 23, "A", b"{}"), 1800);
+        assert_eq!(index.stream("later").map(StreamEntry::first_readable), Some(1));
+        assert!(index.stream("never").is_none());
     }
 }

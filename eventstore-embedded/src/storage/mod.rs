@@ -9,7 +9,9 @@
 
 mod index;
 mod log;
+mod metadata;
 mod record;
+mod stream_read;
 mod writer;
 
 use std::fs::File;
@@ -162,7 +164,8 @@ pub enum Direction {
 /// Why a stream cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// No readable event: never written, or soft-deleted. Surfaces as `StreamNotFound`.
+    /// No event at or past `$tb`: never written, soft-deleted, or truncated.
+    /// Surfaces as `StreamNotFound`.
     #[error("stream not found")]
     NotFound,
     /// Tombstoned. Surfaces as `stream-deleted`.
@@ -303,58 +306,6 @@ impl Store {
         let closed = || WriteError::Unavailable("the event store is shutting down".into());
         self.commands.send(Command::Write(write, reply)).await.map_err(|_| closed())?;
         response.await.map_err(|_| closed())?
-    }
-
-    /// Reads up to `limit` events of a stream.
-    pub fn read_stream(
-        &self,
-        stream: &str,
-        from: StreamFrom,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<StreamPage, ReadError> {
-        let (positions, last_revision) = {
-            let index = self.shared.index.read();
-            let entry = index.stream(stream).ok_or(ReadError::NotFound)?;
-            if entry.tombstone.is_some() {
-                return Err(ReadError::Deleted);
-            }
-            if !entry.has_visible_events() {
-                return Err(ReadError::NotFound);
-            }
-            let first = entry.truncate_before;
-            let len = entry.positions.len() as u64;
-            let range: Vec<u64> = match direction {
-                Direction::Forwards => {
-                    let start = match from {
-                        StreamFrom::Start => first,
-                        StreamFrom::End => len,
-                        StreamFrom::Revision(r) => r.max(first),
-                    };
-                    let end = start.saturating_add(limit as u64).min(len);
-                    (start..end.max(start)).collect()
-                }
-                Direction::Backwards => {
-                    let top = match from {
-                        StreamFrom::Start => first,
-                        StreamFrom::End => len - 1,
-                        StreamFrom::Revision(r) => r.min(len - 1),
-                    };
-                    if top < first {
-                        Vec::new()
-                    } else {
-                        (first..=top).rev().take(limit).collect()
-                    }
-                }
-            };
-            (range.into_iter().map(|r| entry.positions[r as usize]).collect::<Vec<_>>(), len - 1)
-        };
-        let mut reader = EventReader::new(&self.shared.file, 4096);
-        let events = positions
-            .into_iter()
-            .map(|position| Ok(ReadEvent { position, event: reader.read(position)? }))
-            .collect::<io::Result<_>>()?;
-        Ok(StreamPage { events, last_revision })
     }
 
     /// Whether the stream is tombstoned.

@@ -19,8 +19,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::index::{truncate_before_of, Index, StreamEntry, METADATA_TYPE, TOMBSTONE_REVISION, TOMBSTONE_TYPE};
+use super::index::{Index, StreamEntry, METADATA_TYPE, TOMBSTONE_REVISION, TOMBSTONE_TYPE};
 use super::log::EventReader;
+use super::metadata::StreamLimits;
 use super::record::StoredEvent;
 use super::{CurrentRevision, ExpectedRevision, ProposedEvent, Shared, WriteError, WriteResult};
 
@@ -185,7 +186,7 @@ impl DraftStream {
             None => DraftStream { len: 0, truncate_before: 0, tombstoned: false, last_position: None },
             Some(e) => DraftStream {
                 len: e.positions.len() as u64,
-                truncate_before: e.truncate_before,
+                truncate_before: e.limits.truncate_before,
                 tombstoned: e.tombstone.is_some(),
                 last_position: e.positions.last().copied(),
             },
@@ -381,18 +382,17 @@ impl Draft<'_> {
         }
         if event.event_type == METADATA_TYPE {
             if let Some(target) = event.stream.strip_prefix("$$") {
-                if let Some(tb) = truncate_before_of(&event.data) {
-                    let mut target_state = self.stream(target);
-                    target_state.truncate_before = tb;
-                    self.streams.insert(target.to_owned(), target_state);
-                }
+                // As the index will: the latest document replaces the previous one whole.
+                let mut target_state = self.stream(target);
+                target_state.truncate_before = StreamLimits::parse(&event.data).truncate_before;
+                self.streams.insert(target.to_owned(), target_state);
             }
         }
     }
 }
 
 /// Now, in .NET ticks (100 ns) since the Unix epoch, as EventStoreDB reports `created`.
-fn now_ticks() -> i64 {
+pub(super) fn now_ticks() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     (since.as_nanos() / 100) as i64
 }

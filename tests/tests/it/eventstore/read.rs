@@ -1,12 +1,16 @@
 //! Reads: one stream and `$all`, both directions, every start point, counts,
 //! the stream positions that close a stream read, and the errors for missing,
-//! soft-deleted and tombstoned streams, where EventStoreDB reports them.
+//! soft-deleted and tombstoned streams, where EventStoreDB reports them;
+//! stream metadata, and the events `$tb`, `$maxCount` and `$maxAge` hide from
+//! stream reads and catch-up subscriptions (but not from `$all`).
+
+use std::time::{Duration, SystemTime};
 
 use eventstore::{
     DeleteStreamOptions, Error, ExpectedRevision, Position, ReadAllOptions, ReadEvent, ReadStream, ReadStreamOptions,
-    StreamPosition, TombstoneStreamOptions,
+    StreamPosition, SubscribeToStreamOptions, SubscriptionEvent, TombstoneStreamOptions,
 };
-use projector_tests::{collect, json_event, TestEnv};
+use projector_tests::{collect, json_event, within, TestEnv};
 use serde_json::json;
 
 fn numbers(events: &[eventstore::ResolvedEvent]) -> Vec<u64> {
@@ -240,4 +244,104 @@ async fn stream_metadata_round_trips_and_truncate_before_hides_events() {
         }
         other => panic!("expected metadata, got {other:?}"),
     }
+}
+
+/// What a catch-up subscription to `stream` from its start delivers up to
+/// and including `CaughtUp`: the `n` of each event, `None` for `CaughtUp`.
+async fn catch_up(client: &eventstore::Client, stream: &str) -> Vec<Option<u64>> {
+    let options = SubscribeToStreamOptions::default().start_from(StreamPosition::Start);
+    let mut subscription = client.subscribe_to_stream(stream, &options).await;
+    let mut seen = Vec::new();
+    loop {
+        match within("a subscription message", subscription.next_subscription_event()).await.expect("subscription") {
+            SubscriptionEvent::Confirmed(_) => {}
+            SubscriptionEvent::EventAppeared(e) => seen.extend(numbers(&[e]).into_iter().map(Some)),
+            SubscriptionEvent::CaughtUp => {
+                seen.push(None);
+                return seen;
+            }
+            other => panic!("unexpected subscription message {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn max_count_hides_the_oldest_events_from_reads_and_catch_up_subscriptions() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "capped", 0..10).await;
+    let metadata = eventstore::StreamMetadata::builder().max_count(3).build();
+    client.set_stream_metadata("capped", &Default::default(), &metadata).await.expect("set metadata");
+    let read = |options: ReadStreamOptions| {
+        let client = client.clone();
+        async move { numbers(&collect(client.read_stream("capped", &options).await.expect("read")).await.expect("events")) }
+    };
+    let base = ReadStreamOptions::default();
+
+    assert_eq!(read(base.clone()).await, vec![7, 8, 9]);
+    assert_eq!(read(base.clone().position(StreamPosition::Position(2)).max_count(2)).await, vec![7, 8]);
+    assert_eq!(read(base.clone().position(StreamPosition::End).backwards().max_count(10)).await, vec![9, 8, 7]);
+    assert_eq!(read(base.clone().position(StreamPosition::Position(6)).backwards()).await, Vec::<u64>::new());
+    // The read still closes with the stream's last revision.
+    let messages = read_messages(client.read_stream("capped", &base).await.expect("read")).await.expect("messages");
+    assert_eq!(messages, vec![Read::Event(7), Read::Event(8), Read::Event(9), Read::LastStreamPosition(9)]);
+    assert_eq!(catch_up(&client, "capped").await, vec![Some(7), Some(8), Some(9), None]);
+
+    // A new event pushes the oldest one out.
+    seed(&client, "capped", 10..11).await;
+    assert_eq!(read(base.clone()).await, vec![8, 9, 10]);
+    // `$all` keeps them all: EventStoreDB only removes them from it when it scavenges.
+    let all =
+        collect(client.read_all(&ReadAllOptions::default().max_count(100)).await.expect("read")).await.expect("all");
+    let capped = all.into_iter().filter(|e| e.get_original_event().stream_id == "capped").collect::<Vec<_>>();
+    assert_eq!(numbers(&capped), (0..11).collect::<Vec<_>>());
+    // The latest metadata document replaces the previous one whole.
+    client.set_stream_metadata("capped", &Default::default(), &Default::default()).await.expect("clear metadata");
+    assert_eq!(read(base.clone()).await, (0..11).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn max_age_hides_events_once_they_are_older_than_it() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    seed(&client, "aging", 0..3).await;
+    // The server stamps `created` before it answers, so the events are at
+    // most this old.
+    let appended = SystemTime::now();
+    // EventStoreDB reads `$maxAge` in seconds, but the Rust client (4.0)
+    // writes `StreamMetadataBuilder::max_age` in milliseconds, so the
+    // documents are written as JSON here.
+    let set_max_age = |seconds: u64| {
+        let client = client.clone();
+        async move {
+            let metadata = json_event("$metadata", json!({ "$maxAge": seconds }));
+            client.append_to_stream("$$aging", &Default::default(), metadata).await.expect("set metadata");
+        }
+    };
+    let read = |options: ReadStreamOptions| {
+        let client = client.clone();
+        async move { read_messages(client.read_stream("aging", &options).await.expect("read")).await.expect("messages") }
+    };
+    let forwards = ReadStreamOptions::default();
+    let backwards = ReadStreamOptions::default().position(StreamPosition::End).backwards();
+
+    set_max_age(3600).await;
+    let events = |revisions: std::ops::Range<u64>| revisions.map(Read::Event);
+    assert_eq!(read(forwards.clone()).await, events(0..3).chain([Read::LastStreamPosition(2)]).collect::<Vec<_>>());
+
+    // Not a sleep to let something happen: `$maxAge` is about the wall
+    // clock, so the test waits until the events are certainly over a second old.
+    set_max_age(1).await;
+    let deadline = appended + Duration::from_secs(1) + Duration::from_millis(1);
+    while let Ok(left) = deadline.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    // The stream exists, so it is found, with nothing to read.
+    assert_eq!(read(forwards.clone()).await, vec![Read::LastStreamPosition(2)]);
+    assert_eq!(read(backwards.clone()).await, vec![Read::LastStreamPosition(2)]);
+    assert_eq!(catch_up(&client, "aging").await, vec![None]);
+    // `$all` still has them.
+    let all =
+        collect(client.read_all(&ReadAllOptions::default().max_count(100)).await.expect("read")).await.expect("all");
+    assert_eq!(all.iter().filter(|e| e.get_original_event().stream_id == "aging").count(), 3);
 }
