@@ -299,7 +299,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Table> {
             .detail(meter.cpu(&server)?),
     );
     drop(sub);
-    crate::eventstore_persistent_bench::figures(&server, &client, total, rate, &mut rows).await?;
+    crate::eventstore_persistent_bench::figures(&server, &client, count, rate, &mut rows).await?;
 
     // Live latency: append -> delivered to a live $all subscriber.
     let sent: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();

@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::info::{ConsumerInfo, GroupInfo};
+use super::consumers::{Consumer, Consumers};
+use super::info::GroupInfo;
 use super::source::{Item, Position, Reader};
-use super::{Dropped, GroupKey, Settings, Strategy};
+use super::{Dropped, GroupKey, Settings};
 use crate::storage::Store;
 
 /// A consumer's number within the server.
@@ -60,15 +61,6 @@ pub(crate) enum Msg {
     Stop(Dropped, oneshot::Sender<()>),
 }
 
-struct Consumer {
-    join: Joining,
-    in_flight: u32,
-    delivered: u64,
-    acked: u64,
-    nacked: u64,
-    measured: u64,
-}
-
 struct Entry {
     item: Arc<Item>,
     retries: u32,
@@ -97,8 +89,7 @@ pub(crate) struct Group {
     checkpointed: Option<Position>,
     done_since_checkpoint: u32,
     checkpoint_due: Instant,
-    consumers: Vec<Consumer>,
-    turn: usize,
+    consumers: Consumers,
     delivered: u64,
     measured: (Instant, u64),
     parked: u64,
@@ -124,8 +115,7 @@ impl Group {
             checkpointed,
             done_since_checkpoint: 0,
             checkpoint_due: Instant::now() + Duration::from_millis(settings.checkpoint_after_ms.into()),
-            consumers: Vec::new(),
-            turn: 0,
+            consumers: Consumers::default(),
             delivered: 0,
             measured: (Instant::now(), 0),
             parked,
@@ -143,7 +133,11 @@ impl Group {
             self.dispatch();
             self.checkpoint(false).await;
             let wake = self.next_wake();
+            // More to read and room for it (a read stops early only at the source's end, but
+            // costs nothing to be sure of): go round again, after whatever messages wait.
+            let read_on = !self.at_end && self.room() > 0;
             tokio::select! {
+                biased;
                 msg = inbox.recv() => {
                     let mut next = msg;
                     loop {
@@ -169,6 +163,7 @@ impl Group {
                     }
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+                () = std::future::ready(()), if read_on => {}
             }
         }
     }
@@ -181,7 +176,7 @@ impl Group {
                     let _ = reply.send(Err(limit));
                     return;
                 }
-                self.consumers.push(Consumer { join: joining, in_flight: 0, delivered: 0, acked: 0, nacked: 0, measured: 0 });
+                self.consumers.add(joining);
                 let _ = reply.send(Ok(()));
             }
             Msg::Leave(id) => self.leave(id),
@@ -196,7 +191,7 @@ impl Group {
             Msg::Nack(id, ids, action) => {
                 if action == Nack::Stop {
                     // EventStoreDB stops the subscription: every consumer is dropped, the group stays.
-                    for consumer in std::mem::take(&mut self.consumers) {
+                    for consumer in self.consumers.take_all() {
                         let _ = consumer.join.tx.send(Delivery::Dropped(Dropped::Stopped));
                         self.requeue_held_by(consumer.join.id);
                     }
@@ -226,12 +221,8 @@ impl Group {
 
     /// Reads the source while there is room ahead of the consumers.
     async fn fill(&mut self) {
-        if self.at_end {
-            return;
-        }
-        let ahead = if self.reader.is_live() { self.settings.live_buffer_size } else { self.settings.history_buffer_size };
-        let room = (ahead as usize).saturating_sub(self.fresh.len());
-        if room == 0 {
+        let room = self.room();
+        if self.at_end || room == 0 {
             return;
         }
         match self.reader.read(room, self.settings.read_batch_size as usize).await {
@@ -257,6 +248,12 @@ impl Group {
         }
     }
 
+    /// How many more events the group may read ahead of its consumers.
+    fn room(&self) -> usize {
+        let ahead = if self.reader.is_live() { self.settings.live_buffer_size } else { self.settings.history_buffer_size };
+        (ahead as usize).saturating_sub(self.fresh.len())
+    }
+
     /// Hands retries, then fresh events, to consumers with room, in order,
     /// until the next event has nowhere to go.
     fn dispatch(&mut self) {
@@ -272,9 +269,9 @@ impl Group {
                 continue;
             };
             let item = entry.item.clone();
-            let Some(index) = self.choose(&item) else { return };
+            let Some(index) = self.consumers.choose(self.settings.strategy, &item) else { return };
             if queue_is_retry { self.retry.pop_front(); } else { self.fresh.pop_front(); }
-            let consumer = &mut self.consumers[index];
+            let consumer = self.consumers.at(index);
             let entry = self.entries.get_mut(&id).expect("looked up above");
             let delivery = Delivery::Event { item: entry.item.clone(), retry_count: entry.retries };
             if consumer.join.tx.send(delivery).is_err() {
@@ -295,27 +292,6 @@ impl Group {
         }
     }
 
-    /// The consumer for `item` under the group's strategy, if it has room.
-    fn choose(&mut self, item: &Item) -> Option<usize> {
-        let has_room = |c: &Consumer| c.in_flight < c.join.buffer_size;
-        let n = self.consumers.len();
-        match self.settings.strategy {
-            Strategy::DispatchToSingle => self.consumers.iter().position(has_room),
-            Strategy::RoundRobin => {
-                let found = (0..n).map(|i| (self.turn + i) % n).find(|&i| has_room(&self.consumers[i]))?;
-                self.turn = found + 1;
-                Some(found)
-            }
-            Strategy::Pinned | Strategy::PinnedByCorrelation => {
-                // Rendezvous hashing: a stream keeps its consumer while that consumer stays,
-                // and only the streams of a consumer that leaves move.
-                let key = item.pin_key(self.settings.strategy == Strategy::PinnedByCorrelation);
-                let index = (0..n).max_by_key(|&i| pin_weight(key, self.consumers[i].join.id))?;
-                has_room(&self.consumers[index]).then_some(index)
-            }
-        }
-    }
-
     /// Takes `event` back from consumer `id`; false when it does not hold it
     /// (acked twice, timed out meanwhile, or never given to it).
     fn release(&mut self, id: ConsumerId, event: &Uuid) -> bool {
@@ -332,7 +308,7 @@ impl Group {
     }
 
     fn count(&mut self, id: ConsumerId, f: impl FnOnce(&mut Consumer)) {
-        if let Some(consumer) = self.consumers.iter_mut().find(|c| c.join.id == id) {
+        if let Some(consumer) = self.consumers.find(id) {
             f(consumer);
         }
     }
@@ -394,9 +370,9 @@ impl Group {
     }
 
     fn leave(&mut self, id: ConsumerId) {
-        let Some(index) = self.consumers.iter().position(|c| c.join.id == id) else { return };
-        self.consumers.remove(index);
-        self.requeue_held_by(id);
+        if self.consumers.remove(id) {
+            self.requeue_held_by(id);
+        }
     }
 
     /// Events a departed consumer held go back to the front, in their order.
@@ -467,26 +443,8 @@ impl Group {
         let seconds = now.duration_since(self.measured.0).as_secs_f64().max(0.001);
         let since = self.delivered - self.measured.1;
         self.measured = (now, self.delivered);
-        let in_flight: u32 = self.consumers.iter().map(|c| c.in_flight).sum();
-        let extra = self.settings.extra_statistics;
-        let connections = self
-            .consumers
-            .iter_mut()
-            .map(|c| {
-                let since = c.delivered - c.measured;
-                c.measured = c.delivered;
-                ConsumerInfo {
-                    from: c.join.from.clone(),
-                    username: c.join.username.clone(),
-                    average_per_second: (since as f64 / seconds) as i32,
-                    total_items: c.delivered,
-                    count_since_last_measurement: since,
-                    available_slots: c.join.buffer_size - c.in_flight,
-                    in_flight: c.in_flight,
-                    measurements: if extra { vec![("Acked", c.acked), ("Nacked", c.nacked)] } else { Vec::new() },
-                }
-            })
-            .collect();
+        let in_flight = self.consumers.in_flight();
+        let connections = self.consumers.describe(seconds, self.settings.extra_statistics);
         let live = self.reader.is_live();
         let status = if self.replaying {
             "ReplayingParkedMessages"
@@ -515,17 +473,8 @@ impl Group {
 
     async fn finish(&mut self, reason: Dropped) {
         self.checkpoint(true).await;
-        for consumer in std::mem::take(&mut self.consumers) {
+        for consumer in self.consumers.take_all() {
             let _ = consumer.join.tx.send(Delivery::Dropped(reason));
         }
     }
-}
-
-/// The weight of consumer `id` for pin `key` (rendezvous hashing).
-fn pin_weight(key: u64, id: ConsumerId) -> u64 {
-    // SplitMix64 of the pair: cheap, well spread, stable across runs.
-    let mut z = key ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

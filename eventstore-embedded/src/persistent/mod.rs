@@ -11,6 +11,7 @@
 //! management calls. A group's checkpoint and parked events live in streams
 //! of the store too (`source.rs`), so they are exactly as durable as events.
 
+mod consumers;
 mod group;
 mod info;
 mod settings;

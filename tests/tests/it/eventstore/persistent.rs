@@ -406,3 +406,25 @@ async fn events_held_by_a_consumer_that_leaves_go_to_another() {
     got.sort();
     assert_eq!(got, [(0, 1), (1, 1), (2, 1), (3, 0), (4, 0)], "the three held events come back as retries");
 }
+
+#[tokio::test]
+async fn a_filtered_group_over_all_reaches_events_past_long_runs_it_filters_out() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    // More than one scan's worth of events the filter drops, then the ones it keeps.
+    for batch in 0..10 {
+        append_numbers(&client, "noise", batch * 1000..(batch + 1) * 1000).await;
+    }
+    append_numbers(&client, "wanted-1", 0..3).await;
+    let options = PersistentSubscriptionToAllOptions::default()
+        .start_from(StreamPosition::Start)
+        .filter(SubscriptionFilter::on_stream_name().add_prefix("wanted-"));
+    client.create_persistent_subscription_to_all("picky", &options).await.expect("create");
+    let options = SubscribeToPersistentSubscriptionOptions::default();
+    let mut sub = client.subscribe_to_persistent_subscription_to_all("picky", &options).await.expect("subscribe");
+    for expected in 0..3 {
+        let (n, _, event) = next(&mut sub).await;
+        assert_eq!((n, event.get_original_event().stream_id.as_str()), (expected, "wanted-1"));
+        sub.ack(event).await.expect("ack");
+    }
+}
