@@ -72,6 +72,17 @@ macro_rules! start_from {
 
 type Events = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
 
+/// A stream group's start in the deprecated `settings.revision` (the Node
+/// client still sends it there): `u64::MAX` is the end, as EventStoreDB's
+/// `StreamRevision.End`.
+fn legacy_start(revision: u64) -> StartFrom {
+    if revision == u64::MAX {
+        StartFrom::End
+    } else {
+        StartFrom::At(revision)
+    }
+}
+
 #[tonic::async_trait]
 impl PersistentSubscriptions for PersistentService {
     async fn create(&self, request: Request<CreateReq>) -> Result<Response<CreateResp>, Status> {
@@ -92,7 +103,7 @@ impl PersistentSubscriptions for PersistentService {
             }
             // Clients older than 21.10 name the stream here and the start in the settings.
             #[allow(deprecated)]
-            None => (Source::Stream(convert::stream_name(options.stream_identifier)?), StartFrom::At(raw.revision)),
+            None => (Source::Stream(convert::stream_name(options.stream_identifier)?), legacy_start(raw.revision)),
         };
         #[allow(deprecated)]
         let strategy = match raw.consumer_strategy.as_str() {
@@ -122,7 +133,7 @@ impl PersistentSubscriptions for PersistentService {
                 ("$all".to_owned(), start)
             }
             #[allow(deprecated)]
-            None => (convert::stream_name(options.stream_identifier)?, StartFrom::At(raw.revision)),
+            None => (convert::stream_name(options.stream_identifier)?, legacy_start(raw.revision)),
         };
         let numbers = raw_settings!(update_req::settings, raw);
         let strategy = named_strategy(raw.named_consumer_strategy)?;

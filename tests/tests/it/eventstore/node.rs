@@ -14,7 +14,7 @@ use projector_tests::{within, TestEnv};
 async fn the_node_client_passes_its_conformance_script() {
     let Some(node_dir) = node_dir() else { return };
     let env = TestEnv::start().await;
-    run_conformance(&node_dir, &[env.server().connection_string()]).await;
+    run_script(&node_dir, "conformance.mjs", &[env.server().connection_string()]).await;
 }
 
 /// The same script over TLS (the generated CA) with the admin password, and
@@ -31,7 +31,18 @@ async fn the_node_client_passes_over_tls_with_credentials_and_is_refused_without
     let anonymous = format!("esdb://{}?tls=true&tlsCAFile={ca}", server.local_addr());
     let wrong = format!("esdb://admin:wrong@{}?tls=true&tlsCAFile={ca}", server.local_addr());
     assert!(right.contains("@") && right.contains("tlsCAFile="), "the server hands out a secure connection string");
-    run_conformance(&node_dir, &[right, anonymous, wrong]).await;
+    run_script(&node_dir, "conformance.mjs", &[right, anonymous, wrong]).await;
+}
+
+/// Persistent subscriptions through the Node client: management calls and
+/// their errors, competing consumers, acks and nacks (retry, skip, park and
+/// replay), message timeouts, a filtered group on `$all`, and a restart of
+/// the subsystem (`persistent.mjs`).
+#[tokio::test]
+async fn the_node_client_drives_persistent_subscriptions() {
+    let Some(node_dir) = node_dir() else { return };
+    let env = TestEnv::start().await;
+    run_script(&node_dir, "persistent.mjs", &[env.server().connection_string()]).await;
 }
 
 /// The directory of the Node.js scripts, or `None` (skipping) without the opt-in.
@@ -49,13 +60,15 @@ fn node_dir() -> Option<PathBuf> {
     Some(node_dir)
 }
 
-async fn run_conformance(node_dir: &Path, connections: &[String]) {
+/// Runs `node <script> <connections...>` in `node_dir`; it must exit 0 and print "all checks passed".
+async fn run_script(node_dir: &Path, script: &str, connections: &[String]) {
     let output = within(
-        "the Node.js conformance script",
+        &format!("the Node.js script {script}"),
         tokio::process::Command::new("node")
-            .arg("conformance.mjs")
+            .arg(script)
             .args(connections)
             .current_dir(node_dir)
+            .kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output(),
@@ -64,6 +77,6 @@ async fn run_conformance(node_dir: &Path, connections: &[String]) {
     .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "node script failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(output.status.success(), "node {script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("all checks passed"), "stdout:\n{stdout}");
 }
