@@ -320,6 +320,12 @@ fn status(error: PsError) -> Status {
             "persistent-subscription-does-not-exist",
             &names(key),
         ),
+        PsError::NoGroups(source) => convert::exception(
+            Code::NotFound,
+            error.to_string(),
+            "persistent-subscription-does-not-exist",
+            &[("stream-name", source.clone()), ("group-name", String::new())],
+        ),
         PsError::Full(key, _) => {
             convert::exception(Code::FailedPrecondition, error.to_string(), "maximum-subscribers-reached", &names(key))
         }

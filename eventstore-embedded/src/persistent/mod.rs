@@ -69,6 +69,8 @@ pub(crate) enum PsError {
     Exists(GroupKey),
     #[error("subscription group '{0}' does not exist")]
     NotFound(GroupKey),
+    #[error("no subscription group reads '{0}'")]
+    NoGroups(String),
     #[error("{0}")]
     Invalid(String),
     #[error("subscription group '{0}' already has its maximum of {1} subscribers")]
@@ -212,25 +214,27 @@ impl Subsystem {
         Ok(())
     }
 
+    /// A group's settings and state. Asked under the lock (groups never take
+    /// it), so an update, delete or restart in flight is seen before or after,
+    /// never half done.
     pub(crate) async fn info(&self, key: GroupKey) -> Result<GroupInfo, PsError> {
-        let tx = self.sender(&key).await?;
-        ask(&tx, Msg::Info).await
+        let state = self.open().await?;
+        let running = state.running.get(&key).ok_or_else(|| PsError::NotFound(key.clone()))?;
+        ask(&running.tx, Msg::Info).await
     }
 
-    /// Every group, or the groups of one source.
+    /// Every group, or the groups of one source (none of it is `NotFound`,
+    /// as in EventStoreDB).
     pub(crate) async fn list(&self, source: Option<&str>) -> Result<Vec<GroupInfo>, PsError> {
-        let senders: Vec<_> = {
-            let state = self.open().await?;
-            state
-                .running
-                .iter()
-                .filter(|(key, _)| source.is_none_or(|s| key.source == s))
-                .map(|(key, running)| (key.clone(), running.tx.clone()))
-                .collect()
-        };
-        let mut infos = Vec::with_capacity(senders.len());
-        for (_, tx) in senders {
-            infos.push(ask(&tx, Msg::Info).await?);
+        let state = self.open().await?;
+        let mut infos = Vec::new();
+        for (key, running) in &state.running {
+            if source.is_none_or(|s| key.source == s) {
+                infos.push(ask(&running.tx, Msg::Info).await?);
+            }
+        }
+        if let (Some(source), true) = (source, infos.is_empty()) {
+            return Err(PsError::NoGroups(source.to_owned()));
         }
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)

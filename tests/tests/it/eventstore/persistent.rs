@@ -119,6 +119,8 @@ async fn groups_are_created_described_listed_updated_and_deleted() {
     assert!(matches!(refused, Err(eventstore::Error::ResourceNotFound)), "the call itself fails: {:?}", refused.err());
     client.delete_persistent_subscription_to_all("audit", &Default::default()).await.expect("delete $all group");
     assert!(client.list_all_persistent_subscriptions(&Default::default()).await.expect("list").is_empty());
+    let none = client.list_persistent_subscriptions_for_stream("orders", &Default::default()).await;
+    assert!(matches!(none, Err(eventstore::Error::ResourceNotFound)), "no group for a stream is not found: {none:?}");
 
     let invalid = client.create_persistent_subscription("orders", "bad", &from_start().read_batch_size(0)).await;
     assert!(format!("{invalid:?}").contains("read batch size"), "{invalid:?}");
