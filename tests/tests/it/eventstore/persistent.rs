@@ -430,3 +430,56 @@ async fn a_filtered_group_over_all_reaches_events_past_long_runs_it_filters_out(
         sub.ack(event).await.expect("ack");
     }
 }
+
+/// The checkpoints a group has written, oldest first, as the checkpoint stream holds them.
+async fn checkpoints(client: &eventstore::Client, stream: &str, group: &str) -> Vec<String> {
+    let name = format!("$persistentsubscription-{stream}::{group}-checkpoint");
+    let read = client.read_stream(name.as_str(), &Default::default()).await.expect("read");
+    let events = collect(read).await.expect("the checkpoint stream");
+    events.iter().map(|e| serde_json::from_slice(&e.get_original_event().data).expect("a JSON string")).collect()
+}
+
+/// Waits until the group's info reports a checkpoint at or past `revision`; returns it.
+async fn checkpointed(client: &eventstore::Client, stream: &str, group: &str, revision: u64) -> u64 {
+    within("the checkpoint", async {
+        loop {
+            match info(client, stream, group).await.stats.last_checkpointed_event_revision {
+                Some(at) if at >= revision => return at,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn checkpoints_are_written_by_count_and_by_time_into_the_checkpoint_stream() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    append_numbers(&client, "counted", 0..5).await;
+    // By count: at most 2 events done between checkpoints, and the time never comes.
+    let by_count =
+        from_start().checkpoint_lower_bound(1).checkpoint_upper_bound(2).checkpoint_after(Duration::from_secs(3600));
+    client.create_persistent_subscription("counted", "g", &by_count).await.expect("create");
+    let mut sub = subscribe(&client, "counted", "g", 10).await;
+    for _ in 0..5 {
+        let (_, _, event) = next(&mut sub).await;
+        sub.ack(event).await.expect("ack");
+    }
+    // Acks that arrive together are counted together, so the checkpoints fall at 1 and 3, or
+    // fewer and later; after five events done, fewer than two are past the last one.
+    let last = checkpointed(&client, "counted", "g", 3).await;
+    let written = checkpoints(&client, "counted", "g").await;
+    assert_eq!(written.last(), Some(&last.to_string()), "info reports the checkpoint stream's last: {written:?}");
+    assert!(written.len() <= 2, "a checkpoint per two or more events done: {written:?}");
+
+    // By time: one event done is enough once 100 ms have passed.
+    append_numbers(&client, "timed", 0..1).await;
+    let by_time = from_start().checkpoint_lower_bound(1).checkpoint_after(Duration::from_millis(100));
+    client.create_persistent_subscription("timed", "g", &by_time).await.expect("create");
+    let mut sub = subscribe(&client, "timed", "g", 10).await;
+    let (_, _, event) = next(&mut sub).await;
+    sub.ack(event).await.expect("ack");
+    assert_eq!(checkpointed(&client, "timed", "g", 0).await, 0);
+    assert_eq!(checkpoints(&client, "timed", "g").await, ["0"]);
+}
