@@ -11,6 +11,9 @@
 //! no .NET-only options); a pattern it cannot parse is refused with
 //! `INVALID_ARGUMENT`, as EventStoreDB refuses one .NET cannot parse.
 
+// The errors are the `INVALID_ARGUMENT` statuses the gRPC calls answer with.
+#![allow(clippy::result_large_err)]
+
 use fancy_regex::Regex;
 use tonic::Status;
 

@@ -87,20 +87,27 @@ impl std::fmt::Debug for Front {
     }
 }
 
+/// What the services serve: the store, its consumer groups, and the largest append.
+#[derive(Debug, Clone)]
+pub(crate) struct Backend {
+    pub(crate) store: Arc<Store>,
+    pub(crate) subsystem: Arc<crate::persistent::Subsystem>,
+    pub(crate) max_append_size: usize,
+}
+
 /// Serves the event store on `listener` until `shutdown` resolves.
 ///
 /// On shutdown, new connections are refused, open subscriptions and batch
 /// append calls end with `UNAVAILABLE`, and in-flight requests complete.
 pub(crate) async fn serve(
     listener: TcpListener,
-    store: Arc<Store>,
-    subsystem: Arc<crate::persistent::Subsystem>,
-    max_append_size: usize,
+    backend: Backend,
     advertised: SocketAddr,
     in_flight: InFlight,
     front: Front,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let Backend { store, subsystem, max_append_size } = backend;
     let (closing_tx, closing) = watch::channel(false);
     let persistent = persistent::PersistentService { subsystem, in_flight: in_flight.clone() };
     let streams = streams::StreamsService { store, max_append_size, closing, in_flight };

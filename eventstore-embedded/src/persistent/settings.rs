@@ -198,7 +198,7 @@ mod tests {
     fn the_defaults_pass_and_numbers_out_of_range_are_named() {
         let ok = raw().check(StartFrom::Start, false, false, Strategy::RoundRobin).expect("defaults");
         assert_eq!(Settings { start_from: StartFrom::Start, ..Settings::default() }, ok);
-        let refused = |raw: RawSettings| raw.check(StartFrom::Start, false, false, Strategy::Pinned).unwrap_err();
+        let refused = |raw: RawSettings| raw.check(StartFrom::Start, false, false, Strategy::Pinned).expect_err("refused");
         assert!(refused(RawSettings { read_batch_size: 0, ..raw() }).contains("read batch size"));
         assert!(refused(RawSettings { max_retry_count: -1, ..raw() }).contains("max retry count"));
         assert!(refused(RawSettings { message_timeout_ms: -5, ..raw() }).contains("message timeout"));
