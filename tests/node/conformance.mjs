@@ -24,30 +24,10 @@ import {
   MaxAppendSizeExceededError,
   AccessDeniedError,
 } from "@eventstore/db-client";
+import { connect, check, collect } from "./harness.mjs";
 
-const connectionString = process.argv[2];
-if (!connectionString) {
-  console.error("usage: node conformance.mjs <connection string>");
-  process.exit(2);
-}
-const client = EventStoreDBClient.connectionString(connectionString);
+const client = connect("node conformance.mjs <connection string> [<anonymous> <wrong password>]");
 const refusedConnections = process.argv.slice(3);
-
-async function collect(read) {
-  const events = [];
-  for await (const resolved of read) events.push(resolved.event);
-  return events;
-}
-
-async function check(name, body) {
-  try {
-    await body();
-    console.log(`ok   ${name}`);
-  } catch (error) {
-    console.error(`FAIL ${name}\n`, error);
-    process.exit(1);
-  }
-}
 
 const run = randomUUID().slice(0, 8);
 const stream = `order-${run}`;

@@ -35,14 +35,24 @@ async fn the_node_client_passes_over_tls_with_credentials_and_is_refused_without
 }
 
 /// Persistent subscriptions through the Node client: management calls and
-/// their errors, competing consumers, acks and nacks (retry, skip, park and
-/// replay), message timeouts, a filtered group on `$all`, and a restart of
-/// the subsystem (`persistent.mjs`).
+/// their errors, where a group starts, competing consumers, the subscriber
+/// limit and a filtered group on `$all` (`persistent.mjs`).
 #[tokio::test]
 async fn the_node_client_drives_persistent_subscriptions() {
     let Some(node_dir) = node_dir() else { return };
     let env = TestEnv::start().await;
     run_script(&node_dir, "persistent.mjs", &[env.server().connection_string()]).await;
+}
+
+/// Persistent subscriptions through the Node client when consumers do not
+/// simply ack: nacks (retry, skip, park and replay), retries past
+/// maxRetryCount, message timeouts, and a restart of the subsystem
+/// (`persistent-failures.mjs`).
+#[tokio::test]
+async fn the_node_client_sees_persistent_subscriptions_retry_park_and_restart() {
+    let Some(node_dir) = node_dir() else { return };
+    let env = TestEnv::start().await;
+    run_script(&node_dir, "persistent-failures.mjs", &[env.server().connection_string()]).await;
 }
 
 /// The directory of the Node.js scripts, or `None` (skipping) without the opt-in.
