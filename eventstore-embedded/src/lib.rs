@@ -284,6 +284,11 @@ impl Drop for EmbeddedServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+            // Without `shutdown`, the groups would go on holding the store (and consumers open).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let subsystem = self.subsystem.clone();
+                runtime.spawn(async move { subsystem.shutdown().await });
+            }
         }
     }
 }

@@ -91,7 +91,7 @@ impl PersistentSubscriptions for PersistentService {
         let (source, start_from) = match options.stream_option {
             Some(create_req::options::StreamOption::Stream(s)) => {
                 let start = start_from!(create_req::stream_options::RevisionOption, Revision, s.revision_option, |r| r);
-                (Source::Stream(convert::stream_name(s.stream_identifier)?), start)
+                (Source::Stream(named_stream(s.stream_identifier)?), start)
             }
             Some(create_req::options::StreamOption::All(a)) => {
                 let start = start_from!(create_req::all_options::AllOption, Position, a.all_option, |p: create_req::Position| p.commit_position);
@@ -103,7 +103,7 @@ impl PersistentSubscriptions for PersistentService {
             }
             // Clients older than 21.10 name the stream here and the start in the settings.
             #[allow(deprecated)]
-            None => (Source::Stream(convert::stream_name(options.stream_identifier)?), legacy_start(raw.revision)),
+            None => (Source::Stream(named_stream(options.stream_identifier)?), legacy_start(raw.revision)),
         };
         #[allow(deprecated)]
         let strategy = match raw.consumer_strategy.as_str() {
@@ -126,14 +126,14 @@ impl PersistentSubscriptions for PersistentService {
         let (source, start_from) = match options.stream_option {
             Some(update_req::options::StreamOption::Stream(s)) => {
                 let start = start_from!(update_req::stream_options::RevisionOption, Revision, s.revision_option, |r| r);
-                (convert::stream_name(s.stream_identifier)?, start)
+                (named_stream(s.stream_identifier)?, start)
             }
             Some(update_req::options::StreamOption::All(a)) => {
                 let start = start_from!(update_req::all_options::AllOption, Position, a.all_option, |p: update_req::Position| p.commit_position);
                 ("$all".to_owned(), start)
             }
             #[allow(deprecated)]
-            None => (convert::stream_name(options.stream_identifier)?, legacy_start(raw.revision)),
+            None => (named_stream(options.stream_identifier)?, legacy_start(raw.revision)),
         };
         let numbers = raw_settings!(update_req::settings, raw);
         let strategy = named_strategy(raw.named_consumer_strategy)?;
@@ -148,7 +148,7 @@ impl PersistentSubscriptions for PersistentService {
         use ps::delete_req::options::StreamOption;
         let options = request.into_inner().options.ok_or_else(|| missing("options"))?;
         let source = match options.stream_option {
-            Some(StreamOption::StreamIdentifier(id)) => convert::stream_name(Some(id))?,
+            Some(StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
             Some(StreamOption::All(())) => "$all".to_owned(),
             None => return Err(missing("stream")),
         };
@@ -166,7 +166,7 @@ impl PersistentSubscriptions for PersistentService {
             return Err(Status::invalid_argument("the first message of a persistent subscription must be its options"));
         };
         let source = match options.stream_option {
-            Some(read_req::options::StreamOption::StreamIdentifier(id)) => convert::stream_name(Some(id))?,
+            Some(read_req::options::StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
             Some(read_req::options::StreamOption::All(())) => "$all".to_owned(),
             None => return Err(missing("stream")),
         };
@@ -178,6 +178,7 @@ impl PersistentSubscriptions for PersistentService {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| Status::invalid_argument(format!("buffer size must be greater than 0, not {}", options.buffer_size)))?;
+        let buffer_size = buffer_size.min(MAX_BUFFER_SIZE);
         let key = group_key(&source, options.group_name)?;
         let consumer = self.subsystem.join(key.clone(), buffer_size, from, String::new()).await.map_err(status)?;
         let answers = consumer.answers;
@@ -221,7 +222,7 @@ impl PersistentSubscriptions for PersistentService {
         use ps::get_info_req::options::StreamOption;
         let options = request.into_inner().options.ok_or_else(|| missing("options"))?;
         let source = match options.stream_option {
-            Some(StreamOption::StreamIdentifier(id)) => convert::stream_name(Some(id))?,
+            Some(StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
             Some(StreamOption::All(())) => "$all".to_owned(),
             None => return Err(missing("stream")),
         };
@@ -233,7 +234,7 @@ impl PersistentSubscriptions for PersistentService {
         use replay_parked_req::options::{StopAtOption, StreamOption};
         let options = request.into_inner().options.ok_or_else(|| missing("options"))?;
         let source = match options.stream_option {
-            Some(StreamOption::StreamIdentifier(id)) => convert::stream_name(Some(id))?,
+            Some(StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
             Some(StreamOption::All(())) => "$all".to_owned(),
             None => return Err(missing("stream")),
         };
@@ -254,7 +255,7 @@ impl PersistentSubscriptions for PersistentService {
         let source = match options.list_option {
             Some(ListOption::ListAllSubscriptions(())) | None => None,
             Some(ListOption::ListForStream(s)) => match s.stream_option {
-                Some(StreamOption::Stream(id)) => Some(convert::stream_name(Some(id))?),
+                Some(StreamOption::Stream(id)) => Some(named_stream(Some(id))?),
                 Some(StreamOption::All(())) => Some("$all".to_owned()),
                 None => return Err(missing("stream")),
             },
@@ -268,6 +269,20 @@ impl PersistentSubscriptions for PersistentService {
         Ok(Response::new(()))
     }
 }
+
+/// A stream named in a request; `$all` has an option of its own, and a
+/// stream by that name would share its groups' names and positions.
+fn named_stream(id: Option<crate::proto::event_store::client::StreamIdentifier>) -> Result<String, Status> {
+    let name = convert::stream_name(id)?;
+    if name == "$all" {
+        return Err(Status::invalid_argument("'$all' is not a stream: use the request's $all option"));
+    }
+    Ok(name)
+}
+
+/// The most unacked events one consumer may hold: a client asking for more
+/// gets this many, so one call cannot make the server buffer its whole source.
+const MAX_BUFFER_SIZE: u32 = 10_000;
 
 fn missing(what: &str) -> Status {
     Status::invalid_argument(format!("the request has no {what}"))

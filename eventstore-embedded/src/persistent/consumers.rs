@@ -1,8 +1,7 @@
 //! A group's connected consumers, and which one the next event goes to.
 
-use super::group::{ConsumerId, Joining};
+use super::messages::{ConsumerId, Joining};
 use super::info::ConsumerInfo;
-use super::source::Item;
 use super::Strategy;
 
 /// One connected consumer and what it holds.
@@ -61,8 +60,12 @@ impl Consumers {
         self.list.iter().map(|c| c.in_flight).sum()
     }
 
-    /// The consumer for `item` under `strategy`, if it has room.
-    pub(super) fn choose(&mut self, strategy: Strategy, item: &Item) -> Option<usize> {
+    pub(super) fn any_room(&self) -> bool {
+        self.list.iter().any(Consumer::has_room)
+    }
+
+    /// The consumer for an event with this `pin` key under `strategy`, if it has room.
+    pub(super) fn choose(&mut self, strategy: Strategy, pin: u64) -> Option<usize> {
         let n = self.list.len();
         match strategy {
             Strategy::DispatchToSingle => self.list.iter().position(Consumer::has_room),
@@ -74,8 +77,7 @@ impl Consumers {
             Strategy::Pinned | Strategy::PinnedByCorrelation => {
                 // Rendezvous hashing: a stream keeps its consumer while that consumer stays,
                 // and only the streams of a consumer that leaves move.
-                let key = item.pin_key(strategy == Strategy::PinnedByCorrelation);
-                let index = (0..n).max_by_key(|&i| pin_weight(key, self.list[i].join.id))?;
+                let index = (0..n).max_by_key(|&i| pin_weight(pin, self.list[i].join.id))?;
                 self.list[index].has_room().then_some(index)
             }
         }

@@ -6,66 +6,31 @@
 //! all arrive as messages in the task's inbox, so the state needs no lock
 //! and every decision sees the whole group.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::consumers::{Consumer, Consumers};
+use super::messages::{ConsumerId, Delivery, Msg, Nack};
 use super::info::GroupInfo;
-use super::source::{Item, Position, Reader};
+use super::progress::Progress;
+use super::source::{self, Item, Reader};
 use super::{Dropped, GroupKey, Settings};
 use crate::storage::Store;
-
-/// A consumer's number within the server.
-pub(crate) type ConsumerId = u64;
-
-/// What a consumer's stream receives.
-#[derive(Debug)]
-pub(crate) enum Delivery {
-    Event { item: Arc<Item>, retry_count: u32 },
-    Dropped(Dropped),
-}
-
-/// What a consumer said of events it was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Nack {
-    Park,
-    Retry,
-    Skip,
-    Stop,
-}
-
-/// A consumer joining, as the gRPC front describes it.
-#[derive(Debug)]
-pub(crate) struct Joining {
-    pub(crate) id: ConsumerId,
-    pub(crate) buffer_size: u32,
-    pub(crate) from: String,
-    pub(crate) username: String,
-    pub(crate) tx: mpsc::UnboundedSender<Delivery>,
-}
-
-/// The group task's inbox.
-#[derive(Debug)]
-pub(crate) enum Msg {
-    Join(Joining, oneshot::Sender<Result<(), u32>>),
-    Leave(ConsumerId),
-    Ack(ConsumerId, Vec<Uuid>),
-    Nack(ConsumerId, Vec<Uuid>, Nack),
-    Info(oneshot::Sender<GroupInfo>),
-    ReplayParked(Option<u64>, oneshot::Sender<Result<(), String>>),
-    Stop(Dropped, oneshot::Sender<()>),
-}
 
 struct Entry {
     item: Arc<Item>,
     retries: u32,
     /// Its place in the source's order; `None` for a parked event replayed.
     order: Option<u64>,
+    /// Its revision in the parked stream, for a parked event replayed.
+    parked_at: Option<u64>,
+    /// What a pinned strategy keeps on one consumer.
+    pin: u64,
     holder: Option<ConsumerId>,
     deadline: Option<Instant>,
 }
@@ -81,45 +46,36 @@ pub(crate) struct Group {
     fresh: VecDeque<Uuid>,
     retry: VecDeque<Uuid>,
     deadlines: BTreeSet<(Instant, Uuid)>,
-    /// Source events read and not yet below the checkpoint, oldest first: their position and whether done.
-    order: VecDeque<(Position, bool)>,
-    order_base: u64,
-    order_next: u64,
-    processed: Option<Position>,
-    checkpointed: Option<Position>,
-    done_since_checkpoint: u32,
-    checkpoint_due: Instant,
+    progress: Progress,
+    /// Events to park at the next turn of the loop (past their retries when their consumer left).
+    to_park: Vec<Uuid>,
+    /// The parked stream's `$tb` to write: replayed events below it are done.
+    hide_parked_below: Option<u64>,
     consumers: Consumers,
     delivered: u64,
     measured: (Instant, u64),
     parked: u64,
-    replaying: bool,
 }
 
 impl Group {
     pub(crate) fn new(key: GroupKey, settings: Settings, store: Arc<Store>, reader: Reader, parked: u64) -> Group {
-        let checkpointed = reader.resumed_after();
+        let after = Duration::from_millis(settings.checkpoint_after_ms.into());
         Group {
             key,
             store,
+            progress: Progress::new(reader.resumed_after(), after),
             reader,
             at_end: false,
             entries: HashMap::new(),
             fresh: VecDeque::new(),
             retry: VecDeque::new(),
             deadlines: BTreeSet::new(),
-            order: VecDeque::new(),
-            order_base: 0,
-            order_next: 0,
-            processed: checkpointed,
-            checkpointed,
-            done_since_checkpoint: 0,
-            checkpoint_due: Instant::now() + Duration::from_millis(settings.checkpoint_after_ms.into()),
+            to_park: Vec::new(),
+            hide_parked_below: None,
             consumers: Consumers::default(),
             delivered: 0,
             measured: (Instant::now(), 0),
             parked,
-            replaying: false,
             settings,
         }
     }
@@ -130,11 +86,13 @@ impl Group {
         loop {
             self.fill().await;
             self.expire().await;
+            self.park_waiting().await;
             self.dispatch();
             self.checkpoint(false).await;
+            self.hide_replayed().await;
             let wake = self.next_wake();
-            // More to read and room for it (a read stops early only at the source's end, but
-            // costs nothing to be sure of): go round again, after whatever messages wait.
+            // More to read and room for it (a read of a filtered `$all` stops after a bounded
+            // scan): go round again at once, after whatever messages wait.
             let read_on = !self.at_end && self.room() > 0;
             tokio::select! {
                 biased;
@@ -176,8 +134,12 @@ impl Group {
                     let _ = reply.send(Err(limit));
                     return;
                 }
+                let id = joining.id;
                 self.consumers.add(joining);
-                let _ = reply.send(Ok(()));
+                if reply.send(Ok(())).is_err() {
+                    // The call was abandoned while joining: its slot must not stay taken.
+                    self.leave(id);
+                }
             }
             Msg::Leave(id) => self.leave(id),
             Msg::Ack(id, ids) => {
@@ -190,11 +152,7 @@ impl Group {
             }
             Msg::Nack(id, ids, action) => {
                 if action == Nack::Stop {
-                    // EventStoreDB stops the subscription: every consumer is dropped, the group stays.
-                    for consumer in self.consumers.take_all() {
-                        let _ = consumer.join.tx.send(Delivery::Dropped(Dropped::Stopped));
-                        self.requeue_held_by(consumer.join.id);
-                    }
+                    self.stop_consumers(id);
                     return;
                 }
                 for event in ids {
@@ -219,6 +177,18 @@ impl Group {
         }
     }
 
+    /// A member nacked with `Stop`: EventStoreDB stops the subscription, so every
+    /// consumer is dropped (what they held goes back to be retried); the group stays.
+    fn stop_consumers(&mut self, by: ConsumerId) {
+        if self.consumers.find(by).is_none() {
+            return;
+        }
+        for consumer in self.consumers.take_all() {
+            let _ = consumer.join.tx.send(Delivery::Dropped(Dropped::Stopped));
+            self.requeue_held_by(consumer.join.id);
+        }
+    }
+
     /// Reads the source while there is room ahead of the consumers.
     async fn fill(&mut self) {
         let room = self.room();
@@ -228,20 +198,31 @@ impl Group {
         match self.reader.read(room, self.settings.read_batch_size as usize).await {
             Ok((items, at_end)) => {
                 self.at_end = at_end;
+                let by_correlation = self.settings.strategy == super::Strategy::PinnedByCorrelation;
                 for item in items {
                     let id = item.ack_id();
+                    let order = self.progress.read(item.position);
                     if self.entries.contains_key(&id) {
                         // A replayed parked event that the source reached again: deliver it once.
+                        self.progress.done(order);
                         continue;
                     }
-                    let order = self.order_next;
-                    self.order_next += 1;
-                    self.order.push_back((item.position, false));
-                    self.entries.insert(id, Entry { item: Arc::new(item), retries: 0, order: Some(order), holder: None, deadline: None });
+                    let pin = item.pin_key(by_correlation);
+                    let entry = Entry {
+                        item: Arc::new(item),
+                        retries: 0,
+                        order: Some(order),
+                        parked_at: None,
+                        pin,
+                        holder: None,
+                        deadline: None,
+                    };
+                    self.entries.insert(id, entry);
                     self.fresh.push_back(id);
                 }
             }
             Err(e) => {
+                // The read position has not moved: the next change to the store tries again.
                 tracing::warn!(group = %self.key, error = %e, "persistent subscription cannot read its source");
                 self.at_end = true;
             }
@@ -254,41 +235,65 @@ impl Group {
         (ahead as usize).saturating_sub(self.fresh.len())
     }
 
-    /// Hands retries, then fresh events, to consumers with room, in order,
-    /// until the next event has nowhere to go.
+    /// Hands retries, then fresh events, to consumers with room, in order.
+    ///
+    /// Round robin and dispatch-to-single stop at the first event no consumer
+    /// has room for. A pinned group goes on past an event whose consumer is
+    /// full, holding back only the later events with the same pin, so one
+    /// consumer that stops acking holds up its own streams and no others.
     fn dispatch(&mut self) {
-        loop {
-            let (queue_is_retry, id) = match (self.retry.front(), self.fresh.front()) {
-                (Some(id), _) => (true, *id),
-                (None, Some(id)) => (false, *id),
-                (None, None) => return,
-            };
-            let Some(entry) = self.entries.get(&id) else {
-                // Done while it waited (a replay acked through its first delivery).
-                if queue_is_retry { self.retry.pop_front(); } else { self.fresh.pop_front(); }
-                continue;
-            };
-            let item = entry.item.clone();
-            let Some(index) = self.consumers.choose(self.settings.strategy, &item) else { return };
-            if queue_is_retry { self.retry.pop_front(); } else { self.fresh.pop_front(); }
-            let consumer = self.consumers.at(index);
-            let entry = self.entries.get_mut(&id).expect("looked up above");
-            let delivery = Delivery::Event { item: entry.item.clone(), retry_count: entry.retries };
-            if consumer.join.tx.send(delivery).is_err() {
-                let gone = consumer.join.id;
-                self.retry.push_front(id);
-                self.leave(gone);
-                continue;
+        let pinned = matches!(self.settings.strategy, super::Strategy::Pinned | super::Strategy::PinnedByCorrelation);
+        let mut held_back: HashSet<u64> = HashSet::new();
+        for retrying in [true, false] {
+            let mut index = 0;
+            loop {
+                if !self.consumers.any_room() {
+                    return;
+                }
+                let queue = if retrying { &mut self.retry } else { &mut self.fresh };
+                let Some(&id) = queue.get(index) else { break };
+                let Some(entry) = self.entries.get(&id) else {
+                    // Done while it waited (a replay acked through its first delivery).
+                    queue.remove(index);
+                    continue;
+                };
+                let pin = entry.pin;
+                if held_back.contains(&pin) {
+                    index += 1;
+                    continue;
+                }
+                let Some(chosen) = self.consumers.choose(self.settings.strategy, pin) else {
+                    if !pinned {
+                        return;
+                    }
+                    held_back.insert(pin);
+                    index += 1;
+                    continue;
+                };
+                queue.remove(index);
+                self.deliver(id, chosen);
             }
-            consumer.in_flight += 1;
-            consumer.delivered += 1;
-            self.delivered += 1;
-            entry.holder = Some(consumer.join.id);
-            if self.settings.message_timeout_ms > 0 {
-                let deadline = Instant::now() + Duration::from_millis(self.settings.message_timeout_ms.into());
-                entry.deadline = Some(deadline);
-                self.deadlines.insert((deadline, id));
-            }
+        }
+    }
+
+    fn deliver(&mut self, id: Uuid, chosen: usize) {
+        let consumer = self.consumers.at(chosen);
+        let entry = self.entries.get_mut(&id).expect("dispatched events are entries");
+        let delivery = Delivery::Event { item: entry.item.clone(), retry_count: entry.retries };
+        if consumer.join.tx.send(delivery).is_err() {
+            let gone = consumer.join.id;
+            self.retry.push_front(id);
+            self.leave(gone);
+            return;
+        }
+        consumer.in_flight += 1;
+        consumer.delivered += 1;
+        self.delivered += 1;
+        entry.holder = Some(consumer.join.id);
+        if self.settings.message_timeout_ms > 0 {
+            let deadline = Instant::now() + Duration::from_millis(self.settings.message_timeout_ms.into());
+            entry.deadline = Some(deadline);
+            self.deadlines.insert((deadline, id));
         }
     }
 
@@ -316,15 +321,13 @@ impl Group {
     /// The event is finished with: acked, skipped or parked.
     fn done(&mut self, event: &Uuid) {
         let Some(entry) = self.entries.remove(event) else { return };
-        let Some(order) = entry.order else { return };
-        if let Some(slot) = self.order.get_mut((order - self.order_base) as usize) {
-            slot.1 = true;
+        if let Some(order) = entry.order {
+            self.progress.done(order);
         }
-        while let Some(&(position, true)) = self.order.front() {
-            self.order.pop_front();
-            self.order_base += 1;
-            self.processed = Some(position);
-            self.done_since_checkpoint += 1;
+        if let Some(revision) = entry.parked_at {
+            if let Some(below) = self.progress.replay_done(revision) {
+                self.hide_parked_below = Some(below);
+            }
         }
     }
 
@@ -340,7 +343,7 @@ impl Group {
 
     async fn park(&mut self, event: &Uuid) {
         let Some(entry) = self.entries.get(event) else { return };
-        match super::source::park(&self.store, &self.key, &entry.item).await {
+        match source::park(&self.store, &self.key, &entry.item).await {
             Ok(()) => {
                 self.parked += 1;
                 self.done(event);
@@ -350,6 +353,12 @@ impl Group {
                 tracing::warn!(group = %self.key, error = %e, "cannot park an event; retrying it");
                 self.retry.push_back(*event);
             }
+        }
+    }
+
+    async fn park_waiting(&mut self) {
+        for event in std::mem::take(&mut self.to_park) {
+            self.park(&event).await;
         }
     }
 
@@ -375,7 +384,8 @@ impl Group {
         }
     }
 
-    /// Events a departed consumer held go back to the front, in their order.
+    /// Events a departed consumer held go back to the front, in their order,
+    /// as retries; one past its retries is parked instead.
     fn requeue_held_by(&mut self, id: ConsumerId) {
         let mut held: Vec<(Option<u64>, Uuid)> =
             self.entries.iter().filter(|(_, e)| e.holder == Some(id)).map(|(k, e)| (e.order, *k)).collect();
@@ -383,56 +393,71 @@ impl Group {
         for (_, event) in held.into_iter().rev() {
             let entry = self.entries.get_mut(&event).expect("listed above");
             entry.holder = None;
-            entry.retries += 1;
             if let Some(deadline) = entry.deadline.take() {
                 self.deadlines.remove(&(deadline, event));
             }
-            self.retry.push_front(event);
+            if entry.retries >= self.settings.max_retry_count {
+                self.to_park.push(event);
+            } else {
+                entry.retries += 1;
+                self.retry.push_front(event);
+            }
         }
     }
 
     /// Writes the checkpoint when enough is done and it is due, or at once
     /// when `force` (stopping) or the upper bound is reached.
     async fn checkpoint(&mut self, force: bool) {
-        if self.processed == self.checkpointed || self.processed.is_none() {
-            return;
-        }
-        let due = self.done_since_checkpoint >= self.settings.max_checkpoint_count
-            || (self.done_since_checkpoint >= self.settings.min_checkpoint_count && Instant::now() >= self.checkpoint_due);
-        if !(due || force) {
-            return;
-        }
-        let position = self.processed.expect("checked above");
-        match super::source::write_checkpoint(&self.store, &self.key, position).await {
-            Ok(()) => {
-                self.checkpointed = Some(position);
-                self.done_since_checkpoint = 0;
-                self.checkpoint_due = Instant::now() + Duration::from_millis(self.settings.checkpoint_after_ms.into());
+        let (min, max) = (self.settings.min_checkpoint_count, self.settings.max_checkpoint_count);
+        let Some(position) = self.progress.due(min, max, force) else { return };
+        let after = Duration::from_millis(self.settings.checkpoint_after_ms.into());
+        match source::write_checkpoint(&self.store, &self.key, position).await {
+            Ok(()) => self.progress.written(position, after),
+            Err(e) => {
+                tracing::warn!(group = %self.key, error = %e, "cannot write a checkpoint");
+                self.progress.postpone(after.max(Duration::from_secs(1)));
             }
-            Err(e) => tracing::warn!(group = %self.key, error = %e, "cannot write a checkpoint"),
+        }
+    }
+
+    /// Hides the replayed parked events that are done from the parked stream.
+    async fn hide_replayed(&mut self) {
+        let Some(below) = self.hide_parked_below.take() else { return };
+        match source::hide_parked(&self.store, &self.key, below).await {
+            Ok(()) => self.parked = source::parked_count(&self.store, &self.key).await,
+            Err(e) => {
+                // They stay visible, so a crash now replays them again rather than losing them.
+                tracing::warn!(group = %self.key, error = %e, "cannot hide replayed parked events");
+            }
         }
     }
 
     fn next_wake(&self) -> Option<Instant> {
         let timeout = self.deadlines.first().map(|(deadline, _)| *deadline);
-        let checkpoint = (self.processed != self.checkpointed
-            && self.done_since_checkpoint >= self.settings.min_checkpoint_count)
-            .then_some(self.checkpoint_due);
-        timeout.into_iter().chain(checkpoint).min()
+        timeout.into_iter().chain(self.progress.wake(self.settings.min_checkpoint_count)).min()
     }
 
+    /// Takes the parked events below `stop_at` (a revision of the parked
+    /// stream; all without it) for delivery again. They stay in the parked
+    /// stream until each is done, so none is lost if the group stops first.
     async fn replay_parked(&mut self, stop_at: Option<u64>) -> Result<(), String> {
-        self.replaying = true;
-        let parked = super::source::take_parked(&self.store, &self.key, stop_at).await;
-        self.replaying = false;
-        let items = parked?;
-        self.parked = self.parked.saturating_sub(items.len() as u64);
-        for item in items {
+        let parked = source::read_parked(&self.store, &self.key, stop_at).await?;
+        for (revision, item) in parked {
             let id = item.ack_id();
-            if self.entries.contains_key(&id) {
+            if self.entries.contains_key(&id) || !self.progress.replaying(revision) {
                 continue;
             }
-            self.entries.insert(id, Entry { item: Arc::new(item), retries: 0, order: None, holder: None, deadline: None });
+            let pin = item.pin_key(self.settings.strategy == super::Strategy::PinnedByCorrelation);
+            let entry = Entry {
+                item: Arc::new(item),
+                retries: 0,
+                order: None,
+                parked_at: Some(revision),
+                pin,
+                holder: None,
+                deadline: None,
+            };
+            self.entries.insert(id, entry);
             self.retry.push_back(id);
         }
         Ok(())
@@ -443,36 +468,29 @@ impl Group {
         let seconds = now.duration_since(self.measured.0).as_secs_f64().max(0.001);
         let since = self.delivered - self.measured.1;
         self.measured = (now, self.delivered);
-        let in_flight = self.consumers.in_flight();
-        let connections = self.consumers.describe(seconds, self.settings.extra_statistics);
         let live = self.reader.is_live();
-        let status = if self.replaying {
-            "ReplayingParkedMessages"
-        } else if live && self.at_end {
-            "Live"
-        } else {
-            "Behind"
-        };
         GroupInfo {
             key: self.key.clone(),
             settings: self.settings.clone(),
-            status,
-            connections,
+            status: if live && self.at_end { "Live" } else { "Behind" },
+            connections: self.consumers.describe(seconds, self.settings.extra_statistics),
             average_per_second: (since as f64 / seconds) as i32,
             total_items: self.delivered,
             count_since_last_measurement: since,
-            last_checkpointed: self.checkpointed,
+            last_checkpointed: self.progress.checkpointed(),
             last_known: self.reader.last_known(),
             read_buffer_count: if live { 0 } else { self.fresh.len() },
             live_buffer_count: if live { self.fresh.len() } else { 0 },
             retry_buffer_count: self.retry.len(),
-            in_flight,
+            in_flight: self.consumers.in_flight(),
             parked: self.parked,
         }
     }
 
     async fn finish(&mut self, reason: Dropped) {
+        self.park_waiting().await;
         self.checkpoint(true).await;
+        self.hide_replayed().await;
         for consumer in self.consumers.take_all() {
             let _ = consumer.join.tx.send(Delivery::Dropped(reason));
         }

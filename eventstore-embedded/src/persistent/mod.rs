@@ -14,6 +14,8 @@
 mod consumers;
 mod group;
 mod info;
+mod messages;
+mod progress;
 mod settings;
 mod source;
 
@@ -26,12 +28,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-pub(crate) use group::{Delivery, Nack};
+pub(crate) use messages::{Delivery, Nack};
 pub(crate) use info::GroupInfo;
 pub(crate) use settings::{FilterSpec, RawSettings, Settings, Source, StartFrom, Strategy};
 pub(crate) use source::{format_position, Item};
 
-use group::{ConsumerId, Group, Joining, Msg};
+use group::Group;
+use messages::{ConsumerId, Joining, Msg};
 use crate::storage::{Direction, ExpectedRevision, ProposedEvent, ReadError, Store, StreamFrom};
 
 const CONFIG_STREAM: &str = "$persistentSubscriptionConfig";
@@ -84,6 +87,9 @@ struct Config {
     key: GroupKey,
     source: Source,
     settings: Settings,
+    /// Where the group starts before its first checkpoint, fixed at creation
+    /// (see `source::resolve_start`).
+    start: source::Position,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -165,7 +171,8 @@ impl Subsystem {
         if state.configs.contains_key(&key) {
             return Err(PsError::Exists(key));
         }
-        let config = Config { key: key.clone(), source, settings };
+        let start = source::resolve_start(&self.store, &source, settings.start_from);
+        let config = Config { key: key.clone(), source, settings, start };
         let running = self.launch(&config).await.map_err(PsError::Invalid)?;
         state.configs.insert(key.clone(), config);
         if let Err(e) = self.save(&state).await {
@@ -181,6 +188,9 @@ impl Subsystem {
     pub(crate) async fn update(&self, key: GroupKey, settings: Settings) -> Result<(), PsError> {
         let mut state = self.open().await?;
         let mut config = state.configs.get(&key).cloned().ok_or_else(|| PsError::NotFound(key.clone()))?;
+        if settings.start_from != config.settings.start_from {
+            config.start = source::resolve_start(&self.store, &config.source, settings.start_from);
+        }
         config.settings = settings;
         if let Some(running) = state.running.remove(&key) {
             stop(running, Dropped::Updated).await;
@@ -200,17 +210,22 @@ impl Subsystem {
         saved
     }
 
+    /// Deletes a group: its consumers are dropped, its checkpoint and parked
+    /// streams deleted, so a group created later with the same name starts afresh.
     pub(crate) async fn delete(&self, key: GroupKey) -> Result<(), PsError> {
         let mut state = self.open().await?;
         let config = state.configs.remove(&key).ok_or_else(|| PsError::NotFound(key.clone()))?;
-        if let Err(e) = self.save(&state).await {
-            state.configs.insert(key, config);
-            return Err(e);
-        }
         if let Some(running) = state.running.remove(&key) {
             stop(running, Dropped::Deleted).await;
         }
         source::forget(&self.store, &key).await;
+        if let Err(e) = self.save(&state).await {
+            // Still configured: it goes on from its start, delivering again rather than losing.
+            let running = self.launch(&config).await.map_err(PsError::Unavailable)?;
+            state.running.insert(key.clone(), running);
+            state.configs.insert(key, config);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -253,12 +268,21 @@ impl Subsystem {
             stop(running, Dropped::Restarted).await;
         }
         let configs: Vec<Config> = state.configs.values().cloned().collect();
+        let mut failed = None;
         for config in configs {
-            let running = self.launch(&config).await.map_err(PsError::Unavailable)?;
-            state.running.insert(config.key.clone(), running);
+            // One group that cannot start must not keep the others down.
+            match self.launch(&config).await {
+                Ok(running) => {
+                    state.running.insert(config.key.clone(), running);
+                }
+                Err(e) => {
+                    tracing::error!(group = %config.key, error = %e, "a persistent subscription cannot start");
+                    failed.get_or_insert(PsError::Unavailable(format!("group '{}' cannot start: {e}", config.key)));
+                }
+            }
         }
         tracing::info!(groups = state.running.len(), "persistent subscriptions restarted");
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Stops every group, writing each one's checkpoint; later calls fail.
@@ -307,7 +331,7 @@ impl Subsystem {
     async fn launch(&self, config: &Config) -> Result<Running, String> {
         let settings = &config.settings;
         let reader =
-            source::Reader::open(&self.store, &config.key, &config.source, settings.start_from, settings.resolve_links)
+            source::Reader::open(&self.store, &config.key, &config.source, config.start, settings.resolve_links)
                 .await?;
         let parked = source::parked_count(&self.store, &config.key).await;
         let group = Group::new(config.key.clone(), settings.clone(), self.store.clone(), reader, parked);

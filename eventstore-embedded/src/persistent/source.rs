@@ -11,6 +11,18 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::settings::{Source, StartFrom};
+
+/// Where a new group starts, fixed once when it is created: "the end" is the
+/// end at that moment, not wherever the source ends when the group is next
+/// started (a restart before the first checkpoint would skip what came between).
+pub(crate) fn resolve_start(store: &Store, source: &Source, start_from: StartFrom) -> Position {
+    match (source, start_from) {
+        (_, StartFrom::Start) => 0,
+        (_, StartFrom::At(position)) => position,
+        (Source::Stream(name), StartFrom::End) => store.last_revision(name).map_or(0, |r| r + 1),
+        (Source::All(_), StartFrom::End) => store.last_position().map_or(0, |p| p + 1),
+    }
+}
 use super::GroupKey;
 use crate::filter::Filter;
 use crate::storage::{Direction, ExpectedRevision, ProposedEvent, ReadError, ReadEvent, Store, StreamFrom};
@@ -76,12 +88,13 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    /// Positions a reader after the group's checkpoint, or at its start point.
+    /// Positions a reader after the group's checkpoint, or at `start` (a
+    /// revision, or a `$all` position; see [`resolve_start`]).
     pub(crate) async fn open(
         store: &Arc<Store>,
         key: &GroupKey,
         source: &Source,
-        start_from: StartFrom,
+        start: Position,
         resolve_links: bool,
     ) -> Result<Reader, String> {
         let from = match source {
@@ -92,14 +105,11 @@ impl Reader {
             )),
         };
         let checkpoint = read_checkpoint(store, key).await?;
-        let next = match (&from, checkpoint, start_from) {
-            (From::Stream(_), Some(revision), _) => revision + 1,
-            (From::All(_), Some(position), _) => store.seq_after(position),
-            (_, None, StartFrom::Start) => 0,
-            (From::Stream(name), None, StartFrom::End) => store.last_revision(name).map_or(0, |r| r + 1),
-            (From::All(_), None, StartFrom::End) => store.head(),
-            (From::Stream(_), None, StartFrom::At(revision)) => revision,
-            (From::All(_), None, StartFrom::At(position)) => store.seq_at_or_after(position),
+        let next = match (&from, checkpoint) {
+            (From::Stream(_), Some(revision)) => revision + 1,
+            (From::All(_), Some(position)) => store.seq_after(position),
+            (From::Stream(_), None) => start,
+            (From::All(_), None) => store.seq_at_or_after(start),
         };
         Ok(Reader { store: store.clone(), from, next, resolve_links, resumed_after: checkpoint, live: false })
     }
@@ -136,6 +146,10 @@ impl Reader {
     }
 }
 
+/// Events of `$all` one read may scan, so a filter that keeps almost nothing
+/// does not hold the group (and its acks) for a whole pass over the log.
+const MAX_SCAN_PER_READ: usize = 16 * MAX_SCAN;
+
 fn read_source(
     store: &Store,
     from: &From,
@@ -145,7 +159,8 @@ fn read_source(
     resolve: bool,
 ) -> Result<(Vec<Item>, u64, bool), String> {
     let mut items = Vec::new();
-    while items.len() < limit {
+    let mut scanned = 0;
+    while items.len() < limit && scanned < MAX_SCAN_PER_READ {
         let want = batch.min(limit - items.len());
         let (events, reached_end) = match from {
             From::Stream(name) => match store.read_stream(name, StreamFrom::Revision(next), Direction::Forwards, want) {
@@ -153,6 +168,7 @@ fn read_source(
                     if let Some(last) = page.events.last() {
                         next = last.event.revision + 1;
                     }
+                    scanned += page.events.len();
                     let end = page.events.len() < want;
                     (page.events.into_iter().map(|e| (e.event.revision, e)).collect::<Vec<_>>(), end)
                 }
@@ -160,22 +176,32 @@ fn read_source(
                 Err(ReadError::Io(e)) => return Err(e.to_string()),
             },
             From::All(filter) => {
+                // A regex that gives up is an error, never a "no": the event would be skipped for good.
+                let failed = std::cell::RefCell::new(None);
                 let keep = |stream: &str| match filter {
-                    Some(f) if f.on_stream => f.matches(stream).unwrap_or(false),
+                    Some(f) if f.on_stream => f.matches(stream).unwrap_or_else(|e| {
+                        failed.borrow_mut().get_or_insert_with(|| e.message().to_owned());
+                        false
+                    }),
                     _ => true,
                 };
                 let page = store.scan_all(next, Direction::Forwards, want, MAX_SCAN, &keep).map_err(|e| e.to_string())?;
-                next = page.next;
+                if let Some(error) = failed.into_inner() {
+                    return Err(error);
+                }
+                scanned += page.scanned;
                 let end = page.scanned < MAX_SCAN && page.events.len() < want;
-                let events = page
-                    .events
-                    .into_iter()
-                    .filter(|e| match filter {
-                        Some(f) if !f.on_stream => f.matches(&e.event.event_type).unwrap_or(false),
+                let mut events = Vec::with_capacity(page.events.len());
+                for e in page.events {
+                    let kept = match filter {
+                        Some(f) if !f.on_stream => f.matches(&e.event.event_type).map_err(|s| s.message().to_owned())?,
                         _ => true,
-                    })
-                    .map(|e| (e.position, e))
-                    .collect();
+                    };
+                    if kept {
+                        events.push((e.position, e));
+                    }
+                }
+                next = page.next;
                 (events, end)
             }
         };
@@ -280,44 +306,49 @@ pub(crate) async fn parked_count(store: &Arc<Store>, key: &GroupKey) -> u64 {
     .unwrap_or(0)
 }
 
-/// Takes up to `stop_at` parked events (all without it), oldest first, and
-/// hides them from the parked stream with `$tb`.
-pub(crate) async fn take_parked(store: &Arc<Store>, key: &GroupKey, stop_at: Option<u64>) -> Result<Vec<Item>, String> {
-    let stream = parked_stream(key);
-    let reading = store.clone();
-    let name = stream.clone();
-    let (items, last) = tokio::task::spawn_blocking(move || {
+/// The parked events below revision `stop_at` of the parked stream (all
+/// without it), oldest first, each with its revision there. Links whose
+/// event can no longer be read are left out.
+pub(crate) async fn read_parked(
+    store: &Arc<Store>,
+    key: &GroupKey,
+    stop_at: Option<u64>,
+) -> Result<Vec<(u64, Item)>, String> {
+    let name = parked_stream(key);
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
         let mut items = Vec::new();
-        let mut last = None;
         let mut from = StreamFrom::Start;
-        let limit = stop_at.unwrap_or(u64::MAX);
-        while (items.len() as u64) < limit {
-            let want = (limit - items.len() as u64).min(256) as usize;
-            let page = match reading.read_stream(&name, from, Direction::Forwards, want) {
+        loop {
+            let page = match store.read_stream(&name, from, Direction::Forwards, 256) {
                 Ok(page) => page,
                 Err(ReadError::NotFound | ReadError::Deleted) => break,
                 Err(ReadError::Io(e)) => return Err(e.to_string()),
             };
             for link in &page.events {
-                last = Some(link.event.revision);
-                if let Some(target) = link_target(&reading, &link.event.data) {
-                    items.push(Item { position: target.position, event: target, link: None });
+                let revision = link.event.revision;
+                if stop_at.is_some_and(|stop| revision >= stop) {
+                    return Ok(items);
+                }
+                if let Some(target) = link_target(&store, &link.event.data) {
+                    items.push((revision, Item { position: target.position, event: target, link: None }));
                 }
             }
             match page.events.last() {
-                Some(e) if page.events.len() == want => from = StreamFrom::Revision(e.event.revision + 1),
+                Some(e) if page.events.len() == 256 => from = StreamFrom::Revision(e.event.revision + 1),
                 _ => break,
             }
         }
-        Ok((items, last))
+        Ok(items)
     })
     .await
-    .map_err(|e| e.to_string())??;
-    if let Some(last) = last {
-        let metadata = serde_json::to_vec(&serde_json::json!({ "$tb": last + 1 })).map_err(|e| e.to_string())?;
-        append(store, &format!("$${stream}"), "$metadata", "application/json", metadata).await?;
-    }
-    Ok(items)
+    .map_err(|e| e.to_string())?
+}
+
+/// Hides the parked stream's events below revision `below` with `$tb`.
+pub(crate) async fn hide_parked(store: &Store, key: &GroupKey, below: u64) -> Result<(), String> {
+    let metadata = serde_json::to_vec(&serde_json::json!({ "$tb": below })).map_err(|e| e.to_string())?;
+    append(store, &format!("$${}", parked_stream(key)), "$metadata", "application/json", metadata).await
 }
 
 /// Soft-deletes a deleted group's checkpoint and parked streams.

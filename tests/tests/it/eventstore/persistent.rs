@@ -56,6 +56,26 @@ async fn info(client: &eventstore::Client, stream: &str, group: &str) -> eventst
     client.get_persistent_subscription_info(stream, group, &Default::default()).await.expect("info")
 }
 
+/// Asks for the group's info every 10 ms until `holds`, and returns it.
+async fn info_until(
+    client: &eventstore::Client,
+    stream: &str,
+    group: &str,
+    what: &str,
+    holds: impl Fn(&eventstore::PersistentSubscriptionInfo<u64>) -> bool,
+) -> eventstore::PersistentSubscriptionInfo<u64> {
+    within(what, async {
+        loop {
+            let info = info(client, stream, group).await;
+            if holds(&info) {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn groups_are_created_described_listed_updated_and_deleted() {
     let env = TestEnv::start().await;
@@ -155,8 +175,9 @@ async fn competing_consumers_split_a_stream_and_each_ack_ends_an_event_once() {
     }
     assert!(seen.values().all(|&times| times == 1), "each event delivered once: {seen:?}");
     assert!(by_first >= 10 && by_second >= 10, "round robin shares the work: {by_first} / {by_second}");
-    let stats = info(&client, "jobs", "workers").await.stats;
-    assert_eq!((stats.total_in_flight_messages, stats.total_items), (0, 100));
+    // Acks travel apart from the info call: wait for the last to arrive.
+    let stats = info_until(&client, "jobs", "workers", "the last ack", |i| i.stats.total_in_flight_messages == 0).await.stats;
+    assert_eq!(stats.total_items, 100, "delivered 100 times in all");
 }
 
 #[tokio::test]
@@ -242,12 +263,7 @@ async fn a_restart_keeps_each_groups_position_and_parked_events() {
         }
         // The parked stream gets its link before the group goes on, so it is the sign that
         // the acks sent before the nack have arrived too.
-        within("the park", async {
-            while info(&client, "ledger", "g").await.stats.parked_message_count == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        info_until(&client, "ledger", "g", "the park", |i| i.stats.parked_message_count == 1).await;
     }
     env.restart_in_place().await;
     let client = env.client();
@@ -267,6 +283,11 @@ async fn a_restart_keeps_each_groups_position_and_parked_events() {
     append_numbers(&client, "ledger", 10..12).await;
     let (n, _, _) = next(&mut sub).await;
     assert_eq!(n, 10);
+    // Acks of 7-9 and the replayed 6 have arrived once only 10 (and maybe 11) are in flight.
+    let done = |i: &eventstore::PersistentSubscriptionInfo<u64>| {
+        i.stats.total_in_flight_messages <= 2 && i.stats.parked_message_count == 0
+    };
+    info_until(&client, "ledger", "g", "the acks before the restart", done).await;
     client.restart_persistent_subscription_subsystem(&Default::default()).await.expect("restart");
     // Event 11 may have reached the consumer before the restart; then the drop.
     let dropped = within("the drop", async {
@@ -441,15 +462,11 @@ async fn checkpoints(client: &eventstore::Client, stream: &str, group: &str) -> 
 
 /// Waits until the group's info reports a checkpoint at or past `revision`; returns it.
 async fn checkpointed(client: &eventstore::Client, stream: &str, group: &str, revision: u64) -> u64 {
-    within("the checkpoint", async {
-        loop {
-            match info(client, stream, group).await.stats.last_checkpointed_event_revision {
-                Some(at) if at >= revision => return at,
-                _ => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await
+    let reached = |i: &eventstore::PersistentSubscriptionInfo<u64>| {
+        i.stats.last_checkpointed_event_revision.is_some_and(|at| at >= revision)
+    };
+    let info = info_until(client, stream, group, "the checkpoint", reached).await;
+    info.stats.last_checkpointed_event_revision.expect("checked")
 }
 
 #[tokio::test]
@@ -482,4 +499,100 @@ async fn checkpoints_are_written_by_count_and_by_time_into_the_checkpoint_stream
     sub.ack(event).await.expect("ack");
     assert_eq!(checkpointed(&client, "timed", "g", 0).await, 0);
     assert_eq!(checkpoints(&client, "timed", "g").await, ["0"]);
+}
+
+#[tokio::test]
+async fn a_pinned_consumer_that_stops_acking_holds_up_only_its_own_streams() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let options = PersistentSubscriptionToAllOptions::default()
+        .filter(SubscriptionFilter::on_stream_name().add_prefix("pin-"))
+        .consumer_strategy_name(SystemConsumerStrategy::Pinned);
+    client.create_persistent_subscription_to_all("pinned", &options).await.expect("create");
+    let join = |buffer| {
+        let options = SubscribeToPersistentSubscriptionOptions::default().buffer_size(buffer);
+        let client = client.clone();
+        async move { client.subscribe_to_persistent_subscription_to_all("pinned", &options).await.expect("subscribe") }
+    };
+    // Alone, the stuck consumer takes the first event and every stream waits behind it.
+    let mut stuck = join(1).await;
+    for stream in 0..16 {
+        append_numbers(&client, &format!("pin-{stream}"), 0..1).await;
+    }
+    let (_, _, held) = next(&mut stuck).await;
+    let held_stream = held.get_original_event().stream_id.clone();
+    // A second consumer gets its own streams' events at once, not after the stuck one.
+    let mut working = join(100).await;
+    let (_, _, event) = next(&mut working).await;
+    let first = event.get_original_event().stream_id.clone();
+    assert_ne!(first, held_stream);
+    working.ack(event).await.expect("ack");
+    // When the stuck one leaves, its streams come to the other, the held event as a retry.
+    drop(stuck);
+    let mut streams = BTreeSet::from([held_stream.clone(), first]);
+    let mut held_again = false;
+    while streams.len() < 16 || !held_again {
+        let (_, retries, event) = next(&mut working).await;
+        let stream = event.get_original_event().stream_id.clone();
+        held_again |= stream == held_stream && retries == 1;
+        streams.insert(stream);
+        working.ack(event).await.expect("ack");
+    }
+}
+
+#[tokio::test]
+async fn an_event_whose_consumers_keep_leaving_is_parked_after_its_retries() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    append_numbers(&client, "poison", 0..2).await;
+    client.create_persistent_subscription("poison", "g", &from_start().max_retry_count(1)).await.expect("create");
+    // Each consumer takes event 0 and dies with it: delivery, one retry, then parked.
+    for expected_retries in 0..=1 {
+        let mut sub = subscribe(&client, "poison", "g", 1).await;
+        let (n, retries, _) = next(&mut sub).await;
+        assert_eq!((n, retries), (0, expected_retries));
+    }
+    info_until(&client, "poison", "g", "the park", |i| i.stats.parked_message_count == 1).await;
+    let mut sub = subscribe(&client, "poison", "g", 1).await;
+    let (n, _, _) = next(&mut sub).await;
+    assert_eq!(n, 1, "the poison event is parked, not delivered a third time");
+}
+
+#[tokio::test]
+async fn a_restart_before_the_first_checkpoint_loses_nothing() {
+    let mut env = TestEnv::start().await;
+    let client = env.client();
+    append_numbers(&client, "late", 0..3).await;
+    // From the end, as both clients default to: the end when the group was created.
+    client.create_persistent_subscription("late", "g", &Default::default()).await.expect("create");
+    append_numbers(&client, "late", 3..5).await;
+    env.restart_in_place().await;
+    let client = env.client();
+    let mut sub = subscribe(&client, "late", "g", 10).await;
+    for expected in 3..5 {
+        let (n, _, event) = next(&mut sub).await;
+        assert_eq!(n, expected, "events appended after the group was created, before the restart");
+        sub.ack(event).await.expect("ack");
+    }
+
+    // A replayed parked event not yet acked when the server stops is still parked after it.
+    let (_, _, event) = {
+        append_numbers(&client, "late", 5..6).await;
+        next(&mut sub).await
+    };
+    sub.nack(event, NakAction::Park, "bad").await.expect("park");
+    info_until(&client, "late", "g", "the park", |i| i.stats.parked_message_count == 1).await;
+    client.replay_parked_messages("late", "g", &Default::default()).await.expect("replay");
+    let (n, _, _) = next(&mut sub).await;
+    assert_eq!(n, 5, "replayed, and left unacked");
+    drop(sub);
+    env.restart_in_place().await;
+    let client = env.client();
+    assert_eq!(info(&client, "late", "g").await.stats.parked_message_count, 1, "still parked");
+    let mut sub = subscribe(&client, "late", "g", 10).await;
+    client.replay_parked_messages("late", "g", &Default::default()).await.expect("replay");
+    let (n, _, event) = next(&mut sub).await;
+    assert_eq!(n, 5);
+    sub.ack(event).await.expect("ack");
+    info_until(&client, "late", "g", "the replayed event hidden", |i| i.stats.parked_message_count == 0).await;
 }
