@@ -26,7 +26,7 @@ use uuid::Uuid;
 const BINARY: &str = env!("CARGO_BIN_EXE_projector-host");
 const WRITERS: u64 = 4;
 
-async fn start_store(data: &Path) -> (LoggedProcess, eventstore::Client) {
+pub(super) async fn start_store(data: &Path) -> (LoggedProcess, eventstore::Client) {
     let mut command = Command::new(BINARY);
     command
         .args(["eventstore", "--insecure", "--listen", "127.0.0.1:0"])

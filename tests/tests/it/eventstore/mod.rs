@@ -6,6 +6,7 @@ mod kill;
 mod malformed;
 mod node;
 mod persistent;
+mod persistent_crash;
 mod protocol;
 mod read;
 mod security;
