@@ -158,8 +158,14 @@ impl Subsystem {
         {
             let mut state = subsystem.state.lock().await;
             for config in configs {
-                let running = subsystem.launch(&config).await?;
-                state.running.insert(config.key.clone(), running);
+                // One group that cannot start (say, an unreadable checkpoint) must not keep the
+                // server or the other groups down; a restart of the subsystem tries it again.
+                match subsystem.launch(&config).await {
+                    Ok(running) => {
+                        state.running.insert(config.key.clone(), running);
+                    }
+                    Err(e) => tracing::error!(group = %config.key, error = %e, "a persistent subscription cannot start"),
+                }
                 state.configs.insert(config.key.clone(), config);
             }
         }
@@ -171,6 +177,8 @@ impl Subsystem {
         if state.configs.contains_key(&key) {
             return Err(PsError::Exists(key));
         }
+        // What a deleted group of the same name left (a crash mid-delete) is not this group's.
+        source::forget(&self.store, &key).await;
         let start = source::resolve_start(&self.store, &source, settings.start_from);
         let config = Config { key: key.clone(), source, settings, start };
         let running = self.launch(&config).await.map_err(PsError::Invalid)?;
@@ -218,34 +226,45 @@ impl Subsystem {
         if let Some(running) = state.running.remove(&key) {
             stop(running, Dropped::Deleted).await;
         }
-        source::forget(&self.store, &key).await;
         if let Err(e) = self.save(&state).await {
-            // Still configured: it goes on from its start, delivering again rather than losing.
-            let running = self.launch(&config).await.map_err(PsError::Unavailable)?;
-            state.running.insert(key.clone(), running);
-            state.configs.insert(key, config);
+            // Still configured, with its checkpoint: it goes on where it was.
+            state.configs.insert(key.clone(), config.clone());
+            if let Ok(running) = self.launch(&config).await {
+                state.running.insert(key, running);
+            }
             return Err(e);
         }
+        // A crash before this leaves the streams; `create` clears them.
+        source::forget(&self.store, &key).await;
         Ok(())
     }
 
-    /// A group's settings and state. Asked under the lock (groups never take
-    /// it), so an update, delete or restart in flight is seen before or after,
-    /// never half done.
+    /// A group's settings and state.
     pub(crate) async fn info(&self, key: GroupKey) -> Result<GroupInfo, PsError> {
-        let state = self.open().await?;
-        let running = state.running.get(&key).ok_or_else(|| PsError::NotFound(key.clone()))?;
-        ask(&running.tx, Msg::Info).await
+        // A group may stop between the lookup and the question (an update or a
+        // restart starts it again): ask the one running then.
+        for _ in 0..3 {
+            match ask(&self.sender(&key).await?, Msg::Info).await {
+                Err(PsError::Unavailable(_)) => continue,
+                answer => return answer,
+            }
+        }
+        Err(PsError::Unavailable(format!("subscription group '{key}' keeps restarting")))
     }
 
     /// Every group, or the groups of one source (none of it is `NotFound`,
     /// as in EventStoreDB).
     pub(crate) async fn list(&self, source: Option<&str>) -> Result<Vec<GroupInfo>, PsError> {
-        let state = self.open().await?;
-        let mut infos = Vec::new();
-        for (key, running) in &state.running {
-            if source.is_none_or(|s| key.source == s) {
-                infos.push(ask(&running.tx, Msg::Info).await?);
+        let keys: Vec<GroupKey> = {
+            let state = self.open().await?;
+            state.running.keys().filter(|key| source.is_none_or(|s| key.source == s)).cloned().collect()
+        };
+        let mut infos = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.info(key).await {
+                Ok(info) => infos.push(info),
+                Err(PsError::NotFound(_)) => {} // deleted meanwhile
+                Err(e) => return Err(e),
             }
         }
         if let (Some(source), true) = (source, infos.is_empty()) {

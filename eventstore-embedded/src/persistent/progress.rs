@@ -22,8 +22,12 @@ pub(super) struct Progress {
     checkpointed: Option<Position>,
     done_since_checkpoint: u32,
     checkpoint_due: Instant,
+    /// No checkpoint before this, whatever the counts say: a write failed.
+    not_before: Instant,
     /// Replayed parked events by revision in the parked stream, and whether each is done.
     replayed: BTreeMap<u64, bool>,
+    /// Parked revisions below this are done with, hidden or about to be.
+    hidden_below: u64,
 }
 
 impl Progress {
@@ -36,7 +40,9 @@ impl Progress {
             checkpointed: checkpoint,
             done_since_checkpoint: 0,
             checkpoint_due: Instant::now() + checkpoint_after,
+            not_before: Instant::now(),
             replayed: BTreeMap::new(),
+            hidden_below: 0,
         }
     }
 
@@ -75,8 +81,9 @@ impl Progress {
         if Some(processed) == self.checkpointed {
             return None;
         }
-        let due = self.done_since_checkpoint >= max
-            || (self.done_since_checkpoint >= min && Instant::now() >= self.checkpoint_due);
+        let now = Instant::now();
+        let due = now >= self.not_before
+            && (self.done_since_checkpoint >= max || (self.done_since_checkpoint >= min && now >= self.checkpoint_due));
         (due || force).then_some(processed)
     }
 
@@ -89,18 +96,20 @@ impl Progress {
 
     /// A write failed: try again no sooner than `after`.
     pub(super) fn postpone(&mut self, after: Duration) {
-        self.checkpoint_due = Instant::now() + after;
+        self.not_before = Instant::now() + after;
+        self.checkpoint_due = self.checkpoint_due.max(self.not_before);
     }
 
     /// When the loop must wake to write a checkpoint, if one is waiting for its time.
     pub(super) fn wake(&self, min: u32) -> Option<Instant> {
         let waiting = self.processed().is_some() && self.processed() != self.checkpointed;
-        (waiting && self.done_since_checkpoint >= min).then_some(self.checkpoint_due)
+        (waiting && self.done_since_checkpoint >= min).then_some(self.checkpoint_due.max(self.not_before))
     }
 
-    /// Registers a parked event taken for replay; false if it already is.
+    /// Registers a parked event taken for replay; false if it is already
+    /// replaying or done with (its `$tb` may not be written yet).
     pub(super) fn replaying(&mut self, revision: u64) -> bool {
-        self.replayed.insert(revision, false).is_none()
+        revision >= self.hidden_below && self.replayed.insert(revision, false).is_none()
     }
 
     /// The replayed parked event at `revision` is finished with; the revision
@@ -112,7 +121,8 @@ impl Progress {
         let mut hide_below = None;
         while let Some((&revision, true)) = self.replayed.first_key_value() {
             self.replayed.pop_first();
-            hide_below = Some(revision + 1);
+            self.hidden_below = self.hidden_below.max(revision + 1);
+            hide_below = Some(self.hidden_below);
         }
         hide_below
     }
@@ -139,6 +149,9 @@ mod tests {
         progress.done(orders[3]);
         assert_eq!(progress.due(1, 1000, true), Some(31));
         assert_eq!(progress.due(2, 1, false), Some(31), "the upper bound does not wait");
+        progress.postpone(Duration::from_secs(60));
+        assert_eq!(progress.due(2, 1, false), None, "not even the upper bound, after a failed write");
+        assert_eq!(progress.due(2, 1, true), Some(31), "a stopping group still tries");
     }
 
     #[test]
@@ -159,6 +172,7 @@ mod tests {
         assert!(!progress.replaying(4));
         assert_eq!(progress.replay_done(4), None);
         assert_eq!(progress.replay_done(3), Some(5));
+        assert!(!progress.replaying(3), "done, even before its $tb is written");
         assert_eq!(progress.replay_done(5), Some(6));
     }
 }

@@ -119,6 +119,9 @@ impl Default for Settings {
     }
 }
 
+/// The largest read-ahead and read batch a group may be given.
+pub(crate) const MAX_BUFFER: u32 = 100_000;
+
 /// The numbers as they come off the wire (signed), checked into [`Settings`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawSettings {
@@ -151,15 +154,22 @@ impl RawSettings {
                 _ => Err(format!("{name} must be greater than 0, not {v}")),
             }
         };
+        // A group keeps this many events in memory: bounded, so one setting cannot fill the server.
+        let buffer = |name: &str, v: i32| -> Result<u32, String> {
+            match positive(name, v)? {
+                n if n <= MAX_BUFFER => Ok(n),
+                n => Err(format!("{name} must be at most {MAX_BUFFER}, not {n}")),
+            }
+        };
         let settings = Settings {
             start_from,
             resolve_links,
             extra_statistics,
             message_timeout_ms: non_negative("message timeout (ms)", self.message_timeout_ms)?,
             max_retry_count: non_negative("max retry count", self.max_retry_count.into())?,
-            live_buffer_size: positive("live buffer size", self.live_buffer_size)?,
-            read_batch_size: positive("read batch size", self.read_batch_size)?,
-            history_buffer_size: positive("history buffer size", self.history_buffer_size)?,
+            live_buffer_size: buffer("live buffer size", self.live_buffer_size)?,
+            read_batch_size: buffer("read batch size", self.read_batch_size)?,
+            history_buffer_size: buffer("history buffer size", self.history_buffer_size)?,
             checkpoint_after_ms: non_negative("checkpoint after (ms)", self.checkpoint_after_ms)?,
             min_checkpoint_count: non_negative("min checkpoint count", self.min_checkpoint_count.into())?,
             max_checkpoint_count: positive("max checkpoint count", self.max_checkpoint_count)?,
@@ -200,6 +210,7 @@ mod tests {
         assert_eq!(Settings { start_from: StartFrom::Start, ..Settings::default() }, ok);
         let refused = |raw: RawSettings| raw.check(StartFrom::Start, false, false, Strategy::Pinned).expect_err("refused");
         assert!(refused(RawSettings { read_batch_size: 0, ..raw() }).contains("read batch size"));
+        assert!(refused(RawSettings { live_buffer_size: i32::MAX, ..raw() }).contains("at most 100000"));
         assert!(refused(RawSettings { max_retry_count: -1, ..raw() }).contains("max retry count"));
         assert!(refused(RawSettings { message_timeout_ms: -5, ..raw() }).contains("message timeout"));
         assert!(refused(RawSettings { min_checkpoint_count: 20, max_checkpoint_count: 10, ..raw() })

@@ -114,6 +114,14 @@ impl Reader {
         Ok(Reader { store: store.clone(), from, next, resolve_links, resumed_after: checkpoint, live: false })
     }
 
+    /// Reads from the event at `position` again (it was read, and put back).
+    pub(crate) fn rewind_to(&mut self, position: Position) {
+        self.next = match &self.from {
+            From::Stream(_) => position,
+            From::All(_) => self.store.seq_at_or_after(position),
+        };
+    }
+
     /// The checkpoint the reader started after.
     pub(crate) fn resumed_after(&self) -> Option<Position> {
         self.resumed_after
@@ -351,13 +359,14 @@ pub(crate) async fn hide_parked(store: &Store, key: &GroupKey, below: u64) -> Re
     append(store, &format!("$${}", parked_stream(key)), "$metadata", "application/json", metadata).await
 }
 
-/// Soft-deletes a deleted group's checkpoint and parked streams.
+/// Soft-deletes a group's checkpoint and parked streams, where they hold events.
 pub(crate) async fn forget(store: &Store, key: &GroupKey) {
     for stream in [checkpoint_stream(key), parked_stream(key)] {
-        if store.last_revision(&stream).is_some() {
-            if let Err(e) = store.delete(&stream, ExpectedRevision::Any).await {
-                tracing::warn!(%stream, error = %e, "cannot delete a deleted group's stream");
-            }
+        if store.read_stream(&stream, StreamFrom::Start, Direction::Forwards, 1).is_err() {
+            continue; // never written, or deleted already
+        }
+        if let Err(e) = store.delete(&stream, ExpectedRevision::Any).await {
+            tracing::warn!(%stream, error = %e, "cannot delete a deleted group's stream");
         }
     }
 }

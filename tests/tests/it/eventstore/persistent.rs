@@ -144,6 +144,11 @@ async fn groups_are_created_described_listed_updated_and_deleted() {
 
     let invalid = client.create_persistent_subscription("orders", "bad", &from_start().read_batch_size(0)).await;
     assert!(format!("{invalid:?}").contains("read batch size"), "{invalid:?}");
+    let huge = client.create_persistent_subscription("orders", "bad", &from_start().live_buffer_size(1 << 30)).await;
+    assert!(format!("{huge:?}").contains("at most 100000"), "{huge:?}");
+    let all = client.create_persistent_subscription("$all", "bad", &from_start()).await;
+    assert!(format!("{all:?}").contains("not a stream"), "{all:?}");
+    assert!(client.list_all_persistent_subscriptions(&Default::default()).await.expect("list").is_empty());
 }
 
 #[tokio::test]
@@ -595,4 +600,55 @@ async fn a_restart_before_the_first_checkpoint_loses_nothing() {
     assert_eq!(n, 5);
     sub.ack(event).await.expect("ack");
     info_until(&client, "late", "g", "the replayed event hidden", |i| i.stats.parked_message_count == 0).await;
+}
+
+#[tokio::test]
+async fn events_sharing_an_id_are_both_delivered_one_after_the_other() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let options = PersistentSubscriptionToAllOptions::default()
+        .start_from(StreamPosition::Start)
+        .filter(SubscriptionFilter::on_stream_name().add_prefix("dup-"));
+    client.create_persistent_subscription_to_all("dups", &options).await.expect("create");
+    // The store keeps ids unique within a stream, not across streams; acks name events by id.
+    let id = uuid::Uuid::new_v4();
+    for (stream, n) in [("dup-a", 0), ("dup-b", 1)] {
+        let event = json_event("Counted", json!({"n": n})).id(id);
+        client.append_to_stream(stream, &Default::default(), event).await.expect("append");
+    }
+    append_numbers(&client, "dup-c", 2..3).await;
+    let options = SubscribeToPersistentSubscriptionOptions::default().buffer_size(10);
+    let mut sub = client.subscribe_to_persistent_subscription_to_all("dups", &options).await.expect("subscribe");
+    let (n, _, first) = next(&mut sub).await;
+    assert_eq!((n, first.get_original_event().id), (0, id));
+    sub.ack(first).await.expect("ack");
+    // The second waits until the first is acked (an ack could not tell them apart), then comes.
+    let (n, _, second) = next(&mut sub).await;
+    assert_eq!((n, second.get_original_event().id), (1, id));
+    sub.ack(second).await.expect("ack");
+    assert_eq!(next(&mut sub).await.0, 2);
+}
+
+#[tokio::test]
+async fn a_filter_that_gives_up_faults_the_group_instead_of_skipping_events() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    // The backreference keeps the regex on the backtracking engine, which gives up on long inputs.
+    let options = PersistentSubscriptionToAllOptions::default()
+        .start_from(StreamPosition::Start)
+        .filter(SubscriptionFilter::on_stream_name().regex(r"^(a|a)*\1b"));
+    client.create_persistent_subscription_to_all("fragile", &options).await.expect("create");
+    append_numbers(&client, &"a".repeat(40), 0..1).await;
+    let faulted = within("the fault", async {
+        loop {
+            let info = client.get_persistent_subscription_info_to_all("fragile", &Default::default()).await;
+            let info = info.expect("info");
+            if info.status == "Faulted" {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(faulted.stats.last_checkpointed_position, None, "nothing passed over");
 }

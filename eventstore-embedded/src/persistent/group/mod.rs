@@ -6,7 +6,10 @@
 //! all arrive as messages in the task's inbox, so the state needs no lock
 //! and every decision sees the whole group.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+mod dispatch;
+mod failures;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use super::messages::{ConsumerId, Delivery, Msg, Nack};
 use super::info::GroupInfo;
 use super::progress::Progress;
 use super::source::{self, Item, Reader};
-use super::{Dropped, GroupKey, Settings};
+use super::{Dropped, GroupKey, Settings, Strategy};
 use crate::storage::Store;
 
 struct Entry {
@@ -51,6 +54,11 @@ pub(crate) struct Group {
     to_park: Vec<Uuid>,
     /// The parked stream's `$tb` to write: replayed events below it are done.
     hide_parked_below: Option<u64>,
+    /// An outstanding event whose id the next source event shares: reading
+    /// waits until it is done, since acks name events by id alone.
+    blocked_on: Option<Uuid>,
+    /// Why the source cannot be read, and when to try again.
+    fault: Option<(String, Instant)>,
     consumers: Consumers,
     delivered: u64,
     measured: (Instant, u64),
@@ -72,6 +80,8 @@ impl Group {
             deadlines: BTreeSet::new(),
             to_park: Vec::new(),
             hide_parked_below: None,
+            blocked_on: None,
+            fault: None,
             consumers: Consumers::default(),
             delivered: 0,
             measured: (Instant::now(), 0),
@@ -92,8 +102,8 @@ impl Group {
             self.hide_replayed().await;
             let wake = self.next_wake();
             // More to read and room for it (a read of a filtered `$all` stops after a bounded
-            // scan): go round again at once, after whatever messages wait.
-            let read_on = !self.at_end && self.room() > 0;
+            // scan), or events to park: go round again at once, after whatever messages wait.
+            let read_on = (!self.at_end && self.room() > 0 && self.blocked_on.is_none()) || !self.to_park.is_empty();
             tokio::select! {
                 biased;
                 msg = inbox.recv() => {
@@ -177,55 +187,68 @@ impl Group {
         }
     }
 
-    /// A member nacked with `Stop`: EventStoreDB stops the subscription, so every
-    /// consumer is dropped (what they held goes back to be retried); the group stays.
-    fn stop_consumers(&mut self, by: ConsumerId) {
-        if self.consumers.find(by).is_none() {
-            return;
-        }
-        for consumer in self.consumers.take_all() {
-            let _ = consumer.join.tx.send(Delivery::Dropped(Dropped::Stopped));
-            self.requeue_held_by(consumer.join.id);
-        }
-    }
-
     /// Reads the source while there is room ahead of the consumers.
     async fn fill(&mut self) {
+        if let Some(id) = self.blocked_on {
+            if self.entries.contains_key(&id) {
+                return;
+            }
+            self.blocked_on = None;
+        }
+        if let Some((_, retry_at)) = &self.fault {
+            if Instant::now() < *retry_at {
+                return;
+            }
+            self.at_end = false;
+        }
         let room = self.room();
         if self.at_end || room == 0 {
             return;
         }
         match self.reader.read(room, self.settings.read_batch_size as usize).await {
             Ok((items, at_end)) => {
-                self.at_end = at_end;
-                let by_correlation = self.settings.strategy == super::Strategy::PinnedByCorrelation;
-                for item in items {
-                    let id = item.ack_id();
-                    let order = self.progress.read(item.position);
-                    if self.entries.contains_key(&id) {
-                        // A replayed parked event that the source reached again: deliver it once.
-                        self.progress.done(order);
-                        continue;
-                    }
-                    let pin = item.pin_key(by_correlation);
-                    let entry = Entry {
-                        item: Arc::new(item),
-                        retries: 0,
-                        order: Some(order),
-                        parked_at: None,
-                        pin,
-                        holder: None,
-                        deadline: None,
-                    };
-                    self.entries.insert(id, entry);
-                    self.fresh.push_back(id);
+                if self.fault.take().is_some() {
+                    tracing::info!(group = %self.key, "persistent subscription reads its source again");
                 }
+                self.at_end = at_end;
+                self.take_in(items);
             }
             Err(e) => {
-                // The read position has not moved: the next change to the store tries again.
-                tracing::warn!(group = %self.key, error = %e, "persistent subscription cannot read its source");
+                // The read position has not moved; try again in a second (a regex that gives
+                // up will again: the group waits, faulted, until it is updated or deleted).
+                if self.fault.as_ref().is_none_or(|(known, _)| *known != e) {
+                    tracing::warn!(group = %self.key, error = %e, "persistent subscription cannot read its source");
+                }
+                self.fault = Some((e, Instant::now() + Duration::from_secs(1)));
                 self.at_end = true;
             }
+        }
+    }
+
+    fn take_in(&mut self, items: Vec<Item>) {
+        let by_correlation = self.settings.strategy == Strategy::PinnedByCorrelation;
+        for item in items {
+            let id = item.ack_id();
+            if let Some(existing) = self.entries.get(&id) {
+                let (a, b) = (&existing.item.event.event, &item.event.event);
+                if existing.parked_at.is_some() && (a.stream.as_str(), a.revision) == (b.stream.as_str(), b.revision) {
+                    // A replayed parked event that the source reached again: deliver it once.
+                    let order = self.progress.read(item.position);
+                    self.progress.done(order);
+                    continue;
+                }
+                // Another event with this id is outstanding: read this one again once that is done.
+                self.reader.rewind_to(item.position);
+                self.at_end = false;
+                self.blocked_on = Some(id);
+                return;
+            }
+            let order = self.progress.read(item.position);
+            let pin = item.pin_key(by_correlation);
+            let entry =
+                Entry { item: Arc::new(item), retries: 0, order: Some(order), parked_at: None, pin, holder: None, deadline: None };
+            self.entries.insert(id, entry);
+            self.fresh.push_back(id);
         }
     }
 
@@ -233,68 +256,6 @@ impl Group {
     fn room(&self) -> usize {
         let ahead = if self.reader.is_live() { self.settings.live_buffer_size } else { self.settings.history_buffer_size };
         (ahead as usize).saturating_sub(self.fresh.len())
-    }
-
-    /// Hands retries, then fresh events, to consumers with room, in order.
-    ///
-    /// Round robin and dispatch-to-single stop at the first event no consumer
-    /// has room for. A pinned group goes on past an event whose consumer is
-    /// full, holding back only the later events with the same pin, so one
-    /// consumer that stops acking holds up its own streams and no others.
-    fn dispatch(&mut self) {
-        let pinned = matches!(self.settings.strategy, super::Strategy::Pinned | super::Strategy::PinnedByCorrelation);
-        let mut held_back: HashSet<u64> = HashSet::new();
-        for retrying in [true, false] {
-            let mut index = 0;
-            loop {
-                if !self.consumers.any_room() {
-                    return;
-                }
-                let queue = if retrying { &mut self.retry } else { &mut self.fresh };
-                let Some(&id) = queue.get(index) else { break };
-                let Some(entry) = self.entries.get(&id) else {
-                    // Done while it waited (a replay acked through its first delivery).
-                    queue.remove(index);
-                    continue;
-                };
-                let pin = entry.pin;
-                if held_back.contains(&pin) {
-                    index += 1;
-                    continue;
-                }
-                let Some(chosen) = self.consumers.choose(self.settings.strategy, pin) else {
-                    if !pinned {
-                        return;
-                    }
-                    held_back.insert(pin);
-                    index += 1;
-                    continue;
-                };
-                queue.remove(index);
-                self.deliver(id, chosen);
-            }
-        }
-    }
-
-    fn deliver(&mut self, id: Uuid, chosen: usize) {
-        let consumer = self.consumers.at(chosen);
-        let entry = self.entries.get_mut(&id).expect("dispatched events are entries");
-        let delivery = Delivery::Event { item: entry.item.clone(), retry_count: entry.retries };
-        if consumer.join.tx.send(delivery).is_err() {
-            let gone = consumer.join.id;
-            self.retry.push_front(id);
-            self.leave(gone);
-            return;
-        }
-        consumer.in_flight += 1;
-        consumer.delivered += 1;
-        self.delivered += 1;
-        entry.holder = Some(consumer.join.id);
-        if self.settings.message_timeout_ms > 0 {
-            let deadline = Instant::now() + Duration::from_millis(self.settings.message_timeout_ms.into());
-            entry.deadline = Some(deadline);
-            self.deadlines.insert((deadline, id));
-        }
     }
 
     /// Takes `event` back from consumer `id`; false when it does not hold it
@@ -331,80 +292,6 @@ impl Group {
         }
     }
 
-    async fn retry_or_park(&mut self, event: Uuid) {
-        let Some(entry) = self.entries.get_mut(&event) else { return };
-        if entry.retries >= self.settings.max_retry_count {
-            self.park(&event).await;
-        } else {
-            entry.retries += 1;
-            self.retry.push_back(event);
-        }
-    }
-
-    async fn park(&mut self, event: &Uuid) {
-        let Some(entry) = self.entries.get(event) else { return };
-        match source::park(&self.store, &self.key, &entry.item).await {
-            Ok(()) => {
-                self.parked += 1;
-                self.done(event);
-            }
-            Err(e) => {
-                // Not parked, so not done: it stays for another try rather than being lost.
-                tracing::warn!(group = %self.key, error = %e, "cannot park an event; retrying it");
-                self.retry.push_back(*event);
-            }
-        }
-    }
-
-    async fn park_waiting(&mut self) {
-        for event in std::mem::take(&mut self.to_park) {
-            self.park(&event).await;
-        }
-    }
-
-    /// Retries (or parks) every event whose consumer did not answer in time.
-    async fn expire(&mut self) {
-        let now = Instant::now();
-        while let Some(&(deadline, event)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            let Some(holder) = self.entries.get(&event).and_then(|e| e.holder) else {
-                self.deadlines.pop_first();
-                continue;
-            };
-            self.release(holder, &event);
-            self.retry_or_park(event).await;
-        }
-    }
-
-    fn leave(&mut self, id: ConsumerId) {
-        if self.consumers.remove(id) {
-            self.requeue_held_by(id);
-        }
-    }
-
-    /// Events a departed consumer held go back to the front, in their order,
-    /// as retries; one past its retries is parked instead.
-    fn requeue_held_by(&mut self, id: ConsumerId) {
-        let mut held: Vec<(Option<u64>, Uuid)> =
-            self.entries.iter().filter(|(_, e)| e.holder == Some(id)).map(|(k, e)| (e.order, *k)).collect();
-        held.sort();
-        for (_, event) in held.into_iter().rev() {
-            let entry = self.entries.get_mut(&event).expect("listed above");
-            entry.holder = None;
-            if let Some(deadline) = entry.deadline.take() {
-                self.deadlines.remove(&(deadline, event));
-            }
-            if entry.retries >= self.settings.max_retry_count {
-                self.to_park.push(event);
-            } else {
-                entry.retries += 1;
-                self.retry.push_front(event);
-            }
-        }
-    }
-
     /// Writes the checkpoint when enough is done and it is due, or at once
     /// when `force` (stopping) or the upper bound is reached.
     async fn checkpoint(&mut self, force: bool) {
@@ -422,11 +309,15 @@ impl Group {
 
     /// Hides the replayed parked events that are done from the parked stream.
     async fn hide_replayed(&mut self) {
-        let Some(below) = self.hide_parked_below.take() else { return };
+        let Some(below) = self.hide_parked_below else { return };
         match source::hide_parked(&self.store, &self.key, below).await {
-            Ok(()) => self.parked = source::parked_count(&self.store, &self.key).await,
+            Ok(()) => {
+                self.hide_parked_below = None;
+                self.parked = source::parked_count(&self.store, &self.key).await;
+            }
             Err(e) => {
-                // They stay visible, so a crash now replays them again rather than losing them.
+                // Kept to write at the next turn; until then they stay visible, so a crash
+                // replays them again rather than losing them (a replay now skips them).
                 tracing::warn!(group = %self.key, error = %e, "cannot hide replayed parked events");
             }
         }
@@ -434,7 +325,8 @@ impl Group {
 
     fn next_wake(&self) -> Option<Instant> {
         let timeout = self.deadlines.first().map(|(deadline, _)| *deadline);
-        timeout.into_iter().chain(self.progress.wake(self.settings.min_checkpoint_count)).min()
+        let read_again = self.fault.as_ref().map(|(_, at)| *at);
+        timeout.into_iter().chain(self.progress.wake(self.settings.min_checkpoint_count)).chain(read_again).min()
     }
 
     /// Takes the parked events below `stop_at` (a revision of the parked
@@ -447,7 +339,7 @@ impl Group {
             if self.entries.contains_key(&id) || !self.progress.replaying(revision) {
                 continue;
             }
-            let pin = item.pin_key(self.settings.strategy == super::Strategy::PinnedByCorrelation);
+            let pin = item.pin_key(self.settings.strategy == Strategy::PinnedByCorrelation);
             let entry = Entry {
                 item: Arc::new(item),
                 retries: 0,
@@ -472,7 +364,11 @@ impl Group {
         GroupInfo {
             key: self.key.clone(),
             settings: self.settings.clone(),
-            status: if live && self.at_end { "Live" } else { "Behind" },
+            status: match (&self.fault, live && self.at_end) {
+                (Some(_), _) => "Faulted",
+                (None, true) => "Live",
+                (None, false) => "Behind",
+            },
             connections: self.consumers.describe(seconds, self.settings.extra_statistics),
             average_per_second: (since as f64 / seconds) as i32,
             total_items: self.delivered,
