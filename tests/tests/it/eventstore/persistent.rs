@@ -311,20 +311,25 @@ async fn a_restart_keeps_each_groups_position_and_parked_events() {
     assert_eq!(n, 10, "the event in flight at the restart is delivered again");
 }
 
-#[tokio::test]
-async fn a_pinned_group_keeps_each_stream_on_one_consumer() {
-    let env = TestEnv::start().await;
-    let client = env.client();
+/// A `$all` group "pinned" over the streams `pin-*`, with the pinned strategy.
+async fn create_pinned_group(client: &eventstore::Client) {
     let options = PersistentSubscriptionToAllOptions::default()
         .filter(SubscriptionFilter::on_stream_name().add_prefix("pin-"))
         .consumer_strategy_name(SystemConsumerStrategy::Pinned);
     client.create_persistent_subscription_to_all("pinned", &options).await.expect("create");
-    let subscribe_all = |buffer| {
-        let options = SubscribeToPersistentSubscriptionOptions::default().buffer_size(buffer);
-        let client = client.clone();
-        async move { client.subscribe_to_persistent_subscription_to_all("pinned", &options).await.expect("subscribe") }
-    };
-    let mut consumers = [subscribe_all(50).await, subscribe_all(50).await];
+}
+
+async fn join_pinned(client: &eventstore::Client, buffer: usize) -> PersistentSubscription {
+    let options = SubscribeToPersistentSubscriptionOptions::default().buffer_size(buffer);
+    client.subscribe_to_persistent_subscription_to_all("pinned", &options).await.expect("subscribe")
+}
+
+#[tokio::test]
+async fn a_pinned_group_keeps_each_stream_on_one_consumer() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    create_pinned_group(&client).await;
+    let mut consumers = [join_pinned(&client, 50).await, join_pinned(&client, 50).await];
     for round in 0..4 {
         for stream in 0..16 {
             append_numbers(&client, &format!("pin-{stream}"), round..round + 1).await;
@@ -510,24 +515,16 @@ async fn checkpoints_are_written_by_count_and_by_time_into_the_checkpoint_stream
 async fn a_pinned_consumer_that_stops_acking_holds_up_only_its_own_streams() {
     let env = TestEnv::start().await;
     let client = env.client();
-    let options = PersistentSubscriptionToAllOptions::default()
-        .filter(SubscriptionFilter::on_stream_name().add_prefix("pin-"))
-        .consumer_strategy_name(SystemConsumerStrategy::Pinned);
-    client.create_persistent_subscription_to_all("pinned", &options).await.expect("create");
-    let join = |buffer| {
-        let options = SubscribeToPersistentSubscriptionOptions::default().buffer_size(buffer);
-        let client = client.clone();
-        async move { client.subscribe_to_persistent_subscription_to_all("pinned", &options).await.expect("subscribe") }
-    };
+    create_pinned_group(&client).await;
     // Alone, the stuck consumer takes the first event and every stream waits behind it.
-    let mut stuck = join(1).await;
+    let mut stuck = join_pinned(&client, 1).await;
     for stream in 0..16 {
         append_numbers(&client, &format!("pin-{stream}"), 0..1).await;
     }
     let (_, _, held) = next(&mut stuck).await;
     let held_stream = held.get_original_event().stream_id.clone();
     // A second consumer gets its own streams' events at once, not after the stuck one.
-    let mut working = join(100).await;
+    let mut working = join_pinned(&client, 100).await;
     let (_, _, event) = next(&mut working).await;
     let first = event.get_original_event().stream_id.clone();
     assert_ne!(first, held_stream);
