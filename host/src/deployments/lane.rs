@@ -114,7 +114,16 @@ impl Lane {
         if control.send(message(reply)).await.is_ok() {
             let _ = stopped.await;
         }
-        let handle = self.runner.lock().take();
+        // Only the runner asked to end leaves the slot: once it has finished, a start may
+        // have put a new runner there already (the lane taken back at once), which stays.
+        let handle = {
+            let mut slot = self.runner.lock();
+            if slot.as_ref().is_some_and(|h| h.control.same_channel(&control)) {
+                slot.take()
+            } else {
+                None
+            }
+        };
         if let Some(handle) = handle {
             let _ = handle.task.await;
         }
