@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use eventstore::{Client, PersistentSubscriptionToAllOptions, StreamPosition, SubscribeToPersistentSubscriptionOptions};
+use eventstore::{
+    Client, PersistentSubscriptionToAllOptions, StreamPosition, SubscribeToPersistentSubscriptionOptions,
+};
 
 use crate::eventstore_bench::{Meter, ServerProcess};
 use crate::report::{mib, Row, Table};
@@ -68,11 +70,15 @@ pub(crate) async fn figures(
         }
         let plural = if consumers == 1 { "" } else { "s" };
         rows.push(
-            Row::new(format!("event store: persistent subscription, {consumers} consumer{plural}, acked"), rate, "events/s")
-                .detail(format!(
-                    "{events} events of $all, {BUFFER} in flight per consumer, one ack each; \
+            Row::new(
+                format!("event store: persistent subscription, {consumers} consumer{plural}, acked"),
+                rate,
+                "events/s",
+            )
+            .detail(format!(
+                "{events} events of $all, {BUFFER} in flight per consumer, one ack each; \
                      catch-up subscription {catch_up:.0} events/s; {cpu}"
-                )),
+            )),
         );
         rows.push(
             Row::new(format!("event store: server RSS during it ({consumers} consumer{plural})"), mib(peak), "MiB")

@@ -165,7 +165,11 @@ impl EmbeddedServer {
         let in_flight = grpc::InFlight::new();
         let serving = grpc::serve(
             listener,
-            grpc::Backend { store: store.clone(), subsystem: subsystem.clone(), max_append_size: config.max_append_size },
+            grpc::Backend {
+                store: store.clone(),
+                subsystem: subsystem.clone(),
+                max_append_size: config.max_append_size,
+            },
             advertised,
             in_flight.clone(),
             front,

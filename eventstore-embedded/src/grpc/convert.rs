@@ -113,7 +113,12 @@ pub(crate) fn read_event(read: &ReadEvent, ids: IdFormat) -> read_resp::ReadEven
     }
 }
 
-pub(crate) fn exception(code: Code, message: String, exception: &'static str, extra: &[(&'static str, String)]) -> Status {
+pub(crate) fn exception(
+    code: Code,
+    message: String,
+    exception: &'static str,
+    extra: &[(&'static str, String)],
+) -> Status {
     let mut map = MetadataMap::new();
     map.insert("exception", MetadataValue::from_static(exception));
     for (key, value) in extra {

@@ -22,8 +22,8 @@ use crate::persistent::{
 use crate::proto::event_store::client::persistent_subscriptions::{
     self as ps, create_req, list_req, persistent_subscriptions_server::PersistentSubscriptions, read_req, read_resp,
     replay_parked_req, subscription_info, update_req, CreateReq, CreateResp, DeleteReq, DeleteResp, GetInfoReq,
-    GetInfoResp, ListReq, ListResp, ReadReq, ReadResp, ReplayParkedReq, ReplayParkedResp, SubscriptionInfo,
-    UpdateReq, UpdateResp,
+    GetInfoResp, ListReq, ListResp, ReadReq, ReadResp, ReplayParkedReq, ReplayParkedResp, SubscriptionInfo, UpdateReq,
+    UpdateResp,
 };
 
 /// The service, over the server's one [`Subsystem`].
@@ -94,7 +94,12 @@ impl PersistentSubscriptions for PersistentService {
                 (Source::Stream(named_stream(s.stream_identifier)?), start)
             }
             Some(create_req::options::StreamOption::All(a)) => {
-                let start = start_from!(create_req::all_options::AllOption, Position, a.all_option, |p: create_req::Position| p.commit_position);
+                let start = start_from!(
+                    create_req::all_options::AllOption,
+                    Position,
+                    a.all_option,
+                    |p: create_req::Position| p.commit_position
+                );
                 let filter = match a.filter_option {
                     Some(create_req::all_options::FilterOption::Filter(f)) => Some(filter_spec(f)?),
                     _ => None,
@@ -129,7 +134,12 @@ impl PersistentSubscriptions for PersistentService {
                 (named_stream(s.stream_identifier)?, start)
             }
             Some(update_req::options::StreamOption::All(a)) => {
-                let start = start_from!(update_req::all_options::AllOption, Position, a.all_option, |p: update_req::Position| p.commit_position);
+                let start = start_from!(
+                    update_req::all_options::AllOption,
+                    Position,
+                    a.all_option,
+                    |p: update_req::Position| p.commit_position
+                );
                 ("$all".to_owned(), start)
             }
             #[allow(deprecated)]
@@ -174,10 +184,9 @@ impl PersistentSubscriptions for PersistentService {
             Some(read_req::options::uuid_option::Content::Structured(())) => IdFormat::Structured,
             _ => IdFormat::String,
         };
-        let buffer_size = u32::try_from(options.buffer_size)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| Status::invalid_argument(format!("buffer size must be greater than 0, not {}", options.buffer_size)))?;
+        let buffer_size = u32::try_from(options.buffer_size).ok().filter(|n| *n > 0).ok_or_else(|| {
+            Status::invalid_argument(format!("buffer size must be greater than 0, not {}", options.buffer_size))
+        })?;
         let buffer_size = buffer_size.min(MAX_BUFFER_SIZE);
         let key = group_key(&source, options.group_name)?;
         let consumer = self.subsystem.join(key.clone(), buffer_size, from, String::new()).await.map_err(status)?;
@@ -209,9 +218,9 @@ impl PersistentSubscriptions for PersistentService {
         let events = UnboundedReceiverStream::new(consumer.deliveries).map(move |delivery| {
             let _held_until_the_stream_ends = &guard;
             match delivery {
-                Delivery::Event { item, retry_count } => Ok(ReadResp {
-                    content: Some(read_resp::Content::Event(read_event(&item, retry_count, ids))),
-                }),
+                Delivery::Event { item, retry_count } => {
+                    Ok(ReadResp { content: Some(read_resp::Content::Event(read_event(&item, retry_count, ids))) })
+                }
                 Delivery::Dropped(reason) => Err(dropped(&key, reason)),
             }
         });
@@ -240,7 +249,8 @@ impl PersistentSubscriptions for PersistentService {
         };
         let stop_at = match options.stop_at_option {
             Some(StopAtOption::StopAt(n)) => Some(
-                u64::try_from(n).map_err(|_| Status::invalid_argument(format!("stop at must not be negative, not {n}")))?,
+                u64::try_from(n)
+                    .map_err(|_| Status::invalid_argument(format!("stop at must not be negative, not {n}")))?,
             ),
             Some(StopAtOption::NoLimit(())) | None => None,
         };
@@ -329,12 +339,9 @@ fn status(error: PsError) -> Status {
         PsError::Exists(key) => {
             convert::exception(Code::AlreadyExists, error.to_string(), "persistent-subscription-exists", &names(key))
         }
-        PsError::NotFound(key) => convert::exception(
-            Code::NotFound,
-            error.to_string(),
-            "persistent-subscription-does-not-exist",
-            &names(key),
-        ),
+        PsError::NotFound(key) => {
+            convert::exception(Code::NotFound, error.to_string(), "persistent-subscription-does-not-exist", &names(key))
+        }
         PsError::NoGroups(source) => convert::exception(
             Code::NotFound,
             error.to_string(),

@@ -1,7 +1,7 @@
 //! A group's connected consumers, and which one the next event goes to.
 
-use super::messages::{ConsumerId, Joining};
 use super::info::ConsumerInfo;
+use super::messages::{ConsumerId, Joining};
 use super::Strategy;
 
 /// One connected consumer and what it holds.

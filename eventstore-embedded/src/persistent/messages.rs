@@ -49,4 +49,3 @@ pub(crate) enum Msg {
     ReplayParked(Option<u64>, oneshot::Sender<Result<(), String>>),
     Stop(Dropped, oneshot::Sender<()>),
 }
-

@@ -28,14 +28,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-pub(crate) use messages::{Delivery, Nack};
 pub(crate) use info::GroupInfo;
+pub(crate) use messages::{Delivery, Nack};
 pub(crate) use settings::{FilterSpec, RawSettings, Settings, Source, StartFrom, Strategy};
 pub(crate) use source::{format_position, Item};
 
+use crate::storage::{Direction, ExpectedRevision, ProposedEvent, ReadError, Store, StreamFrom};
 use group::Group;
 use messages::{ConsumerId, Joining, Msg};
-use crate::storage::{Direction, ExpectedRevision, ProposedEvent, ReadError, Store, StreamFrom};
 
 const CONFIG_STREAM: &str = "$persistentSubscriptionConfig";
 const CONFIG_TYPE: &str = "$PersistentConfig";
@@ -164,7 +164,9 @@ impl Subsystem {
                     Ok(running) => {
                         state.running.insert(config.key.clone(), running);
                     }
-                    Err(e) => tracing::error!(group = %config.key, error = %e, "a persistent subscription cannot start"),
+                    Err(e) => {
+                        tracing::error!(group = %config.key, error = %e, "a persistent subscription cannot start")
+                    }
                 }
                 state.configs.insert(config.key.clone(), config);
             }
@@ -394,9 +396,10 @@ async fn ask<T>(tx: &mpsc::UnboundedSender<Msg>, msg: impl FnOnce(oneshot::Sende
 
 async fn load_configs(store: &Arc<Store>) -> Result<Vec<Config>, String> {
     let store = store.clone();
-    let last = tokio::task::spawn_blocking(move || store.read_stream(CONFIG_STREAM, StreamFrom::End, Direction::Backwards, 1))
-        .await
-        .map_err(|e| e.to_string())?;
+    let last =
+        tokio::task::spawn_blocking(move || store.read_stream(CONFIG_STREAM, StreamFrom::End, Direction::Backwards, 1))
+            .await
+            .map_err(|e| e.to_string())?;
     let page = match last {
         Ok(page) => page,
         Err(ReadError::NotFound | ReadError::Deleted) => return Ok(Vec::new()),

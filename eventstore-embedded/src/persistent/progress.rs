@@ -106,6 +106,11 @@ impl Progress {
         (waiting && self.done_since_checkpoint >= min).then_some(self.checkpoint_due.max(self.not_before))
     }
 
+    /// Replayed parked events not yet done.
+    pub(super) fn replays_outstanding(&self) -> usize {
+        self.replayed.values().filter(|done| !**done).count()
+    }
+
     /// Registers a parked event taken for replay; false if it is already
     /// replaying or done with (its `$tb` may not be written yet).
     pub(super) fn replaying(&mut self, revision: u64) -> bool {

@@ -208,7 +208,8 @@ mod tests {
     fn the_defaults_pass_and_numbers_out_of_range_are_named() {
         let ok = raw().check(StartFrom::Start, false, false, Strategy::RoundRobin).expect("defaults");
         assert_eq!(Settings { start_from: StartFrom::Start, ..Settings::default() }, ok);
-        let refused = |raw: RawSettings| raw.check(StartFrom::Start, false, false, Strategy::Pinned).expect_err("refused");
+        let refused =
+            |raw: RawSettings| raw.check(StartFrom::Start, false, false, Strategy::Pinned).expect_err("refused");
         assert!(refused(RawSettings { read_batch_size: 0, ..raw() }).contains("read batch size"));
         assert!(refused(RawSettings { live_buffer_size: i32::MAX, ..raw() }).contains("at most 100000"));
         assert!(refused(RawSettings { max_retry_count: -1, ..raw() }).contains("max retry count"));

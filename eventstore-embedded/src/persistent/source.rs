@@ -101,7 +101,8 @@ impl Reader {
             Source::Stream(name) => From::Stream(name.clone()),
             Source::All(None) => From::All(None),
             Source::All(Some(spec)) => From::All(Some(
-                Filter::new(spec.on_stream, spec.prefixes.clone(), &spec.regex, 1).map_err(|s| s.message().to_owned())?,
+                Filter::new(spec.on_stream, spec.prefixes.clone(), &spec.regex, 1)
+                    .map_err(|s| s.message().to_owned())?,
             )),
         };
         let checkpoint = read_checkpoint(store, key).await?;
@@ -145,9 +146,10 @@ impl Reader {
         let store = self.store.clone();
         let from = self.from.clone();
         let (next, resolve) = (self.next, self.resolve_links);
-        let (items, next, at_end) = tokio::task::spawn_blocking(move || read_source(&store, &from, next, limit, batch, resolve))
-            .await
-            .map_err(|e| format!("read task failed: {e}"))??;
+        let (items, next, at_end) =
+            tokio::task::spawn_blocking(move || read_source(&store, &from, next, limit, batch, resolve))
+                .await
+                .map_err(|e| format!("read task failed: {e}"))??;
         self.next = next;
         self.live = at_end;
         Ok((items, at_end))
@@ -171,18 +173,20 @@ fn read_source(
     while items.len() < limit && scanned < MAX_SCAN_PER_READ {
         let want = batch.min(limit - items.len());
         let (events, reached_end) = match from {
-            From::Stream(name) => match store.read_stream(name, StreamFrom::Revision(next), Direction::Forwards, want) {
-                Ok(page) => {
-                    if let Some(last) = page.events.last() {
-                        next = last.event.revision + 1;
+            From::Stream(name) => {
+                match store.read_stream(name, StreamFrom::Revision(next), Direction::Forwards, want) {
+                    Ok(page) => {
+                        if let Some(last) = page.events.last() {
+                            next = last.event.revision + 1;
+                        }
+                        scanned += page.events.len();
+                        let end = page.events.len() < want;
+                        (page.events.into_iter().map(|e| (e.event.revision, e)).collect::<Vec<_>>(), end)
                     }
-                    scanned += page.events.len();
-                    let end = page.events.len() < want;
-                    (page.events.into_iter().map(|e| (e.event.revision, e)).collect::<Vec<_>>(), end)
+                    Err(ReadError::NotFound | ReadError::Deleted) => (Vec::new(), true),
+                    Err(ReadError::Io(e)) => return Err(e.to_string()),
                 }
-                Err(ReadError::NotFound | ReadError::Deleted) => (Vec::new(), true),
-                Err(ReadError::Io(e)) => return Err(e.to_string()),
-            },
+            }
             From::All(filter) => {
                 // A regex that gives up is an error, never a "no": the event would be skipped for good.
                 let failed = std::cell::RefCell::new(None);
@@ -193,7 +197,8 @@ fn read_source(
                     }),
                     _ => true,
                 };
-                let page = store.scan_all(next, Direction::Forwards, want, MAX_SCAN, &keep).map_err(|e| e.to_string())?;
+                let page =
+                    store.scan_all(next, Direction::Forwards, want, MAX_SCAN, &keep).map_err(|e| e.to_string())?;
                 if let Some(error) = failed.into_inner() {
                     return Err(error);
                 }
@@ -202,7 +207,9 @@ fn read_source(
                 let mut events = Vec::with_capacity(page.events.len());
                 for e in page.events {
                     let kept = match filter {
-                        Some(f) if !f.on_stream => f.matches(&e.event.event_type).map_err(|s| s.message().to_owned())?,
+                        Some(f) if !f.on_stream => {
+                            f.matches(&e.event.event_type).map_err(|s| s.message().to_owned())?
+                        }
                         _ => true,
                     };
                     if kept {
@@ -263,9 +270,10 @@ pub(crate) fn format_position(key: &GroupKey, position: Position) -> String {
 async fn read_checkpoint(store: &Arc<Store>, key: &GroupKey) -> Result<Option<Position>, String> {
     let stream = checkpoint_stream(key);
     let store = store.clone();
-    let last = tokio::task::spawn_blocking(move || store.read_stream(&stream, StreamFrom::End, Direction::Backwards, 1))
-        .await
-        .map_err(|e| e.to_string())?;
+    let last =
+        tokio::task::spawn_blocking(move || store.read_stream(&stream, StreamFrom::End, Direction::Backwards, 1))
+            .await
+            .map_err(|e| e.to_string())?;
     let page = match last {
         Ok(page) => page,
         Err(ReadError::NotFound | ReadError::Deleted) => return Ok(None),
@@ -288,7 +296,13 @@ pub(crate) async fn park(store: &Store, key: &GroupKey, item: &Item) -> Result<(
     append(store, &parked_stream(key), LINK_TYPE, "application/octet-stream", data).await
 }
 
-async fn append(store: &Store, stream: &str, event_type: &str, content_type: &str, data: Vec<u8>) -> Result<(), String> {
+async fn append(
+    store: &Store,
+    stream: &str,
+    event_type: &str,
+    content_type: &str,
+    data: Vec<u8>,
+) -> Result<(), String> {
     let event = ProposedEvent {
         id: Uuid::new_v4(),
         event_type: event_type.into(),
@@ -314,40 +328,41 @@ pub(crate) async fn parked_count(store: &Arc<Store>, key: &GroupKey) -> u64 {
     .unwrap_or(0)
 }
 
-/// The parked events below revision `stop_at` of the parked stream (all
-/// without it), oldest first, each with its revision there. Links whose
-/// event can no longer be read are left out.
+/// One page of a replay: up to `limit` parked events from revision `from`
+/// of the parked stream and below `stop_at` (no bound without it), oldest
+/// first, each with its revision there; and where the next page starts,
+/// `None` once the replay has read all it was asked for. Links whose event
+/// can no longer be read are left out.
 pub(crate) async fn read_parked(
     store: &Arc<Store>,
     key: &GroupKey,
+    from: u64,
     stop_at: Option<u64>,
-) -> Result<Vec<(u64, Item)>, String> {
+    limit: usize,
+) -> Result<(Vec<(u64, Item)>, Option<u64>), String> {
     let name = parked_stream(key);
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
+        let page = match store.read_stream(&name, StreamFrom::Revision(from), Direction::Forwards, limit) {
+            Ok(page) => page,
+            Err(ReadError::NotFound | ReadError::Deleted) => return Ok((Vec::new(), None)),
+            Err(ReadError::Io(e)) => return Err(e.to_string()),
+        };
         let mut items = Vec::new();
-        let mut from = StreamFrom::Start;
-        loop {
-            let page = match store.read_stream(&name, from, Direction::Forwards, 256) {
-                Ok(page) => page,
-                Err(ReadError::NotFound | ReadError::Deleted) => break,
-                Err(ReadError::Io(e)) => return Err(e.to_string()),
-            };
-            for link in &page.events {
-                let revision = link.event.revision;
-                if stop_at.is_some_and(|stop| revision >= stop) {
-                    return Ok(items);
-                }
-                if let Some(target) = link_target(&store, &link.event.data) {
-                    items.push((revision, Item { position: target.position, event: target, link: None }));
-                }
+        for link in &page.events {
+            let revision = link.event.revision;
+            if stop_at.is_some_and(|stop| revision >= stop) {
+                return Ok((items, None));
             }
-            match page.events.last() {
-                Some(e) if page.events.len() == 256 => from = StreamFrom::Revision(e.event.revision + 1),
-                _ => break,
+            if let Some(target) = link_target(&store, &link.event.data) {
+                items.push((revision, Item { position: target.position, event: target, link: None }));
             }
         }
-        Ok(items)
+        let next = match page.events.last() {
+            Some(last) if page.events.len() == limit => Some(last.event.revision + 1),
+            _ => None,
+        };
+        Ok((items, next))
     })
     .await
     .map_err(|e| e.to_string())?

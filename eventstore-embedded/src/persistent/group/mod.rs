@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::consumers::{Consumer, Consumers};
-use super::messages::{ConsumerId, Delivery, Msg, Nack};
 use super::info::GroupInfo;
+use super::messages::{ConsumerId, Delivery, Msg, Nack};
 use super::progress::Progress;
 use super::source::{self, Item, Reader};
 use super::{Dropped, GroupKey, Settings, Strategy};
@@ -59,6 +59,8 @@ pub(crate) struct Group {
     blocked_on: Option<Uuid>,
     /// Why the source cannot be read, and when to try again.
     fault: Option<(String, Instant)>,
+    /// A replay of parked events under way: the parked revision to read from next, and its bound.
+    replay: Option<(u64, Option<u64>)>,
     consumers: Consumers,
     delivered: u64,
     measured: (Instant, u64),
@@ -82,6 +84,7 @@ impl Group {
             hide_parked_below: None,
             blocked_on: None,
             fault: None,
+            replay: None,
             consumers: Consumers::default(),
             delivered: 0,
             measured: (Instant::now(), 0),
@@ -95,6 +98,8 @@ impl Group {
         let mut head = self.store.watch_head();
         loop {
             self.fill().await;
+            let _ = self.replay_more().await; // logged where it fails; the replay is given up
+
             self.expire().await;
             self.park_waiting().await;
             self.dispatch();
@@ -103,7 +108,9 @@ impl Group {
             let wake = self.next_wake();
             // More to read and room for it (a read of a filtered `$all` stops after a bounded
             // scan), or events to park: go round again at once, after whatever messages wait.
-            let read_on = (!self.at_end && self.room() > 0 && self.blocked_on.is_none()) || !self.to_park.is_empty();
+            let read_on = (!self.at_end && self.room() > 0 && self.blocked_on.is_none())
+                || !self.to_park.is_empty()
+                || (self.replay.is_some() && self.replay_room() > 0);
             tokio::select! {
                 biased;
                 msg = inbox.recv() => {
@@ -245,8 +252,15 @@ impl Group {
             }
             let order = self.progress.read(item.position);
             let pin = item.pin_key(by_correlation);
-            let entry =
-                Entry { item: Arc::new(item), retries: 0, order: Some(order), parked_at: None, pin, holder: None, deadline: None };
+            let entry = Entry {
+                item: Arc::new(item),
+                retries: 0,
+                order: Some(order),
+                parked_at: None,
+                pin,
+                holder: None,
+                deadline: None,
+            };
             self.entries.insert(id, entry);
             self.fresh.push_back(id);
         }
@@ -254,7 +268,8 @@ impl Group {
 
     /// How many more events the group may read ahead of its consumers.
     fn room(&self) -> usize {
-        let ahead = if self.reader.is_live() { self.settings.live_buffer_size } else { self.settings.history_buffer_size };
+        let ahead =
+            if self.reader.is_live() { self.settings.live_buffer_size } else { self.settings.history_buffer_size };
         (ahead as usize).saturating_sub(self.fresh.len())
     }
 
@@ -329,11 +344,37 @@ impl Group {
         timeout.into_iter().chain(self.progress.wake(self.settings.min_checkpoint_count)).chain(read_again).min()
     }
 
-    /// Takes the parked events below `stop_at` (a revision of the parked
-    /// stream; all without it) for delivery again. They stay in the parked
-    /// stream until each is done, so none is lost if the group stops first.
+    /// Starts a replay of the parked events below `stop_at` (a revision of the
+    /// parked stream; all without it). They are read a page at a time as
+    /// earlier ones are done, and stay in the parked stream until each is
+    /// done, so none is lost if the group stops first.
     async fn replay_parked(&mut self, stop_at: Option<u64>) -> Result<(), String> {
-        let parked = source::read_parked(&self.store, &self.key, stop_at).await?;
+        let from = self.replay.map_or(0, |(from, _)| from);
+        self.replay = Some((from, stop_at));
+        self.replay_more().await
+    }
+
+    /// How many more replayed events may be held: the history buffer's worth at most.
+    fn replay_room(&self) -> usize {
+        (self.settings.history_buffer_size as usize).saturating_sub(self.progress.replays_outstanding())
+    }
+
+    /// Takes the next page of a replay under way, while there is room for it.
+    async fn replay_more(&mut self) -> Result<(), String> {
+        let Some((from, stop_at)) = self.replay else { return Ok(()) };
+        let room = self.replay_room().min(self.settings.read_batch_size as usize);
+        if room == 0 {
+            return Ok(());
+        }
+        let (parked, next) = match source::read_parked(&self.store, &self.key, from, stop_at, room).await {
+            Ok(page) => page,
+            Err(e) => {
+                self.replay = None;
+                tracing::warn!(group = %self.key, error = %e, "cannot read the parked events to replay");
+                return Err(e);
+            }
+        };
+        self.replay = next.map(|next| (next, stop_at));
         for (revision, item) in parked {
             let id = item.ack_id();
             if self.entries.contains_key(&id) || !self.progress.replaying(revision) {

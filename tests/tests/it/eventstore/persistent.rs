@@ -119,7 +119,8 @@ async fn groups_are_created_described_listed_updated_and_deleted() {
         .map(|i| (i.event_source, i.group_name))
         .collect();
     assert_eq!(listed, [("$all".to_owned(), "audit".to_owned()), ("orders".to_owned(), "billing".to_owned())]);
-    let for_stream = client.list_persistent_subscriptions_for_stream("orders", &Default::default()).await.expect("list");
+    let for_stream =
+        client.list_persistent_subscriptions_for_stream("orders", &Default::default()).await.expect("list");
     assert_eq!(for_stream.len(), 1);
     let to_all = client.list_persistent_subscriptions_to_all(&Default::default()).await.expect("list $all");
     assert_eq!(to_all.iter().map(|i| i.group_name.as_str()).collect::<Vec<_>>(), ["audit"]);
@@ -181,7 +182,8 @@ async fn competing_consumers_split_a_stream_and_each_ack_ends_an_event_once() {
     assert!(seen.values().all(|&times| times == 1), "each event delivered once: {seen:?}");
     assert!(by_first >= 10 && by_second >= 10, "round robin shares the work: {by_first} / {by_second}");
     // Acks travel apart from the info call: wait for the last to arrive.
-    let stats = info_until(&client, "jobs", "workers", "the last ack", |i| i.stats.total_in_flight_messages == 0).await.stats;
+    let stats =
+        info_until(&client, "jobs", "workers", "the last ack", |i| i.stats.total_in_flight_messages == 0).await.stats;
     assert_eq!(stats.total_items, 100, "delivered 100 times in all");
 }
 
@@ -648,4 +650,33 @@ async fn a_filter_that_gives_up_faults_the_group_instead_of_skipping_events() {
     })
     .await;
     assert_eq!(faulted.stats.last_checkpointed_position, None, "nothing passed over");
+}
+
+#[tokio::test]
+async fn a_replay_takes_parked_events_a_buffer_at_a_time_and_delivers_them_all() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    append_numbers(&client, "many", 0..30).await;
+    let options = from_start().history_buffer_size(10).read_batch_size(5);
+    client.create_persistent_subscription("many", "g", &options).await.expect("create");
+    let mut sub = subscribe(&client, "many", "g", 1).await;
+    for expected in 0..30 {
+        let (n, _, event) = next(&mut sub).await;
+        assert_eq!(n, expected);
+        sub.nack(event, NakAction::Park, "later").await.expect("park");
+    }
+    info_until(&client, "many", "g", "every event parked", |i| i.stats.parked_message_count == 30).await;
+    client.replay_parked_messages("many", "g", &Default::default()).await.expect("replay");
+    let (n, _, event) = next(&mut sub).await;
+    assert_eq!(n, 0);
+    // One held by the consumer, the rest of the group's ten waiting: not the whole parked stream.
+    let stats = info(&client, "many", "g").await.stats;
+    assert!(stats.retry_buffer_count <= 9, "a replay holds at most its buffer: {}", stats.retry_buffer_count);
+    sub.ack(event).await.expect("ack");
+    for expected in 1..30 {
+        let (n, _, event) = next(&mut sub).await;
+        assert_eq!(n, expected, "replayed in the order they were parked");
+        sub.ack(event).await.expect("ack");
+    }
+    info_until(&client, "many", "g", "the replayed events hidden", |i| i.stats.parked_message_count == 0).await;
 }
