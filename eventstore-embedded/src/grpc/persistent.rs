@@ -70,6 +70,18 @@ macro_rules! start_from {
     }};
 }
 
+/// The source a request names: a stream, or `$all` (each request has an
+/// option type of its own).
+macro_rules! source_of {
+    ($($option:ident)::+, $value:expr) => {
+        match $value {
+            Some($($option)::+::StreamIdentifier(id)) => named_stream(Some(id))?,
+            Some($($option)::+::All(())) => "$all".to_owned(),
+            None => return Err(missing("stream")),
+        }
+    };
+}
+
 type Events = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
 
 /// A stream group's start in the deprecated `settings.revision` (the Node
@@ -157,11 +169,7 @@ impl PersistentSubscriptions for PersistentService {
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
         use ps::delete_req::options::StreamOption;
         let options = request.into_inner().options.ok_or_else(|| missing("options"))?;
-        let source = match options.stream_option {
-            Some(StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
-            Some(StreamOption::All(())) => "$all".to_owned(),
-            None => return Err(missing("stream")),
-        };
+        let source = source_of!(StreamOption, options.stream_option);
         self.subsystem.delete(group_key(&source, options.group_name)?).await.map_err(status)?;
         Ok(Response::new(DeleteResp {}))
     }
@@ -175,11 +183,7 @@ impl PersistentSubscriptions for PersistentService {
         let Some(read_req::Content::Options(options)) = first.content else {
             return Err(Status::invalid_argument("the first message of a persistent subscription must be its options"));
         };
-        let source = match options.stream_option {
-            Some(read_req::options::StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
-            Some(read_req::options::StreamOption::All(())) => "$all".to_owned(),
-            None => return Err(missing("stream")),
-        };
+        let source = source_of!(read_req::options::StreamOption, options.stream_option);
         let ids = match options.uuid_option.and_then(|o| o.content) {
             Some(read_req::options::uuid_option::Content::Structured(())) => IdFormat::Structured,
             _ => IdFormat::String,
@@ -230,11 +234,7 @@ impl PersistentSubscriptions for PersistentService {
     async fn get_info(&self, request: Request<GetInfoReq>) -> Result<Response<GetInfoResp>, Status> {
         use ps::get_info_req::options::StreamOption;
         let options = request.into_inner().options.ok_or_else(|| missing("options"))?;
-        let source = match options.stream_option {
-            Some(StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
-            Some(StreamOption::All(())) => "$all".to_owned(),
-            None => return Err(missing("stream")),
-        };
+        let source = source_of!(StreamOption, options.stream_option);
         let info = self.subsystem.info(group_key(&source, options.group_name)?).await.map_err(status)?;
         Ok(Response::new(GetInfoResp { subscription_info: Some(subscription_info(info)) }))
     }
@@ -242,11 +242,7 @@ impl PersistentSubscriptions for PersistentService {
     async fn replay_parked(&self, request: Request<ReplayParkedReq>) -> Result<Response<ReplayParkedResp>, Status> {
         use replay_parked_req::options::{StopAtOption, StreamOption};
         let options = request.into_inner().options.ok_or_else(|| missing("options"))?;
-        let source = match options.stream_option {
-            Some(StreamOption::StreamIdentifier(id)) => named_stream(Some(id))?,
-            Some(StreamOption::All(())) => "$all".to_owned(),
-            None => return Err(missing("stream")),
-        };
+        let source = source_of!(StreamOption, options.stream_option);
         let stop_at = match options.stop_at_option {
             Some(StopAtOption::StopAt(n)) => Some(
                 u64::try_from(n)
